@@ -1,0 +1,152 @@
+"""Shared CLI plumbing: options, settings, error translation, progress bars, output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from tqdm import tqdm
+
+from facestore.config import BackboneSettings, Settings, resolve_backbone, resolve_db
+from facestore.errors import FacestoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FacestoreClickError(click.ClickException):
+    def __init__(self, error: FacestoreError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class FacestoreGroup(click.Group):
+    """Turns library errors into clean messages (no traceback) for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FacestoreError as exc:
+            raise FacestoreClickError(exc) from exc
+
+
+def location_options(func: F) -> F:
+    """--db and --model-dir, accepted before or after the command name."""
+    func = click.option(
+        "--model-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where published models live. [env: FACESTORE_MODEL_DIR; default: ./model]",
+    )(func)
+    func = click.option(
+        "--db",
+        default=None,
+        help="The app's database: a SQLite file path or a SQLAlchemy URL. [env: FACESTORE_DB]",
+    )(func)
+    return func
+
+
+def backbone_options(func: F) -> F:
+    for decorator in reversed(
+        [
+            click.option(
+                "--backbone",
+                default=None,
+                help="Backbone name: vggface2 (default), casia-webface, or a plugin. "
+                "[env: FACESTORE_BACKBONE]",
+            ),
+            click.option(
+                "--weights",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=None,
+                help="Backbone weights file (e.g. 20180402-114759-vggface2.pt). If not given: "
+                "the torch hub cache, then a download. [env: FACESTORE_WEIGHTS]",
+            ),
+            click.option(
+                "--device",
+                default=None,
+                help="auto (CUDA if available), cpu, cuda or cuda:N. [env: FACESTORE_DEVICE]",
+            ),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Faces per model batch. [default: 32]",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def settings(ctx: click.Context, db: str | None, model_dir: Path | None) -> Settings:
+    root = ctx.find_root().params
+    import os
+
+    model = model_dir or root.get("model_dir") or os.environ.get("FACESTORE_MODEL_DIR") or "model"
+    return Settings(db_url=resolve_db(db or root.get("db")), model_dir=Path(model))
+
+
+def backbone_settings(
+    backbone: str | None, weights: Path | None, device: str | None, batch_size: int | None
+) -> BackboneSettings:
+    return resolve_backbone(backbone, str(weights) if weights else None, device, batch_size)
+
+
+def configure_logging(verbosity: int, log_format: str = "text") -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("facestore").setLevel(level)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+@contextmanager
+def progress_bar(total: int, desc: str, unit: str = "face") -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on a TTY (with ETA), silent otherwise."""
+    with tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr) as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        yield advance
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def pass_settings(func: F) -> F:
+    """Decorator: turn --db/--model-dir into a Settings object passed as `settings`."""
+
+    @location_options
+    @click.pass_context
+    @functools.wraps(func)
+    def wrapper(ctx: click.Context, db: str | None, model_dir: Path | None, **kwargs: Any) -> Any:
+        return ctx.invoke(func, settings(ctx, db, model_dir), **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,105 @@
+"""`facestore embed`, `facestore status` and `facestore import`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facestore import db as database
+from facestore.artifacts import published_summary
+from facestore.backbones import build_backbone, space_of
+from facestore.cli.common import (
+    backbone_options,
+    backbone_settings,
+    pass_settings,
+    print_json,
+    progress_bar,
+)
+from facestore.config import Settings
+from facestore.embedding import embed_pending
+from facestore.importer import count_files, import_folder
+from facestore.status import collect_status, format_status
+from facestore.store import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """An engine on the database, refusing unless facestore's schema is at head."""
+    engine = database.create_engine(settings.db_url)
+    database.require_head(engine)
+    return Store(engine)
+
+
+@click.command()
+@backbone_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@pass_settings
+def embed(
+    settings: Settings,
+    backbone: str | None,
+    weights: Path | None,
+    device: str | None,
+    batch_size: int | None,
+    as_json: bool,
+) -> None:
+    """Embed verified faces that have no vector yet in the active space.
+
+    Incremental and resumable: faces already embedded, or whose current crop
+    already failed to decode, are not touched. A crop edited by the app is
+    embedded again. JSON keys: embedded, failed, pending, seconds.
+    """
+    store = open_store(settings)
+    options = backbone_settings(backbone, weights, device, batch_size)
+    model = build_backbone(options)
+    total = store.count_pending(space_of(model).config_hash)
+    with progress_bar(total, "embed") as bar:
+        report = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        click.echo(
+            f"embedded {report.embedded}, failed {report.failed}, "
+            f"pending {report.pending} ({report.seconds:.1f}s)"
+        )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def status(settings: Settings, as_json: bool) -> None:
+    """Counts of faces, vectors, pending and failed faces, the active space and the model.
+
+    JSON keys: faces, verified, embedded, pending, failed, stale, active_space,
+    model.
+    """
+    store = open_store(settings)
+    report = collect_status(store, published_summary(settings.model_dir))
+    if as_json:
+        print_json(report)
+    else:
+        click.echo(format_status(report))
+
+
+@click.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@pass_settings
+def import_command(settings: Settings, directory: Path, as_json: bool) -> None:
+    """Add the crops under DIRECTORY as verified faces: one folder per person.
+
+    The folder name is the person_id. JPEG, PNG and WebP files are stored as
+    they are; other formats Pillow reads (PGM, BMP, TIFF) are stored as PNG.
+    If the database has no 'face' table, a minimal one is created. Every run
+    appends rows: importing a folder twice adds its faces twice.
+    """
+    engine = database.create_engine(settings.db_url)
+    database.check_connection(engine)
+    with progress_bar(count_files(directory), "import", unit="file") as bar:
+        report = import_folder(engine, directory, progress=bar)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        click.echo(
+            f"imported {report.faces} faces of {report.people} people"
+            + (f", skipped {len(report.skipped)} files" if report.skipped else "")
+        )

@@ -1,0 +1,46 @@
+"""The `facestore` command. Thin: parse options, build dependencies, call the library, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facestore import __version__
+from facestore.cli.common import FacestoreGroup, configure_logging, location_options
+from facestore.cli.database import db
+from facestore.cli.embed import embed, import_command, status
+
+
+@click.group(cls=FacestoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@location_options
+@click.option("-v", "--verbose", count=True, help="-v for progress logs, -vv for debug logs.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log line format on stderr; json suits log collectors.",
+)
+@click.version_option(__version__, prog_name="facestore")
+def main(db: str | None, model_dir: Path | None, verbose: int, log_format: str) -> None:
+    """facestore: an incremental face-embedding store beside a photo-tagging app.
+
+    It embeds the app's verified faces (table `face`) into its own cache table,
+    retrains a classifier over the cached vectors, publishes versioned models in
+    model/, and predicts person_id for new faces.
+
+    \b
+    Quick start on a SQLite file:
+      facestore --db photos.db import people/
+      facestore --db photos.db train --upgrade
+
+    --db and --model-dir may be given before or after the command name.
+    """
+    configure_logging(verbose, log_format)
+
+
+main.add_command(db)
+main.add_command(embed)
+main.add_command(status)
+main.add_command(import_command)

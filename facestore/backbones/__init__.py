@@ -1,0 +1,116 @@
+"""Backbone registry, the small protocol backbones implement, and embedding spaces.
+
+A backbone turns RGB PIL images into L2-normalised float32 vectors. Third-party
+backbones register a factory in the `facestore.backbones` entry-point group; the
+factory takes `BackboneSettings` and returns an object with:
+
+- `name: str`, the registered name;
+- `config: dict`, JSON-serialisable, holding everything that changes the vectors
+  beyond float noise (weights sha256, image size, normalisation, preprocessing
+  version, precision) and nothing else (not the device);
+- `dim: int`, the vector length;
+- `embed_images(images: Sequence[PIL.Image.Image]) -> np.ndarray` of shape (n, dim).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from facestore.config import BackboneSettings
+from facestore.errors import BackboneError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "facestore.backbones"
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    name: str
+    config: Mapping[str, Any]
+    dim: int
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+BackboneFactory = Callable[[BackboneSettings], Backbone]
+
+
+@dataclass(frozen=True)
+class Space:
+    """An embedding space: vectors from different spaces never mix."""
+
+    backbone: str
+    config_hash: str
+    config: Mapping[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.backbone}/{self.config_hash[:12]}"
+
+
+def config_hash(backbone: str, config: Mapping[str, Any]) -> str:
+    canonical = json.dumps({"backbone": backbone, **config}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def space_of(backbone: Backbone) -> Space:
+    return Space(backbone.name, config_hash(backbone.name, backbone.config), dict(backbone.config))
+
+
+def _facenet_factory(variant: str) -> BackboneFactory:
+    def build(settings: BackboneSettings) -> Backbone:
+        from facestore.backbones.facenet import FacenetBackbone  # imports torch: keep lazy
+
+        return FacenetBackbone.from_settings(variant, settings)
+
+    return build
+
+
+_REGISTRY: dict[str, BackboneFactory] = {
+    "vggface2": _facenet_factory("vggface2"),
+    "casia-webface": _facenet_factory("casia-webface"),
+}
+
+
+def register(name: str, factory: BackboneFactory) -> None:
+    """Register a backbone factory under a name (plugins can also use the entry point)."""
+    _REGISTRY[name] = factory
+
+
+def available() -> list[str]:
+    names = set(_REGISTRY)
+    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def get_factory(name: str) -> BackboneFactory:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            try:
+                factory = ep.load()
+            except Exception as exc:
+                raise BackboneError(
+                    f"Backbone plugin {name!r} ({ep.value}) failed to load: {exc}. "
+                    "Reinstall the package that provides it."
+                ) from exc
+            _REGISTRY[name] = factory
+            return factory
+    raise BackboneError(f"Unknown backbone {name!r}. Choose one of: {', '.join(available())}.")
+
+
+def build_backbone(settings: BackboneSettings) -> Backbone:
+    backbone = get_factory(settings.name)(settings)
+    log.info("Backbone %s ready (%s)", backbone.name, space_of(backbone).label)
+    return backbone

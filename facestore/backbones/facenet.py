@@ -1,0 +1,126 @@
+"""facenet-pytorch InceptionResnetV1, in eval mode, on CUDA when available."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from facenet_pytorch import InceptionResnetV1
+from PIL import Image
+
+from facestore.backbones.preprocess import (
+    IMAGE_SIZE,
+    NORMALISATION,
+    PREPROCESS_VERSION,
+    prepare,
+    prepare_batch,
+)
+from facestore.backbones.weights import CHECKPOINTS, file_sha256, resolve_weights
+from facestore.config import BackboneSettings
+from facestore.errors import ConfigurationError, WeightsError
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_DIM = 512
+PRECISION = "float32"
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ConfigurationError(
+            f"Unknown device {requested!r}. Use auto, cpu, cuda or cuda:N."
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(
+            f"Device {requested!r} was asked for but CUDA is not available. Use --device cpu."
+        )
+    return device
+
+
+def load_checkpoint(path: Path, variant: str) -> dict[str, torch.Tensor]:
+    """Read an official facenet-pytorch state_dict and check its logits layer."""
+    expected = CHECKPOINTS[variant].num_classes
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"Weights file {path} is not a readable PyTorch state_dict ({exc}). "
+            f"Pass the official {CHECKPOINTS[variant].filename}."
+        ) from exc
+    if not isinstance(state, dict) or "logits.weight" not in state:
+        raise WeightsError(
+            f"Weights file {path} is not a facenet-pytorch InceptionResnetV1 state_dict "
+            f"(no 'logits' layer). Pass the official {CHECKPOINTS[variant].filename}."
+        )
+    classes = int(state["logits.weight"].shape[0])
+    if classes != expected:
+        others = [name for name, c in CHECKPOINTS.items() if c.num_classes == classes]
+        hint = f" It looks like {others[0]} weights: pass --backbone {others[0]}." if others else ""
+        raise WeightsError(
+            f"Weights file {path} has a logits layer with {classes} outputs, but {variant} "
+            f"weights have {expected}.{hint}"
+        )
+    return {k: v for k, v in state.items() if not k.startswith("logits.")}
+
+
+class FacenetBackbone:
+    """Implements the Backbone protocol with InceptionResnetV1."""
+
+    dim = EMBEDDING_DIM
+
+    def __init__(self, variant: str, weights_path: Path, device: torch.device) -> None:
+        self.name = variant
+        self.device = device
+        self.weights_path = weights_path
+        model = InceptionResnetV1(pretrained=None, classify=False)
+        missing, unexpected = model.load_state_dict(load_checkpoint(weights_path, variant), False)
+        if missing or unexpected:
+            raise WeightsError(
+                f"Weights file {weights_path} does not fit InceptionResnetV1 "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]}). "
+                f"Pass the official {CHECKPOINTS[variant].filename}."
+            )
+        self.model = model.eval().to(device)
+        self.config: Mapping[str, Any] = {
+            "weights_sha256": file_sha256(weights_path),
+            "image_size": IMAGE_SIZE,
+            "normalisation": NORMALISATION,
+            "preprocess_version": PREPROCESS_VERSION,
+            "precision": PRECISION,
+        }
+        log.info("Loaded %s weights from %s on %s", variant, weights_path, device)
+
+    @classmethod
+    def from_settings(cls, variant: str, settings: BackboneSettings) -> FacenetBackbone:
+        weights = resolve_weights(variant, settings.weights)
+        return cls(variant, weights, pick_device(settings.device))
+
+    @property
+    def device_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"device": str(self.device), "torch": torch.__version__}
+        if self.device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """CPU-side preprocessing of one image; safe to run in worker threads."""
+        return prepare(image)
+
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            vectors = self.model(tensor)
+        return vectors.float().cpu().numpy()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_prepared(prepare_batch(images))

@@ -1,0 +1,94 @@
+"""Where facenet weights come from: --weights / FACESTORE_WEIGHTS, the hub cache, a download."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from facestore.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 30
+RELEASES = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    filename: str
+    num_classes: int
+
+    @property
+    def url(self) -> str:
+        return RELEASES + self.filename
+
+
+CHECKPOINTS = {
+    "vggface2": Checkpoint("20180402-114759-vggface2.pt", 8631),
+    "casia-webface": Checkpoint("20180408-102900-casia-webface.pt", 10575),
+}
+
+
+def torch_home() -> Path:
+    """The directory facenet-pytorch caches into (same rule as facenet_pytorch.get_torch_home)."""
+    default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
+
+
+def hub_cache_path(variant: str) -> Path:
+    return torch_home() / "checkpoints" / CHECKPOINTS[variant].filename
+
+
+def resolve_weights(variant: str, explicit: Path | None, allow_download: bool = True) -> Path:
+    checkpoint = CHECKPOINTS[variant]
+    if explicit is not None:
+        if explicit.is_file():
+            return explicit
+        raise WeightsError(
+            f"Weights file {explicit} (from --weights / FACESTORE_WEIGHTS) does not exist. "
+            f"Pass the path of {checkpoint.filename}."
+        )
+    cached = hub_cache_path(variant)
+    if cached.is_file():
+        return cached
+    reason = "downloads are disabled"
+    if allow_download:
+        try:
+            return _download(checkpoint.url, cached)
+        except OSError as exc:
+            reason = f"downloading {checkpoint.url} failed: {exc}"
+    raise WeightsError(
+        f"No weights for backbone {variant!r}: {checkpoint.filename} was not given with "
+        f"--weights or FACESTORE_WEIGHTS, is not in the torch hub cache at {cached}, and "
+        f"{reason}. Copy {checkpoint.filename} to {cached}, or pass --weights PATH "
+        "(or set FACESTORE_WEIGHTS=PATH)."
+    )
+
+
+def _download(url: str, target: Path) -> Path:
+    log.info("Downloading %s to %s", url, target)
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,131 @@
+"""Engine factory, write transactions and the migrations runner.
+
+SQLite rules (shared database): pragmas per connection, a busy timeout, and
+`BEGIN IMMEDIATE` for every write transaction so a read-then-write never fails
+with "database is locked" half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from facestore.errors import DatabaseError, SchemaNotAtHeadError
+from facestore.schema import ALEMBIC_VERSION_TABLE, reflect_face_table
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+_BEGIN_MODE = "facestore_sqlite_begin"
+
+
+def create_engine(url: str) -> Engine:
+    """An engine with facestore's per-connection settings."""
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(
+                url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+            )
+            _install_sqlite_hooks(engine)
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(
+            f"Cannot use database URL {url!r}: {exc}. Pass a SQLite path or a SQLAlchemy URL "
+            "such as postgresql+psycopg://user@host/db."
+        ) from exc
+    return engine
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_MODE, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A short write transaction: `BEGIN IMMEDIATE` on SQLite, a plain one elsewhere."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+def check_connection(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(
+            f"Cannot open the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.orig}. Check --db / FACESTORE_DB."
+        ) from exc
+
+
+# --- migrations -------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's Config, built in code: no alembic.ini at run time."""
+    cfg = Config()
+    cfg.set_main_option("script_location", "facestore.migrations:")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": ALEMBIC_VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to work on a database whose facestore schema is missing or behind."""
+    check_connection(engine)
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaNotAtHeadError(current, head)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    check_connection(engine)
+    reflect_face_table(engine)  # refuse before touching anything
+    with engine.connect() as conn:
+        command.upgrade(alembic_config(conn), revision)
+        conn.commit()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    check_connection(engine)
+    with engine.connect() as conn:
+        command.downgrade(alembic_config(conn), revision)
+        conn.commit()
+    if revision == "base":
+        # Leave nothing of ours behind, not even Alembic's empty version table.
+        with write_transaction(engine) as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {ALEMBIC_VERSION_TABLE}"))

@@ -1,0 +1,170 @@
+"""The incremental pipeline: read a batch -> decode in parallel -> embed -> write.
+
+Decoding of the next batch runs in worker threads while the model embeds the
+current one. Reads and writes are short transactions of their own; none is
+held while decoding or while the model runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from facestore.backbones import Backbone, Space, space_of
+from facestore.db import write_transaction
+from facestore.errors import ImageDecodeError, SpaceMismatchError
+from facestore.images import decode_crop
+from facestore.store import Crop, FailureResult, Store, VectorResult, crop_sha256
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    embedded: int
+    failed: int
+    pending: int
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "embedded": self.embedded,
+            "failed": self.failed,
+            "pending": self.pending,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    face_id: int
+    crop_sha256: str
+    pixels: Any  # the backbone's prepared array, or a PIL image
+    error: str | None
+
+
+def ensure_active_space(store: Store, space: Space) -> None:
+    """Record the space on first use; refuse to mix it with a different active space."""
+    active = store.active_space()
+    if active is None:
+        with write_transaction(store.engine) as conn:
+            store.activate_space(space, conn)
+        log.info("Recorded %s as the active embedding space", space.label)
+        return
+    if active.config_hash != space.config_hash:
+        raise SpaceMismatchError(
+            f"The configured backbone gives embedding space {space.label}, but the database's "
+            f"active space is {active.label}. Vectors from different spaces never mix: run "
+            "'facestore reembed' to move the store to the new backbone, or pass the weights "
+            "and backbone of the active space."
+        )
+
+
+def _decoder(backbone: Backbone) -> Callable[[Crop], _Decoded]:
+    prepare = getattr(backbone, "prepare", None)
+
+    def decode(crop: Crop) -> _Decoded:
+        sha = crop_sha256(crop.blob)
+        try:
+            image = decode_crop(crop.blob)
+            return _Decoded(crop.face_id, sha, prepare(image) if prepare else image, None)
+        except ImageDecodeError as exc:
+            return _Decoded(crop.face_id, sha, None, str(exc))
+
+    return decode
+
+
+def _decode_ahead(
+    batches: Iterable[list[Crop]], pool: ThreadPoolExecutor, decode: Callable[[Crop], _Decoded]
+) -> Iterator[list[_Decoded]]:
+    """Yield decoded batches while the next batch is already decoding in the pool."""
+    in_flight: deque[list[Future[_Decoded]]] = deque()
+    for batch in batches:
+        in_flight.append([pool.submit(decode, crop) for crop in batch])
+        if len(in_flight) > 1:
+            yield [f.result() for f in in_flight.popleft()]
+    while in_flight:
+        yield [f.result() for f in in_flight.popleft()]
+
+
+def _embed(backbone: Backbone, decoded: list[_Decoded]) -> np.ndarray:
+    pixels = [d.pixels for d in decoded]
+    embed_prepared = getattr(backbone, "embed_prepared", None)
+    if embed_prepared is not None and hasattr(backbone, "prepare"):
+        vectors = embed_prepared(np.stack(pixels))
+    else:
+        vectors = backbone.embed_images(pixels)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(decoded), backbone.dim):
+        raise RuntimeError(
+            f"Backbone {backbone.name} returned shape {vectors.shape}, "
+            f"expected {(len(decoded), backbone.dim)}"
+        )
+    return vectors
+
+
+def embed_pending(
+    store: Store,
+    backbone: Backbone,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    space: Space | None = None,
+) -> EmbedReport:
+    """Embed every pending verified face of the backbone's space. Resumable at any point."""
+    started = time.perf_counter()
+    space = space or space_of(backbone)
+    ensure_active_space(store, space)
+    store.sweep_orphans()
+    decode = _decoder(backbone)
+    embedded = failed = 0
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="facestore-decode") as pool:
+        batches = store.iter_pending(space.config_hash, batch_size)
+        for decoded in _decode_ahead(batches, pool, decode):
+            if stop is not None and stop.is_set():
+                break
+            batch_started = time.perf_counter()
+            ok = [d for d in decoded if d.error is None]
+            vectors = _embed(backbone, ok) if ok else np.zeros((0, backbone.dim), np.float32)
+            results = [
+                VectorResult(d.face_id, d.crop_sha256, v) for d, v in zip(ok, vectors, strict=True)
+            ]
+            failures = [
+                FailureResult(d.face_id, d.crop_sha256, d.error)
+                for d in decoded
+                if d.error is not None
+            ]
+            outcome = store.write_results(space.config_hash, results, failures)
+            for f in failures:
+                log.warning("Face %d failed to embed: %s", f.face_id, f.error)
+            embedded += outcome.embedded
+            failed += outcome.failed
+            log.debug(
+                "Embedded %d faces in %.0f ms (%d failed, %d changed meanwhile)",
+                outcome.embedded,
+                (time.perf_counter() - batch_started) * 1000,
+                outcome.failed,
+                outcome.changed,
+            )
+            if progress is not None:
+                progress(len(decoded))
+    return EmbedReport(
+        embedded=embedded,
+        failed=failed,
+        pending=store.count_pending(space.config_hash),
+        seconds=time.perf_counter() - started,
+    )

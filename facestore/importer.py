@@ -1,0 +1,149 @@
+"""`facestore import DIR`: a folder per person becomes verified face rows.
+
+For trying facestore without the tagging app. JPEG, PNG and WebP files are stored
+as they are; other formats Pillow reads (PGM, BMP, TIFF...) are re-encoded as PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy.engine import Engine
+
+from facestore.db import write_transaction
+from facestore.errors import FacestoreError
+from facestore.images import ALLOWED_FORMATS
+from facestore.schema import FACE_TABLE, reflect_face_table
+
+log = logging.getLogger(__name__)
+
+INSERT_BATCH = 500
+
+
+@dataclass
+class ImportReport:
+    faces: int = 0
+    people: int = 0
+    created_table: bool = False
+    skipped: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "faces": self.faces,
+            "people": self.people,
+            "created_table": self.created_table,
+            "skipped": self.skipped,
+        }
+
+
+def minimal_face_table(metadata: sa.MetaData) -> sa.Table:
+    """The smallest table that meets the contract, for databases without an app."""
+    return sa.Table(
+        FACE_TABLE,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("face_crop_blob", sa.LargeBinary, nullable=False),
+        sa.Column("person_id", sa.Text, nullable=True),
+        sa.Column("verified", sa.Boolean, nullable=False, server_default=sa.false()),
+    )
+
+
+def crop_bytes(path: Path) -> bytes | None:
+    """The file's bytes if it is an allowed format, a PNG re-encoding if Pillow reads it."""
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format in ALLOWED_FORMATS:
+                return data
+            image.load()
+            out = io.BytesIO()
+            image.save(out, "PNG")
+            return out.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def _people(root: Path) -> Iterator[tuple[str, list[Path]]]:
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        yield folder.name, files
+
+
+def _person_id_converter(table: sa.Table) -> Callable[[str], Any]:
+    try:
+        python_type = table.c.person_id.type.python_type
+    except NotImplementedError:
+        python_type = str
+    if python_type is int:
+
+        def to_int(name: str) -> int:
+            if not name.lstrip("-").isdigit():
+                raise FacestoreError(
+                    f"Folder {name!r} is not an integer, but face.person_id is an integer "
+                    "column. Name the person folders by their numeric person_id."
+                )
+            return int(name)
+
+        return to_int
+    return str
+
+
+def import_folder(
+    engine: Engine, root: Path, progress: Callable[[int], None] | None = None
+) -> ImportReport:
+    if not root.is_dir():
+        raise FacestoreError(f"{root} is not a directory. Pass a folder of per-person folders.")
+    report = ImportReport()
+    if not sa.inspect(engine).has_table(FACE_TABLE):
+        minimal_face_table(sa.MetaData()).create(engine)
+        report.created_table = True
+        log.info("Created a minimal 'face' table")
+    face = reflect_face_table(engine)
+    to_person_id = _person_id_converter(face.table)
+    rows: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if rows:
+            try:
+                with write_transaction(engine) as conn:
+                    conn.execute(face.table.insert(), rows)
+            except sa.exc.IntegrityError as exc:
+                raise FacestoreError(
+                    f"The app's face table refused the new rows: {exc.orig}. It may need "
+                    "columns 'facestore import' does not fill; import through the app instead."
+                ) from exc
+            report.faces += len(rows)
+            rows.clear()
+
+    for person, files in _people(root):
+        person_id = to_person_id(person)
+        added = 0
+        for path in files:
+            blob = crop_bytes(path)
+            if progress is not None:
+                progress(1)
+            if blob is None:
+                report.skipped.append(str(path))
+                log.warning("Skipped %s: not an image Pillow can read", path)
+                continue
+            row: dict[str, Any] = {"face_crop_blob": blob, "person_id": person_id}
+            if face.has_verified:
+                row["verified"] = True
+            rows.append(row)
+            added += 1
+            if len(rows) >= INSERT_BATCH:
+                flush()
+        report.people += bool(added)
+    flush()
+    return report
+
+
+def count_files(root: Path) -> int:
+    return sum(len(files) for _, files in _people(root)) if root.is_dir() else 0

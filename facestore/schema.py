@@ -1,0 +1,89 @@
+"""Tables facestore owns, and reflection of the app's `face` table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from facestore.errors import FaceTableError
+
+FACE_TABLE = "face"
+REQUIRED_FACE_COLUMNS = ("id", "face_crop_blob", "person_id")
+ALEMBIC_VERSION_TABLE = "facestore_alembic_version"
+
+metadata = sa.MetaData()
+
+embedding_space = sa.Table(
+    "embedding_space",
+    metadata,
+    sa.Column("config_hash", sa.String(64), primary_key=True),
+    sa.Column("backbone", sa.String(200), nullable=False),
+    sa.Column("config_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("activated_at", sa.Float, nullable=True),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+embedding = sa.Table(
+    "embedding",
+    metadata,
+    sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("space_hash", sa.String(64), primary_key=True),
+    sa.Column("crop_sha256", sa.String(64), nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_embedding_space_hash", "space_hash"),
+)
+
+embedding_failure = sa.Table(
+    "embedding_failure",
+    metadata,
+    sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("space_hash", sa.String(64), primary_key=True),
+    sa.Column("crop_sha256", sa.String(64), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("failed_at", sa.Float, nullable=False),
+)
+
+OWN_TABLES = ("embedding", "embedding_failure", "embedding_space", ALEMBIC_VERSION_TABLE)
+
+
+@dataclass(frozen=True)
+class FaceTable:
+    """The app's `face` table as facestore reads it."""
+
+    table: sa.Table
+    has_verified: bool
+
+    @property
+    def verified_clause(self) -> sa.ColumnElement[bool]:
+        """verified = person_id IS NOT NULL and, where the column exists, verified is true."""
+        c = self.table.c
+        clause: sa.ColumnElement[bool] = c.person_id.is_not(None)
+        if self.has_verified:
+            if isinstance(c.verified.type, sa.Boolean):
+                clause = sa.and_(clause, c.verified.is_(sa.true()))
+            else:  # an integer flag
+                clause = sa.and_(clause, sa.func.coalesce(c.verified, 0) != 0)
+        return clause
+
+
+def reflect_face_table(bind: Engine | Connection) -> FaceTable:
+    inspector = sa.inspect(bind)
+    if not inspector.has_table(FACE_TABLE):
+        raise FaceTableError(
+            "This database has no 'face' table. Point --db at the tagging app's database, "
+            "or create one with 'facestore import DIR'."
+        )
+    columns = {c["name"] for c in inspector.get_columns(FACE_TABLE)}
+    missing = [name for name in REQUIRED_FACE_COLUMNS if name not in columns]
+    if missing:
+        raise FaceTableError(
+            f"The 'face' table lacks the column(s) {', '.join(missing)}. facestore needs "
+            "id, face_crop_blob and person_id; check that --db is the tagging app's database."
+        )
+    table = sa.Table(FACE_TABLE, sa.MetaData(), autoload_with=bind)
+    return FaceTable(table=table, has_verified="verified" in columns)

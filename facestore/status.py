@@ -1,0 +1,39 @@
+"""`facestore status`: counts of the cache, the active space and the published model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facestore.store import Store
+
+
+def collect_status(store: Store, model: dict[str, Any] | None) -> dict[str, Any]:
+    active = store.active_space()
+    report: dict[str, Any] = store.counts(active.config_hash if active else None)
+    report["active_space"] = (
+        {"backbone": active.backbone, "config_hash": active.config_hash} if active else None
+    )
+    report["model"] = model
+    return report
+
+
+def format_status(report: dict[str, Any]) -> str:
+    space = report["active_space"]
+    model = report["model"]
+    lines = [
+        f"faces:        {report['faces']}",
+        f"verified:     {report['verified']}",
+        f"embedded:     {report['embedded']}",
+        f"pending:      {report['pending']}",
+        f"failed:       {report['failed']}",
+        f"stale:        {report['stale']}",
+        "active space: "
+        + (f"{space['backbone']} {space['config_hash'][:12]}" if space else "none yet"),
+        "model:        "
+        + (
+            f"{model['version']} (accuracy {model['accuracy']})"
+            if model
+            else "none published yet (run 'facestore retrain')"
+        ),
+    ]
+    return "\n".join(lines)

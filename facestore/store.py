@@ -1,0 +1,328 @@
+"""The embedding cache: spaces, pending faces, guarded batch writes, counts.
+
+Every write runs in a short `write_transaction`; nothing here decodes images or
+runs a model, so no transaction is ever held across that work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from facestore.backbones import Space
+from facestore.db import write_transaction
+from facestore.schema import FaceTable, embedding, embedding_failure, embedding_space
+from facestore.schema import reflect_face_table as _reflect
+
+log = logging.getLogger(__name__)
+
+VECTOR_DTYPE = np.dtype("<f4")
+
+
+def crop_sha256(blob: bytes | None) -> str:
+    return hashlib.sha256(blob or b"").hexdigest()
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def decode_vectors(blobs: Sequence[bytes]) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([np.frombuffer(b, dtype=VECTOR_DTYPE) for b in blobs]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Crop:
+    face_id: int
+    blob: bytes
+
+
+@dataclass(frozen=True)
+class VectorResult:
+    face_id: int
+    crop_sha256: str
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class FailureResult:
+    face_id: int
+    crop_sha256: str
+    error: str
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    embedded: int
+    failed: int
+    changed: int  # results dropped because the crop changed while they were computed
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    face_ids: list[int]
+    person_ids: list[Any]
+    vectors: np.ndarray
+
+
+class Store:
+    def __init__(self, engine: Engine, face: FaceTable | None = None) -> None:
+        self.engine = engine
+        self._face = face
+
+    @property
+    def face(self) -> FaceTable:
+        if self._face is None:
+            self._face = _reflect(self.engine)
+        return self._face
+
+    # --- spaces -------------------------------------------------------------
+
+    def active_space(self) -> Space | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(embedding_space).where(embedding_space.c.is_active.is_(sa.true()))
+            ).first()
+        if row is None:
+            return None
+        return Space(row.backbone, row.config_hash, json.loads(row.config_json))
+
+    def record_space(self, space: Space, conn: Connection) -> None:
+        exists = conn.execute(
+            sa.select(embedding_space.c.config_hash).where(
+                embedding_space.c.config_hash == space.config_hash
+            )
+        ).first()
+        if exists is None:
+            conn.execute(
+                embedding_space.insert().values(
+                    config_hash=space.config_hash,
+                    backbone=space.backbone,
+                    config_json=json.dumps(dict(space.config), sort_keys=True),
+                    created_at=time.time(),
+                    is_active=False,
+                )
+            )
+
+    def activate_space(self, space: Space, conn: Connection) -> None:
+        self.record_space(space, conn)
+        conn.execute(embedding_space.update().values(is_active=False))
+        conn.execute(
+            embedding_space.update()
+            .where(embedding_space.c.config_hash == space.config_hash)
+            .values(is_active=True, activated_at=time.time())
+        )
+
+    # --- pending work -------------------------------------------------------
+
+    def _pending_filter(self, space_hash: str) -> list[sa.ColumnElement[bool]]:
+        face = self.face.table
+        return [
+            self.face.verified_clause,
+            ~sa.exists().where(
+                embedding.c.face_id == face.c.id, embedding.c.space_hash == space_hash
+            ),
+            ~sa.exists().where(
+                embedding_failure.c.face_id == face.c.id,
+                embedding_failure.c.space_hash == space_hash,
+            ),
+        ]
+
+    def count_pending(self, space_hash: str | None) -> int:
+        where = self._pending_filter(space_hash) if space_hash else [self.face.verified_clause]
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one())
+
+    def iter_pending(self, space_hash: str, batch_size: int) -> Iterator[list[Crop]]:
+        """Batches of pending crops in id order; each batch is one short read."""
+        face = self.face.table
+        after: int | None = None
+        while True:
+            query = sa.select(face.c.id, face.c.face_crop_blob).where(
+                *self._pending_filter(space_hash)
+            )
+            if after is not None:
+                query = query.where(face.c.id > after)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(face.c.id).limit(batch_size)).all()
+            if not rows:
+                return
+            after = rows[-1].id
+            yield [Crop(int(r.id), bytes(r.face_crop_blob or b"")) for r in rows]
+
+    # --- writes -------------------------------------------------------------
+
+    def write_results(
+        self,
+        space_hash: str,
+        vectors: Sequence[VectorResult],
+        failures: Sequence[FailureResult],
+    ) -> WriteOutcome:
+        """Store a batch, keeping only results whose crop is still the face's current crop."""
+        ids = [r.face_id for r in vectors] + [r.face_id for r in failures]
+        if not ids:
+            return WriteOutcome(0, 0, 0)
+        face = self.face.table
+        now = time.time()
+        with write_transaction(self.engine) as conn:
+            current = {
+                int(r.id): crop_sha256(r.face_crop_blob)
+                for r in conn.execute(
+                    sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(ids))
+                )
+            }
+            good = [r for r in vectors if current.get(r.face_id) == r.crop_sha256]
+            bad = [r for r in failures if current.get(r.face_id) == r.crop_sha256]
+            if good:
+                _upsert(
+                    conn,
+                    embedding,
+                    [
+                        {
+                            "face_id": r.face_id,
+                            "space_hash": space_hash,
+                            "crop_sha256": r.crop_sha256,
+                            "vector": encode_vector(r.vector),
+                            "created_at": now,
+                        }
+                        for r in good
+                    ],
+                    keys=("face_id", "space_hash"),
+                )
+                conn.execute(
+                    embedding_failure.delete().where(
+                        embedding_failure.c.space_hash == space_hash,
+                        embedding_failure.c.face_id.in_([r.face_id for r in good]),
+                    )
+                )
+            for r in bad:
+                self._record_failure(conn, space_hash, r, now)
+        return WriteOutcome(len(good), len(bad), len(ids) - len(good) - len(bad))
+
+    def _record_failure(
+        self, conn: Connection, space_hash: str, failure: FailureResult, now: float
+    ) -> None:
+        key = (embedding_failure.c.face_id == failure.face_id) & (
+            embedding_failure.c.space_hash == space_hash
+        )
+        previous = conn.execute(
+            sa.select(embedding_failure.c.attempts, embedding_failure.c.crop_sha256).where(key)
+        ).first()
+        if previous is None:
+            conn.execute(
+                embedding_failure.insert().values(
+                    face_id=failure.face_id,
+                    space_hash=space_hash,
+                    crop_sha256=failure.crop_sha256,
+                    attempts=1,
+                    error=failure.error,
+                    failed_at=now,
+                )
+            )
+        else:
+            attempts = previous.attempts + 1 if previous.crop_sha256 == failure.crop_sha256 else 1
+            conn.execute(
+                embedding_failure.update()
+                .where(key)
+                .values(
+                    crop_sha256=failure.crop_sha256,
+                    attempts=attempts,
+                    error=failure.error,
+                    failed_at=now,
+                )
+            )
+
+    def sweep_orphans(self) -> int:
+        """Delete cache rows whose face is gone (the app may bypass the triggers)."""
+        face = self.face.table
+        removed = 0
+        with write_transaction(self.engine) as conn:
+            for table in (embedding, embedding_failure):
+                result = conn.execute(
+                    table.delete().where(~table.c.face_id.in_(sa.select(face.c.id)))
+                )
+                removed += result.rowcount or 0
+        if removed:
+            log.info("Swept %d cache rows of deleted faces", removed)
+        return removed
+
+    # --- reads --------------------------------------------------------------
+
+    def counts(self, space_hash: str | None) -> dict[str, int]:
+        face = self.face.table
+        verified = self.face.verified_clause
+        with self.engine.connect() as conn:
+
+            def count(*where: Any, table: Any = face) -> int:
+                query = sa.select(sa.func.count()).select_from(table).where(*where)
+                return int(conn.execute(query).scalar_one())
+
+            faces = count()
+            n_verified = count(verified)
+            if space_hash is None:
+                return {
+                    "faces": faces,
+                    "verified": n_verified,
+                    "embedded": 0,
+                    "pending": n_verified,
+                    "failed": 0,
+                    "stale": count(table=embedding),
+                }
+            in_space_vec = sa.exists().where(
+                embedding.c.face_id == face.c.id, embedding.c.space_hash == space_hash
+            )
+            in_space_fail = sa.exists().where(
+                embedding_failure.c.face_id == face.c.id,
+                embedding_failure.c.space_hash == space_hash,
+            )
+            return {
+                "faces": faces,
+                "verified": n_verified,
+                "embedded": count(verified, in_space_vec),
+                "pending": count(*self._pending_filter(space_hash)),
+                "failed": count(verified, in_space_fail, ~in_space_vec),
+                "stale": count(embedding.c.space_hash != space_hash, table=embedding),
+            }
+
+    def training_rows(self, space_hash: str) -> TrainingRows:
+        """Vectors of the space for verified faces, labelled with their current person_id."""
+        face = self.face.table
+        query = (
+            sa.select(embedding.c.face_id, face.c.person_id, embedding.c.vector)
+            .join(face, face.c.id == embedding.c.face_id)
+            .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
+            .order_by(embedding.c.face_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return TrainingRows(
+            face_ids=[int(r.face_id) for r in rows],
+            person_ids=[r.person_id for r in rows],
+            vectors=decode_vectors([r.vector for r in rows]),
+        )
+
+
+def _upsert(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...]
+) -> None:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:
+        raise NotImplementedError(f"facestore does not support the {dialect} dialect yet")
+    statement = insert(table)
+    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updates), rows)

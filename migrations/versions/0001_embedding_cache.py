@@ -1,0 +1,83 @@
+"""Embedding cache, spaces, failures, and the triggers on face that keep the cache honest.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+# Triggers are guests in the app's transactions: plain SQL that cannot fail.
+# INSERT covers INSERT OR REPLACE (REPLACE's implicit delete fires no DELETE trigger
+# unless recursive_triggers is on). UPDATE covers upserts and crops edited in place.
+# A relabel (person_id / verified) does not touch the cache.
+_FORGET = (
+    "DELETE FROM embedding WHERE face_id = {row}.id; "
+    "DELETE FROM embedding_failure WHERE face_id = {row}.id;"
+)
+SQLITE_TRIGGERS = {
+    "facestore_face_delete": (
+        "CREATE TRIGGER facestore_face_delete AFTER DELETE ON face "
+        f"BEGIN {_FORGET.format(row='OLD')} END"
+    ),
+    "facestore_face_insert": (
+        "CREATE TRIGGER facestore_face_insert AFTER INSERT ON face "
+        f"BEGIN {_FORGET.format(row='NEW')} END"
+    ),
+    "facestore_face_update_crop": (
+        "CREATE TRIGGER facestore_face_update_crop AFTER UPDATE OF id, face_crop_blob ON face "
+        "WHEN OLD.id IS NOT NEW.id OR OLD.face_crop_blob IS NOT NEW.face_crop_blob "
+        f"BEGIN {_FORGET.format(row='OLD')} {_FORGET.format(row='NEW')} END"
+    ),
+}
+
+
+def upgrade() -> None:
+    op.create_table(
+        "embedding_space",
+        sa.Column("config_hash", sa.String(64), primary_key=True),
+        sa.Column("backbone", sa.String(200), nullable=False),
+        sa.Column("config_json", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("activated_at", sa.Float, nullable=True),
+        sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.false()),
+    )
+    op.create_table(
+        "embedding",
+        sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("space_hash", sa.String(64), primary_key=True),
+        sa.Column("crop_sha256", sa.String(64), nullable=False),
+        sa.Column("vector", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    op.create_index("ix_embedding_space_hash", "embedding", ["space_hash"])
+    op.create_table(
+        "embedding_failure",
+        sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("space_hash", sa.String(64), primary_key=True),
+        sa.Column("crop_sha256", sa.String(64), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("error", sa.Text, nullable=False),
+        sa.Column("failed_at", sa.Float, nullable=False),
+    )
+    if op.get_bind().dialect.name == "sqlite":
+        for sql in SQLITE_TRIGGERS.values():
+            op.execute(sql)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        for name in SQLITE_TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.drop_table("embedding_failure")
+    op.drop_index("ix_embedding_space_hash", table_name="embedding")
+    op.drop_table("embedding")
+    op.drop_table("embedding_space")

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from facestore import db as database
+from facestore.cli.main import main
+from facestore.store import Store
+from tests.helpers import make_app_db
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real weights cache, no FACESTORE_* settings leaking in from the shell."""
+    for name in ("FACESTORE_DB", "FACESTORE_MODEL_DIR", "FACESTORE_WEIGHTS",
+                 "FACESTORE_BACKBONE", "FACESTORE_DEVICE", "FACESTORE_BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised InceptionResnetV1 in the official vggface2 checkpoint format."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "random-vggface2.pt"
+    torch.save(InceptionResnetV1(classify=True, num_classes=8631).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def app_db(tmp_path: Path) -> Path:
+    return make_app_db(tmp_path / "app.db")
+
+
+@pytest.fixture
+def upgraded_db(app_db: Path) -> Path:
+    database.upgrade(database.create_engine(f"sqlite:///{app_db}"))
+    return app_db
+
+
+@pytest.fixture
+def store_for() -> Iterator[Callable[[Path], Store]]:
+    engines = []
+
+    def make(path: Path) -> Store:
+        engine = database.create_engine(f"sqlite:///{path}")
+        engines.append(engine)
+        return Store(engine)
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    runner = CliRunner()
+
+    def invoke(*args: Any, env: dict[str, str] | None = None) -> Result:
+        return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+    return invoke

@@ -1,0 +1,179 @@
+"""Builders shared by the tests: synthetic crops, an app database, a fake backbone."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def face_image(person: int, sample: int, size: tuple[int, int] = (92, 112)) -> Image.Image:
+    """A grey, face-sized image: a per-person pattern plus per-sample noise."""
+    base = np.random.default_rng(1000 + person).uniform(0, 255, (14, 12))
+    pattern = np.kron(base, np.ones((8, 8)))[: size[1], : size[0]]
+    noise = np.random.default_rng(person * 100 + sample).normal(0, 12, pattern.shape)
+    pixels = np.clip(pattern + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="L")
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A valid PNG header claiming width x height pixels, with a tiny (wrong) body."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+CORRUPT_BLOBS: dict[str, bytes] = {
+    "empty": b"",
+    "random": np.random.default_rng(7).bytes(3000),
+    "text": b"this is not an image\n" * 20,
+    "truncated-jpeg": encode(face_image(0, 0))[:1200],
+    "bomb": png_bomb(),
+}
+
+APP_SCHEMA = """
+CREATE TABLE photo (id INTEGER PRIMARY KEY, path TEXT NOT NULL, taken_at TEXT);
+CREATE TABLE person (id {pid} PRIMARY KEY, name TEXT);
+CREATE TABLE face (
+    id INTEGER PRIMARY KEY,
+    photo_id INTEGER REFERENCES photo(id) ON DELETE CASCADE,
+    face_crop_blob BLOB,
+    person_id {pid}{verified}
+);
+CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY);
+CREATE VIEW named_faces AS SELECT face.id, person.name FROM face JOIN person
+    ON person.id = face.person_id;
+CREATE TRIGGER photo_touch AFTER INSERT ON face BEGIN
+    UPDATE photo SET taken_at = coalesce(taken_at, 'now') WHERE id = NEW.photo_id;
+END;
+INSERT INTO alembic_version VALUES ('app_rev_42');
+"""
+
+
+def person_value(person: int, text_ids: bool) -> Any:
+    return f"p{person:02d}" if text_ids else person
+
+
+def make_app_db(
+    path: Path,
+    people: int = 3,
+    per_person: int = 4,
+    *,
+    with_verified: bool = True,
+    text_ids: bool = False,
+    unverified: int = 0,
+    corrupt: Sequence[str] = (),
+) -> Path:
+    """A plausible tagging-app database, written with plain sqlite3.
+
+    Faces alternate JPEG and PNG. With a verified column, `unverified` extra faces
+    have a person but verified=0. Corrupt blobs belong to person 0, verified.
+    """
+    pid = "TEXT" if text_ids else "INTEGER"
+    verified = ",\n    verified BOOLEAN NOT NULL DEFAULT 0" if with_verified else ""
+    con = sqlite3.connect(path)
+    con.executescript(APP_SCHEMA.format(pid=pid, verified=verified))
+    con.execute("INSERT INTO photo (path) VALUES ('/photos/1.jpg')")
+    for p in range(people):
+        con.execute("INSERT INTO person VALUES (?, ?)", (person_value(p, text_ids), f"n{p}"))
+
+    def add(blob: bytes, person: Any, is_verified: bool) -> None:
+        if with_verified:
+            con.execute(
+                "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
+                "VALUES (1, ?, ?, ?)",
+                (blob, person, int(is_verified)),
+            )
+        else:
+            con.execute(
+                "INSERT INTO face (photo_id, face_crop_blob, person_id) VALUES (1, ?, ?)",
+                (blob, person),
+            )
+
+    for p in range(people):
+        for s in range(per_person):
+            fmt = "JPEG" if s % 2 == 0 else "PNG"
+            add(encode(face_image(p, s), fmt), person_value(p, text_ids), True)
+    for u in range(unverified):
+        add(encode(face_image(u % people, 50 + u)), person_value(u % people, text_ids), False)
+    for name in corrupt:
+        add(CORRUPT_BLOBS[name], person_value(0, text_ids), True)
+    con.commit()
+    con.close()
+    return path
+
+
+def app_snapshot(path: Path) -> tuple[list[Any], dict[str, list[Any]]]:
+    """The app's schema objects and data, excluding facestore's own."""
+    con = sqlite3.connect(path)
+    master = con.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+    ).fetchall()
+    data = {
+        name: con.execute(f"SELECT * FROM {name} ORDER BY 1").fetchall()
+        for (name,) in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    con.close()
+    return master, data
+
+
+class FakeBackbone:
+    """Deterministic, torch-free backbone for tests where the backbone is beside the point."""
+
+    dim = 512
+
+    def __init__(self, name: str = "fake", salt: int = 0) -> None:
+        self.name = name
+        self.config = {"kind": "downsampled grey pixels", "salt": salt}
+        self.calls = 0
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        self.calls += 1
+        rows = []
+        for image in images:
+            grey = np.asarray(image.convert("L").resize((16, 32)), dtype=np.float32).ravel()
+            grey = grey - grey.mean() + self.config["salt"]
+            rows.append(grey / (np.linalg.norm(grey) or 1.0))
+        return np.asarray(rows, dtype=np.float32).reshape(len(images), self.dim)
+
+
+def sqlite_rows(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def sqlite_exec(path: Path, sql: str, *params: Any, foreign_keys: bool = False) -> None:
+    """A write from the 'app': plain sqlite3 with default settings."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        con.execute(sql, params)
+        con.commit()
+    finally:
+        con.close()

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from facestore import db as database
+from facestore.errors import FaceTableError, SchemaNotAtHeadError
+from facestore.schema import ALEMBIC_VERSION_TABLE
+from tests.helpers import app_snapshot, make_app_db, sqlite_exec, sqlite_rows
+
+
+def engine_for(path: Path):  # type: ignore[no-untyped-def]
+    return database.create_engine(f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize("with_verified", [True, False])
+def test_upgrade_then_downgrade_leaves_the_app_identical(tmp_path: Path, with_verified: bool):
+    path = make_app_db(tmp_path / "app.db", with_verified=with_verified)
+    before = app_snapshot(path)
+    engine = engine_for(path)
+
+    database.upgrade(engine)
+    master, data = app_snapshot(path)
+    assert [m for m in master if m in before[0]] == before[0]
+    assert {k: v for k, v in data.items() if k in before[1]} == before[1]
+    names = {row[1] for row in master}
+    assert {"embedding", "embedding_space", "embedding_failure", ALEMBIC_VERSION_TABLE} <= names
+    assert sqlite_rows(path, "SELECT version_num FROM alembic_version") == [("app_rev_42",)]
+
+    database.downgrade(engine, "base")
+    assert app_snapshot(path) == before
+
+
+def test_upgrade_twice_is_a_no_op(upgraded_db: Path) -> None:
+    before = app_snapshot(upgraded_db)
+    database.upgrade(engine_for(upgraded_db))
+    assert app_snapshot(upgraded_db) == before
+    assert database.current_revision(engine_for(upgraded_db)) == database.head_revision()
+
+
+def test_app_writes_work_after_downgrade(upgraded_db: Path) -> None:
+    database.downgrade(engine_for(upgraded_db), "base")
+    sqlite_exec(upgraded_db, "DELETE FROM face WHERE id = 1")
+    sqlite_exec(upgraded_db, "INSERT OR REPLACE INTO face (id, face_crop_blob) VALUES (2, x'00')")
+    sqlite_exec(upgraded_db, "UPDATE face SET face_crop_blob = x'01' WHERE id = 3")
+
+
+def test_no_face_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE photo (id INTEGER PRIMARY KEY)").connection.close()
+    with pytest.raises(FaceTableError, match="This database has no 'face' table"):
+        database.upgrade(engine_for(path))
+    assert sqlite_rows(path, "SELECT name FROM sqlite_master") == [("photo",)]
+
+
+def test_face_table_without_required_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE face (id INTEGER PRIMARY KEY, person_id INTEGER)")
+    con.close()
+    with pytest.raises(FaceTableError, match="lacks the column\\(s\\) face_crop_blob"):
+        database.upgrade(engine_for(path))
+
+
+def test_require_head_names_both_revisions(app_db: Path) -> None:
+    engine = engine_for(app_db)
+    with pytest.raises(SchemaNotAtHeadError) as info:
+        database.require_head(engine)
+    assert str(info.value) == (
+        "Database schema is at none (facestore is not installed in this database), "
+        f"expected {database.head_revision()}. Run 'facestore db upgrade'."
+    )
+    database.upgrade(engine)
+    database.require_head(engine)
+
+
+def test_cli_db_commands(cli, app_db: Path) -> None:  # type: ignore[no-untyped-def]
+    head = database.head_revision()
+    assert cli("--db", app_db, "db", "current").stdout.strip() == "none (behind, head is 0001)"
+    result = cli("db", "upgrade", "--db", app_db)
+    assert result.exit_code == 0 and f"at {head}" in result.stdout
+    assert cli("--db", app_db, "db", "current").stdout.strip() == f"{head} (at head)"
+    assert cli("--db", app_db, "db", "downgrade", "base").exit_code == 0
+    assert cli("--db", app_db, "db", "current").stdout.startswith("none")
+
+
+def test_other_commands_refuse_an_old_schema(cli, app_db: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--db", app_db, "status")
+    assert result.exit_code == 2
+    assert "Database schema is at none" in result.output
+    assert "Run 'facestore db upgrade'." in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_database_option_is_explained(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("status")
+    assert result.exit_code == 2
+    assert "No database given. Pass --db PATH" in result.output
