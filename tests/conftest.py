@@ -16,8 +16,14 @@ from tests.helpers import make_app_db
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No real weights cache, no FACESTORE_* settings leaking in from the shell."""
-    for name in ("FACESTORE_DB", "FACESTORE_MODEL_DIR", "FACESTORE_WEIGHTS",
-                 "FACESTORE_BACKBONE", "FACESTORE_DEVICE", "FACESTORE_BATCH_SIZE"):
+    for name in (
+        "FACESTORE_DB",
+        "FACESTORE_MODEL_DIR",
+        "FACESTORE_WEIGHTS",
+        "FACESTORE_BACKBONE",
+        "FACESTORE_DEVICE",
+        "FACESTORE_BATCH_SIZE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.chdir(tmp_path)

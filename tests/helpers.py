@@ -33,7 +33,8 @@ def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     """A valid PNG header claiming width x height pixels, with a tiny (wrong) body."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (

@@ -37,7 +37,8 @@ NEW_CROP = encode(face_image(9, 9), "PNG")
         ),
         (
             "INSERT INTO face (id, photo_id, face_crop_blob, person_id, verified) "
-            "VALUES (3, 1, ?, 0, 1) ON CONFLICT(id) DO UPDATE SET face_crop_blob = excluded.face_crop_blob",
+            "VALUES (3, 1, ?, 0, 1) "
+            "ON CONFLICT(id) DO UPDATE SET face_crop_blob = excluded.face_crop_blob",
             (NEW_CROP,),
         ),
         ("UPDATE face SET id = 99 WHERE id = 3", ()),
