@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,9 +13,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import sqlalchemy.exc
 from tqdm import tqdm
 
-from facestore.config import BackboneSettings, Settings, resolve_backbone, resolve_db
+from facestore.config import (
+    DEFAULT_MODEL_DIR,
+    BackboneSettings,
+    Settings,
+    resolve_backbone,
+    resolve_db,
+)
 from facestore.errors import FacestoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +42,12 @@ class FacestoreGroup(click.Group):
             return super().invoke(ctx)
         except FacestoreError as exc:
             raise FacestoreClickError(exc) from exc
+        except sqlalchemy.exc.OperationalError as exc:
+            raise click.ClickException(
+                f"The database reported an error: {exc.orig}. Check that --db is the right "
+                "database, that it is not on a full or read-only disk, and that facestore's "
+                "schema is current ('facestore db current')."
+            ) from exc
 
 
 def location_options(func: F) -> F:
@@ -85,12 +99,19 @@ def backbone_options(func: F) -> F:
     return func
 
 
-def settings(ctx: click.Context, db: str | None, model_dir: Path | None) -> Settings:
-    root = ctx.find_root().params
-    import os
+def model_dir_of(ctx: click.Context, model_dir: Path | None) -> Path:
+    """--model-dir after the command, else before it, else FACESTORE_MODEL_DIR, else ./model."""
+    given = model_dir or ctx.find_root().params.get("model_dir")
+    return Path(given or os.environ.get("FACESTORE_MODEL_DIR") or DEFAULT_MODEL_DIR)
 
-    model = model_dir or root.get("model_dir") or os.environ.get("FACESTORE_MODEL_DIR") or "model"
-    return Settings(db_url=resolve_db(db or root.get("db")), model_dir=Path(model))
+
+def db_url_of(ctx: click.Context, db: str | None) -> str:
+    """--db after the command, else before it, else FACESTORE_DB."""
+    return resolve_db(db or ctx.find_root().params.get("db"))
+
+
+def settings(ctx: click.Context, db: str | None, model_dir: Path | None) -> Settings:
+    return Settings(db_url=db_url_of(ctx, db), model_dir=model_dir_of(ctx, model_dir))
 
 
 def backbone_settings(
@@ -148,5 +169,22 @@ def pass_settings(func: F) -> F:
     @functools.wraps(func)
     def wrapper(ctx: click.Context, db: str | None, model_dir: Path | None, **kwargs: Any) -> Any:
         return ctx.invoke(func, settings(ctx, db, model_dir), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def pass_model_dir(func: F) -> F:
+    """Decorator: resolve --model-dir (no database needed) and pass it as `model_dir`."""
+
+    @click.option(
+        "--model-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where published models live. [env: FACESTORE_MODEL_DIR; default: ./model]",
+    )
+    @click.pass_context
+    @functools.wraps(func)
+    def wrapper(ctx: click.Context, model_dir: Path | None, **kwargs: Any) -> Any:
+        return ctx.invoke(func, model_dir_of(ctx, model_dir), **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from facestore import __version__
 from facestore.cli.common import FacestoreGroup, configure_logging, location_options
 from facestore.cli.database import db
 from facestore.cli.embed import embed, import_command, status
+from facestore.cli.model import model, predict, retrain_command, train
 
 
 @click.group(cls=FacestoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,3 +45,7 @@ main.add_command(db)
 main.add_command(embed)
 main.add_command(status)
 main.add_command(import_command)
+main.add_command(retrain_command)
+main.add_command(train)
+main.add_command(predict)
+main.add_command(model)

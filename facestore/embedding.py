@@ -128,6 +128,9 @@ def embed_pending(
     started = time.perf_counter()
     space = space or space_of(backbone)
     ensure_active_space(store, space)
+    device_info = getattr(backbone, "device_info", None)
+    if isinstance(device_info, dict):
+        store.record_device_info(space.config_hash, device_info)
     store.sweep_orphans()
     decode = _decoder(backbone)
     embedded = failed = 0

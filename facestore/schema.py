@@ -24,6 +24,7 @@ embedding_space = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("activated_at", sa.Float, nullable=True),
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("device_info", sa.Text, nullable=True),
 )
 
 embedding = sa.Table(

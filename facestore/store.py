@@ -124,6 +124,26 @@ class Store:
             .values(is_active=True, activated_at=time.time())
         )
 
+    def device_info(self, space_hash: str) -> dict[str, Any] | None:
+        """Where the space's vectors were last computed (not part of the space)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(embedding_space.c.device_info).where(
+                    embedding_space.c.config_hash == space_hash
+                )
+            ).scalar()
+        return json.loads(value) if value else None
+
+    def record_device_info(self, space_hash: str, info: dict[str, Any]) -> None:
+        if self.device_info(space_hash) == info:
+            return
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                embedding_space.update()
+                .where(embedding_space.c.config_hash == space_hash)
+                .values(device_info=json.dumps(info, sort_keys=True))
+            )
+
     # --- pending work -------------------------------------------------------
 
     def _pending_filter(self, space_hash: str) -> list[sa.ColumnElement[bool]]:
@@ -294,6 +314,19 @@ class Store:
                 "failed": count(verified, in_space_fail, ~in_space_vec),
                 "stale": count(embedding.c.space_hash != space_hash, table=embedding),
             }
+
+    def vectors_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, bytes]:
+        query = sa.select(embedding.c.face_id, embedding.c.vector).where(
+            embedding.c.space_hash == space_hash, embedding.c.face_id.in_(list(face_ids))
+        )
+        with self.engine.connect() as conn:
+            return {int(r.face_id): bytes(r.vector) for r in conn.execute(query)}
+
+    def crops_of(self, face_ids: Sequence[int]) -> dict[int, bytes]:
+        face = self.face.table
+        query = sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(list(face_ids)))
+        with self.engine.connect() as conn:
+            return {int(r.id): bytes(r.face_crop_blob or b"") for r in conn.execute(query)}
 
     def training_rows(self, space_hash: str) -> TrainingRows:
         """Vectors of the space for verified faces, labelled with their current person_id."""

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("activated_at", sa.Float, nullable=True),
         sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("device_info", sa.Text, nullable=True),
     )
     op.create_table(
         "embedding",

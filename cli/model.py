@@ -1,0 +1,240 @@
+"""`facestore retrain`, `facestore train`, `facestore predict` and `facestore model ...`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from facestore import artifacts
+from facestore import db as database
+from facestore.backbones import build_backbone, space_of
+from facestore.cli.common import (
+    backbone_options,
+    backbone_settings,
+    db_url_of,
+    location_options,
+    model_dir_of,
+    pass_model_dir,
+    pass_settings,
+    print_json,
+    progress_bar,
+)
+from facestore.cli.embed import open_store
+from facestore.config import Settings
+from facestore.embedding import embed_pending
+from facestore.errors import DatabaseError, SchemaNotAtHeadError
+from facestore.importer import crop_bytes
+from facestore.predict import DEFAULT_MIN_CONFIDENCE, DEFAULT_TOP_K, Predictor, predict_faces
+from facestore.retrain import RetrainReport, retrain
+from facestore.store import Store
+from facestore.training import CLASSIFIERS
+
+
+def training_options(func: Any) -> Any:
+    for decorator in reversed(
+        [
+            click.option(
+                "--classifier",
+                type=click.Choice(sorted(CLASSIFIERS)),
+                default="svc",
+                show_default=True,
+                help="svc: StandardScaler + linear SVC (the seed's default); logreg: logistic "
+                "regression, much faster on large libraries; knn: cosine 5-nearest neighbours.",
+            ),
+            click.option(
+                "--val-fraction",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=0.2,
+                show_default=True,
+                help="Share of each person's faces held out to measure accuracy (0: none). "
+                "The published model is then refit on all faces.",
+            ),
+            click.option("--seed", type=int, default=42, show_default=True, help="Split seed."),
+            click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
+    dropped = ", ".join(map(str, report.classes_dropped)) or "none"
+    accuracy = f"{report.accuracy:.4f}" if report.accuracy is not None else "n/a (no validation)"
+    lines = [
+        f"model {report.version} published ({report.classifier}, {report.seconds:.1f}s)",
+        f"faces used: {report.n_train + report.n_val} "
+        f"(train {report.n_train}, validation {report.n_val})",
+        f"classes kept: {report.classes_kept}; dropped: {dropped} ({report.samples_dropped} faces)",
+        f"validation accuracy: {accuracy}",
+    ]
+    if faces is not None:
+        lines.insert(0, f"embedded {faces} new faces")
+    return "\n".join(lines)
+
+
+@click.command("retrain")
+@training_options
+@pass_settings
+def retrain_command(
+    settings: Settings, classifier: str, val_fraction: float, seed: int, as_json: bool
+) -> None:
+    """Refit the classifier over the cached vectors and publish a new model version.
+
+    Reads only the vectors of the active space for verified faces; it never
+    decodes an image or loads the backbone, so it needs no weights. People with
+    fewer than 2 faces are dropped with a warning. JSON keys: version, accuracy,
+    n_train, n_val, classes_kept, classes_dropped, samples_dropped, seconds.
+    """
+    report = retrain(
+        open_store(settings),
+        settings.model_dir,
+        classifier,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    print_json(report.as_json()) if as_json else click.echo(summary_lines(report))
+
+
+@click.command()
+@backbone_options
+@training_options
+@click.option("--upgrade", is_flag=True, help="Run 'facestore db upgrade' first if needed.")
+@pass_settings
+def train(
+    settings: Settings,
+    backbone: str | None,
+    weights: Path | None,
+    device: str | None,
+    batch_size: int | None,
+    classifier: str,
+    val_fraction: float,
+    seed: int,
+    as_json: bool,
+    upgrade: bool,
+) -> None:
+    """Embed what is pending, then retrain and publish: the whole job in one command.
+
+    Ends with a summary: faces used, classes kept and dropped, accuracy, and the
+    model version.
+    """
+    engine = database.create_engine(settings.db_url)
+    if upgrade:
+        database.upgrade(engine)
+    try:
+        database.require_head(engine)
+    except SchemaNotAtHeadError as exc:
+        raise DatabaseError(f"{exc} Or pass --upgrade to do it now.") from exc
+    store = Store(engine)
+    options = backbone_settings(backbone, weights, device, batch_size)
+    model = build_backbone(options)
+    with progress_bar(store.count_pending(space_of(model).config_hash), "embed") as bar:
+        embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
+    report = retrain(store, settings.model_dir, classifier, val_fraction=val_fraction, seed=seed)
+    if as_json:
+        print_json({**report.as_json(), "embed": embedded.as_json()})
+    else:
+        click.echo(summary_lines(report, embedded.embedded))
+
+
+@click.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--face-id",
+    "face_ids",
+    type=int,
+    multiple=True,
+    help="Predict for a face of the database (needs --db); reuses its cached vector when "
+    "one exists in the model's space. Repeatable.",
+)
+@click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MIN_CONFIDENCE,
+    show_default=True,
+    help="Below this probability the answer is 'unknown' (person_id null).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@backbone_options
+@location_options
+@click.pass_context
+def predict(
+    ctx: click.Context,
+    db: str | None,
+    model_dir: Path | None,
+    files: tuple[Path, ...],
+    face_ids: tuple[int, ...],
+    top_k: int,
+    min_confidence: float,
+    as_json: bool,
+    backbone: str | None,
+    weights: Path | None,
+    device: str | None,
+    batch_size: int | None,
+) -> None:
+    """Predict person_id and confidence for crop FILES and/or --face-id faces.
+
+    Uses the current model in --model-dir and the backbone it was trained with
+    (weights resolved as for 'embed'). JSON: a list of {input, person_id,
+    confidence, top_k: [{person_id, confidence}]}, person_id null for unknown.
+    Exits 1 if any input could not be read as an image.
+    """
+    if not files and not face_ids:
+        raise click.UsageError("Give at least one FILE or --face-id.")
+    options = backbone_settings(backbone, weights, device, batch_size)
+    predictor = Predictor.load(model_dir_of(ctx, model_dir), options)
+    results = []
+    if face_ids:
+        store = open_store(Settings(db_url=db_url_of(ctx, db)))
+        results += predict_faces(store, predictor, face_ids, top_k, min_confidence)
+    if files:
+        # Any format Pillow reads is accepted here, converted as 'facestore import' does.
+        crops = [(str(path), crop_bytes(path) or path.read_bytes()) for path in files]
+        results += predictor.predict_crops(crops, top_k, min_confidence)
+    if as_json:
+        print_json([r.as_json() for r in results])
+    else:
+        for r in results:
+            who = "unknown" if r.person_id is None else str(r.person_id)
+            detail = f"error: {r.error}" if r.error else f"{who} ({r.confidence:.3f})"
+            click.echo(f"{r.input}: {detail}")
+    if any(r.error for r in results):
+        ctx.exit(1)
+
+
+@click.group()
+def model() -> None:
+    """List published model versions, or roll back to one."""
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_model_dir
+def list_command(model_dir: Path, as_json: bool) -> None:
+    """Show the versions kept under model/history/, newest first (* = current)."""
+    rows = artifacts.history(model_dir)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo(f"no published models in {model_dir}")
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        click.echo(
+            f"{mark} {row['version']}  {row['classifier']}  accuracy {row['accuracy']}  "
+            f"classes {row['classes_kept']}  train {row['n_train']}"
+        )
+
+
+@model.command()
+@click.argument("version", required=False)
+@pass_model_dir
+def rollback(model_dir: Path, version: str | None) -> None:
+    """Make VERSION current again (default: the version before the current one).
+
+    The version's integrity is checked first; the switch is atomic.
+    """
+    restored = artifacts.rollback(model_dir, version)
+    click.echo(f"current model is now {restored}")

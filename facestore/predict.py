@@ -1,0 +1,181 @@
+"""The predictor: person_id + confidence for crops or cached vectors, with top-k and "unknown".
+
+The default minimum confidence is 0.5: a face is named only when the classifier
+gives one person more probability than all others together. Below it the answer
+is "unknown" (person_id None), with the best guess still listed in top_k.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facestore.artifacts import Bundle, load_bundle
+from facestore.backbones import Backbone, build_backbone, space_of
+from facestore.config import BackboneSettings
+from facestore.errors import FacestoreError, ImageDecodeError, ModelIncompatibleError
+from facestore.images import decode_crop
+from facestore.store import Store, decode_vectors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_CONFIDENCE = 0.5
+DEFAULT_TOP_K = 3
+
+
+@dataclass
+class Prediction:
+    input: str
+    person_id: Any | None
+    confidence: float
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "input": self.input,
+            "person_id": self.person_id,
+            "confidence": self.confidence,
+            "top_k": self.top_k,
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+def check_space(bundle: Bundle, backbone: Backbone) -> None:
+    model_hash = bundle.embedding_config.get("config_hash")
+    built = space_of(backbone)
+    if built.config_hash != model_hash:
+        raise ModelIncompatibleError(
+            f"The model {bundle.version} was trained in embedding space {model_hash}, but the "
+            f"configured backbone gives {built.config_hash} ({built.backbone}). Pass the weights "
+            "the model was trained with, or move the model to these weights with "
+            "'facestore reembed' (or embed and retrain in this space)."
+        )
+
+
+class Predictor:
+    def __init__(
+        self,
+        bundle: Bundle,
+        backbone: Backbone | None = None,
+        settings: BackboneSettings | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self._backbone = backbone
+        self._settings = settings or BackboneSettings()
+        if backbone is not None:
+            check_space(bundle, backbone)
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        settings: BackboneSettings | None = None,
+        backbone: Backbone | None = None,
+    ) -> Predictor:
+        """Load the current model. The backbone is built (and checked) on first image."""
+        return cls(load_bundle(model_dir), backbone=backbone, settings=settings)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def space_hash(self) -> str:
+        return str(self.bundle.embedding_config.get("config_hash"))
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            name = str(self.bundle.embedding_config.get("backbone", self._settings.name))
+            backbone = build_backbone(replace(self._settings, name=name))
+            check_space(self.bundle, backbone)
+            self._backbone = backbone
+        return self._backbone
+
+    def classify(
+        self,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        top_k: int = DEFAULT_TOP_K,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    ) -> list[Prediction]:
+        if len(vectors) == 0:
+            return []
+        classifier = self.bundle.classifier
+        probabilities = classifier.predict_proba(np.asarray(vectors, dtype=np.float32))
+        person_ids = [self.bundle.person_ids[int(c)] for c in classifier.classes_]
+        predictions = []
+        for label, row in zip(labels, probabilities, strict=True):
+            order = np.argsort(-row, kind="stable")[: max(1, top_k)]
+            ranked = [
+                {"person_id": person_ids[i], "confidence": round(float(row[i]), 6)} for i in order
+            ]
+            best = ranked[0]
+            known = best["confidence"] >= min_confidence
+            predictions.append(
+                Prediction(
+                    input=label,
+                    person_id=best["person_id"] if known else None,
+                    confidence=best["confidence"],
+                    top_k=ranked,
+                )
+            )
+        return predictions
+
+    def predict_crops(
+        self,
+        crops: Sequence[tuple[str, bytes]],
+        top_k: int = DEFAULT_TOP_K,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    ) -> list[Prediction]:
+        """Predict for (label, image bytes) pairs; undecodable ones get an error entry."""
+        images, labels, failed = [], [], {}
+        for label, blob in crops:
+            try:
+                images.append(decode_crop(blob))
+                labels.append(label)
+            except ImageDecodeError as exc:
+                failed[label] = Prediction(label, None, 0.0, [], error=str(exc))
+        vectors = self.backbone.embed_images(images) if images else np.zeros((0, 0))
+        done = {p.input: p for p in self.classify(vectors, labels, top_k, min_confidence)}
+        return [done.get(label) or failed[label] for label, _ in crops]
+
+
+def predict_faces(
+    store: Store,
+    predictor: Predictor,
+    face_ids: Sequence[int],
+    top_k: int = DEFAULT_TOP_K,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+) -> list[Prediction]:
+    """Predict for faces of the database, reusing cached vectors of the model's space."""
+    cached = store.vectors_of(predictor.space_hash, face_ids)
+    hits = [i for i in face_ids if i in cached]
+    results = predictor.classify(
+        decode_vectors([cached[i] for i in hits]),
+        [f"face:{i}" for i in hits],
+        top_k,
+        min_confidence,
+    )
+    missing = [i for i in face_ids if i not in cached]
+    if missing:
+        crops = store.crops_of(missing)
+        absent = [i for i in missing if i not in crops]
+        if absent:
+            raise FacestoreError(
+                f"No face with id {', '.join(map(str, absent))} in the database. "
+                "Check the ids in the tagging app."
+            )
+        results += predictor.predict_crops(
+            [(f"face:{i}", crops[i]) for i in missing], top_k, min_confidence
+        )
+    by_input = {r.input: r for r in results}
+    return [by_input[f"face:{i}"] for i in face_ids]

@@ -1,0 +1,106 @@
+"""Retrain over the cached vectors of the active space and publish. Never decodes images."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facestore import artifacts
+from facestore.errors import TrainingError
+from facestore.store import Store
+from facestore.training import ClassifierFactory, build_dataset, classifier_factory, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainReport:
+    version: str
+    accuracy: float | None
+    n_train: int
+    n_val: int
+    classes_kept: int
+    classes_dropped: list[Any]
+    samples_dropped: int
+    seconds: float
+    classifier: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "accuracy": self.accuracy,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "classes_kept": self.classes_kept,
+            "classes_dropped": self.classes_dropped,
+            "samples_dropped": self.samples_dropped,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def retrain(
+    store: Store,
+    model_dir: Path,
+    classifier: str | ClassifierFactory = "svc",
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    keep: int = artifacts.DEFAULT_KEEP,
+) -> RetrainReport:
+    """Fit on the active space's vectors of verified faces and publish a new version.
+
+    Any refusal (no vectors, fewer than 2 classes) happens before model/ is touched.
+    """
+    started = time.perf_counter()
+    space = store.active_space()
+    if space is None:
+        raise TrainingError(
+            "No embedding space is active yet, so there are no vectors to train on. "
+            "Run 'facestore embed' (or 'facestore train') first."
+        )
+    if isinstance(classifier, str):
+        name, factory = classifier, classifier_factory(classifier)
+    else:
+        name, factory = getattr(classifier, "__name__", "custom"), classifier
+    rows = store.training_rows(space.config_hash)
+    dataset = build_dataset(rows.face_ids, rows.person_ids, rows.vectors)
+    log.info(
+        "Retraining %s on %d vectors of %d people in space %s",
+        name,
+        len(dataset.labels),
+        len(dataset.classes),
+        space.label,
+    )
+    result = fit(dataset, factory, val_fraction=val_fraction, seed=seed)
+    embedding_config = {
+        **space.config,
+        "backbone": space.backbone,
+        "config_hash": space.config_hash,
+        "device": store.device_info(space.config_hash),
+    }
+    metrics = {
+        **result.metrics(),
+        "classifier": name,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "space": space.config_hash,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    version = artifacts.publish(
+        model_dir, result.estimator, dataset.classes, embedding_config, metrics, keep=keep
+    )
+    return RetrainReport(
+        version=version,
+        accuracy=result.accuracy,
+        n_train=result.n_train,
+        n_val=result.n_val,
+        classes_kept=len(dataset.classes),
+        classes_dropped=dataset.dropped_classes,
+        samples_dropped=dataset.dropped_samples,
+        seconds=time.perf_counter() - started,
+        classifier=name,
+    )

@@ -1,0 +1,203 @@
+"""Dataset, split, fit and metrics over cached vectors. Pure: arrays in, estimators out.
+
+Choices (documented in the README):
+- classes with fewer than 2 samples are dropped, with a warning naming them;
+- the split is stratified per class: a class of n samples gives round(n * val_fraction)
+  samples to validation, but always keeps at least one for training, so a class of 2
+  samples at the default 0.2 is trained on and not validated;
+- after validation, the published model is refit on all kept samples (validation
+  accuracy is the estimate of the train-split model, the best we can say without
+  a separate test set).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from facestore.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+MIN_SAMPLES_PER_CLASS = 2
+
+# A factory builds an unfitted classifier with predict_proba, given the seed and
+# the number of training samples.
+ClassifierFactory = Callable[[int, int], Any]
+
+
+def seed_svc(seed: int, n_train: int) -> Pipeline:
+    """The seed's default: StandardScaler + linear SVC with probabilities.
+
+    scikit-learn 1.9 deprecates `probability=True` (removed in 1.11, hence the pin
+    below 1.11); the seed's exact estimator is kept and that warning is silenced in fit().
+    """
+    return make_pipeline(
+        StandardScaler(),
+        SVC(kernel="linear", probability=True, class_weight="balanced", random_state=seed),
+    )
+
+
+def logreg(seed: int, n_train: int) -> Pipeline:
+    """Fast: StandardScaler + multinomial logistic regression."""
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(max_iter=1000, class_weight="balanced", random_state=seed),
+    )
+
+
+def knn(seed: int, n_train: int) -> Pipeline:
+    """Cosine k-nearest neighbours (k = 5, or fewer for tiny sets), distance-weighted."""
+    k = max(1, min(5, n_train))
+    return make_pipeline(KNeighborsClassifier(n_neighbors=k, weights="distance", metric="cosine"))
+
+
+CLASSIFIERS: dict[str, ClassifierFactory] = {"svc": seed_svc, "logreg": logreg, "knn": knn}
+
+
+def classifier_factory(name: str) -> ClassifierFactory:
+    try:
+        return CLASSIFIERS[name]
+    except KeyError:
+        raise TrainingError(
+            f"Unknown classifier {name!r}. Choose one of: {', '.join(sorted(CLASSIFIERS))}."
+        ) from None
+
+
+def person_sort_key(person_id: Any) -> tuple[str, Any]:
+    return (type(person_id).__name__, person_id)
+
+
+@dataclass
+class Dataset:
+    vectors: np.ndarray
+    labels: np.ndarray  # index into classes
+    classes: list[Any]  # person_id per label, in label order
+    face_ids: list[int]
+    dropped_classes: list[Any] = field(default_factory=list)
+    dropped_samples: int = 0
+
+
+def build_dataset(
+    face_ids: Sequence[int], person_ids: Sequence[Any], vectors: np.ndarray
+) -> Dataset:
+    if len(face_ids) == 0:
+        raise TrainingError(
+            "There are no vectors of verified faces in the active space. "
+            "Run 'facestore embed' (or 'facestore train') first."
+        )
+    counts = Counter(person_ids)
+    dropped = sorted(
+        (p for p, n in counts.items() if n < MIN_SAMPLES_PER_CLASS), key=person_sort_key
+    )
+    if dropped:
+        log.warning(
+            "Dropping %d class(es) with fewer than %d samples: %s",
+            len(dropped),
+            MIN_SAMPLES_PER_CLASS,
+            ", ".join(map(str, dropped)),
+        )
+    classes = sorted((p for p in counts if p not in set(dropped)), key=person_sort_key)
+    if len(classes) < 2:
+        raise TrainingError(
+            f"Need at least 2 people with {MIN_SAMPLES_PER_CLASS}+ embedded verified faces to "
+            f"train, found {len(classes)}. Verify more faces in the app, then run "
+            "'facestore embed' and retrain."
+        )
+    index = {p: i for i, p in enumerate(classes)}
+    keep = [i for i, p in enumerate(person_ids) if p in index]
+    log.info(
+        "Class distribution: %d classes, %d samples (min %d, max %d per class)",
+        len(classes),
+        len(keep),
+        min(counts[p] for p in classes),
+        max(counts[p] for p in classes),
+    )
+    return Dataset(
+        vectors=np.asarray(vectors[keep], dtype=np.float32),
+        labels=np.asarray([index[person_ids[i]] for i in keep], dtype=np.int64),
+        classes=classes,
+        face_ids=[int(face_ids[i]) for i in keep],
+        dropped_classes=dropped,
+        dropped_samples=len(face_ids) - len(keep),
+    )
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): per class round(n * fraction) to validation, at least 1 to train."""
+    if not 0 <= val_fraction < 1:
+        raise TrainingError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    val: list[int] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        n_val = min(len(members) - 1, int(round(len(members) * val_fraction)))
+        val.extend(members[:n_val])
+        train.extend(members[n_val:])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
+
+
+@dataclass
+class TrainResult:
+    estimator: ClassifierMixin
+    dataset: Dataset
+    accuracy: float | None
+    n_train: int
+    n_val: int
+    fit_seconds: float
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "classes_kept": len(self.dataset.classes),
+            "classes_dropped": self.dataset.dropped_classes,
+            "samples_kept": len(self.dataset.labels),
+            "samples_dropped": self.dataset.dropped_samples,
+            "fit_seconds": round(self.fit_seconds, 3),
+        }
+
+
+def fit(
+    dataset: Dataset, factory: ClassifierFactory, val_fraction: float = 0.2, seed: int = 42
+) -> TrainResult:
+    """Validate on a stratified split, then refit on all kept samples for publishing."""
+    started = time.perf_counter()
+    train_idx, val_idx = stratified_split(dataset.labels, val_fraction, seed)
+    accuracy = None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*`probability` parameter", FutureWarning)
+        if len(val_idx):
+            model = factory(seed, len(train_idx))
+            model.fit(dataset.vectors[train_idx], dataset.labels[train_idx])
+            predicted = model.predict(dataset.vectors[val_idx])
+            accuracy = float(np.mean(predicted == dataset.labels[val_idx]))
+            log.info("Validation accuracy %.4f on %d samples", accuracy, len(val_idx))
+        final = factory(seed, len(dataset.labels))
+        final.fit(dataset.vectors, dataset.labels)
+    return TrainResult(
+        estimator=final,
+        dataset=dataset,
+        accuracy=accuracy,
+        n_train=len(train_idx),
+        n_val=len(val_idx),
+        fit_seconds=time.perf_counter() - started,
+    )

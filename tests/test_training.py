@@ -1,0 +1,115 @@
+"""Dataset, split and fit: the pure core of retraining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from facestore.errors import TrainingError
+from facestore.training import (
+    CLASSIFIERS,
+    build_dataset,
+    classifier_factory,
+    fit,
+    seed_svc,
+    stratified_split,
+)
+
+
+def clustered(counts: dict, dim: int = 16, seed: int = 0):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    person_ids, vectors = [], []
+    for person, count in counts.items():
+        centre = rng.normal(0, 1, dim) * 3
+        for _ in range(count):
+            person_ids.append(person)
+            vectors.append(centre + rng.normal(0, 0.3, dim))
+    return list(range(len(person_ids))), person_ids, np.asarray(vectors, dtype=np.float32)
+
+
+def test_seed_svc_is_exactly_the_seed_default() -> None:
+    pipeline = seed_svc(42, 10)
+    assert isinstance(pipeline, Pipeline)
+    scaler, svc = (step for _, step in pipeline.steps)
+    assert isinstance(scaler, StandardScaler) and isinstance(svc, SVC)
+    params = svc.get_params()
+    assert (params["kernel"], params["probability"], params["class_weight"]) == (
+        "linear",
+        True,
+        "balanced",
+    )
+    assert params["random_state"] == 42
+
+
+def test_singleton_classes_are_dropped_with_a_warning(caplog) -> None:  # type: ignore[no-untyped-def]
+    face_ids, person_ids, vectors = clustered({"a": 5, "b": 5, "lonely": 1, 7: 1})
+    with caplog.at_level("WARNING"):
+        dataset = build_dataset(face_ids, person_ids, vectors)
+    assert dataset.dropped_classes == [7, "lonely"]
+    assert dataset.dropped_samples == 2
+    assert dataset.classes == ["a", "b"]
+    assert "lonely" in caplog.text and "7" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({}, "There are no vectors of verified faces"),
+        ({"a": 5, "b": 1}, r"Need at least 2 people with 2\+ embedded verified faces"),
+    ],
+)
+def test_too_little_data_is_refused(counts: dict, message: str) -> None:
+    with pytest.raises(TrainingError, match=message):
+        build_dataset(*clustered(counts))
+
+
+@pytest.mark.parametrize(
+    ("size", "fraction", "expected_val"),
+    [(2, 0.2, 0), (3, 0.2, 1), (10, 0.2, 2), (2, 0.9, 1), (5, 0.0, 0)],
+)
+def test_split_keeps_a_training_sample_per_class(size: int, fraction: float, expected_val: int):
+    labels = np.repeat([0, 1], size)
+    train, val = stratified_split(labels, fraction, seed=3)
+    assert len(val) == 2 * expected_val
+    assert set(labels[train]) == {0, 1}
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(2 * size))
+
+
+def test_split_is_deterministic_per_seed() -> None:
+    labels = np.repeat(np.arange(5), 10)
+    a = stratified_split(labels, 0.2, 1)
+    b = stratified_split(labels, 0.2, 1)
+    c = stratified_split(labels, 0.2, 2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_every_classifier_learns_separable_people(name: str) -> None:
+    dataset = build_dataset(*clustered({f"p{i}": 6 for i in range(5)}))
+    result = fit(dataset, classifier_factory(name), val_fraction=0.34, seed=0)
+    assert result.accuracy == 1.0
+    assert (result.n_train, result.n_val) == (20, 10)
+    # published model is refit on all kept samples
+    assert result.estimator.predict(dataset.vectors).tolist() == dataset.labels.tolist()
+    assert result.estimator.predict_proba(dataset.vectors[:1]).shape == (1, 5)
+
+
+def test_an_injected_factory_is_used() -> None:
+    calls = []
+
+    def factory(seed: int, n_train: int):  # type: ignore[no-untyped-def]
+        calls.append((seed, n_train))
+        return seed_svc(seed, n_train)
+
+    dataset = build_dataset(*clustered({"a": 5, "b": 5}))
+    fit(dataset, factory, val_fraction=0.2, seed=9)
+    assert calls == [(9, 8), (9, 10)]
+
+
+def test_unknown_classifier_name() -> None:
+    with pytest.raises(TrainingError, match="Unknown classifier 'nope'. Choose one of: knn"):
+        classifier_factory("nope")
