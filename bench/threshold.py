@@ -56,10 +56,14 @@ def main() -> None:
     known_pred, known_conf = best(np.asarray(test_known))
     correct = known_pred == data.labels[test_known]
     _, stranger_conf = best(stranger_idx)
-    print(f"space {space.label}; classifier {args.classifier}; "
-          f"{len(data.classes) - n_strangers} known people, {n_strangers} strangers")
-    print(f"known faces: {len(test_known)}, top-1 accuracy {correct.mean():.3f}; "
-          f"stranger faces: {len(stranger_idx)}")
+    print(
+        f"space {space.label}; classifier {args.classifier}; "
+        f"{len(data.classes) - n_strangers} known people, {n_strangers} strangers"
+    )
+    print(
+        f"known faces: {len(test_known)}, top-1 accuracy {correct.mean():.3f}; "
+        f"stranger faces: {len(stranger_idx)}"
+    )
     print("threshold  known_named_correctly  known_named_wrongly  strangers_unknown")
     for threshold in (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
         named = known_conf >= threshold

@@ -33,7 +33,7 @@ import os
 import pickle
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,16 @@ MAPPING_FILE = "person_id_mapping.json"
 CONFIG_FILE = "embedding_config.json"
 METRICS_FILE = "metrics.json"
 VERSION_FILE = "version.txt"
+TRAINING_SET_FILE = "training_set.json"
 MANIFEST_FILE = "manifest.json"
-ARTIFACT_FILES = (CLASSIFIER_FILE, MAPPING_FILE, CONFIG_FILE, METRICS_FILE, VERSION_FILE)
+ARTIFACT_FILES = (
+    CLASSIFIER_FILE,
+    MAPPING_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    VERSION_FILE,
+    TRAINING_SET_FILE,
+)
 CURRENT = "current"
 HISTORY = "history"
 DEFAULT_KEEP = 5
@@ -89,6 +97,7 @@ class Bundle:
     embedding_config: dict[str, Any]
     metrics: dict[str, Any]
     manifest: dict[str, Any]
+    training_set: dict[int, Any]
 
 
 # --- publishing -----------------------------------------------------------------
@@ -112,6 +121,7 @@ def render_files(
     embedding_config: Mapping[str, Any],
     metrics: Mapping[str, Any],
     version: str,
+    training_set: Sequence[tuple[int, Any]] = (),
 ) -> dict[str, bytes]:
     """The bytes of every artifact file, manifest included. Deterministic but for
     version.txt, metrics' timestamp and the manifest that records them."""
@@ -121,6 +131,8 @@ def render_files(
         CONFIG_FILE: json_bytes(dict(embedding_config)),
         METRICS_FILE: json_bytes(dict(metrics)),
         VERSION_FILE: f"{version}\nfacestore {__version__}\n".encode(),
+        # (face_id, person_id) pairs the model saw: what the daemon's retrain policy diffs
+        TRAINING_SET_FILE: json.dumps([list(p) for p in training_set]).encode(),
     }
     manifest = {
         "version": version,
@@ -171,10 +183,11 @@ def publish(
     metrics: Mapping[str, Any],
     keep: int = DEFAULT_KEEP,
     version: str | None = None,
+    training_set: Sequence[tuple[int, Any]] = (),
 ) -> str:
     """Write a new version and make it current atomically. Returns the version."""
     version = version or new_version()
-    files = render_files(classifier, person_ids, embedding_config, metrics, version)
+    files = render_files(classifier, person_ids, embedding_config, metrics, version, training_set)
     history = model_dir / HISTORY
     with publish_lock(model_dir):
         history.mkdir(parents=True, exist_ok=True)
@@ -323,6 +336,7 @@ def _load_version(model_dir: Path, version: str | None) -> Bundle:
         embedding_config=json.loads(blobs[CONFIG_FILE]),
         metrics=json.loads(blobs[METRICS_FILE]),
         manifest=manifest,
+        training_set={int(f): p for f, p in json.loads(blobs[TRAINING_SET_FILE])},
     )
 
 

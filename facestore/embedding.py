@@ -123,8 +123,12 @@ def embed_pending(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     space: Space | None = None,
+    verified: bool = True,
 ) -> EmbedReport:
-    """Embed every pending verified face of the backbone's space. Resumable at any point."""
+    """Embed every pending verified face of the backbone's space. Resumable at any point.
+
+    With verified=False, embed the unverified faces instead (for suggestions).
+    """
     started = time.perf_counter()
     space = space or space_of(backbone)
     ensure_active_space(store, space)
@@ -136,7 +140,7 @@ def embed_pending(
     embedded = failed = 0
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="facestore-decode") as pool:
-        batches = store.iter_pending(space.config_hash, batch_size)
+        batches = store.iter_pending(space.config_hash, batch_size, verified)
         for decoded in _decode_ahead(batches, pool, decode):
             if stop is not None and stop.is_set():
                 break
@@ -168,6 +172,6 @@ def embed_pending(
     return EmbedReport(
         embedded=embedded,
         failed=failed,
-        pending=store.count_pending(space.config_hash),
+        pending=store.count_pending(space.config_hash, verified),
         seconds=time.perf_counter() - started,
     )

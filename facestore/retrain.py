@@ -91,7 +91,13 @@ def retrain(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     version = artifacts.publish(
-        model_dir, result.estimator, dataset.classes, embedding_config, metrics, keep=keep
+        model_dir,
+        result.estimator,
+        dataset.classes,
+        embedding_config,
+        metrics,
+        keep=keep,
+        training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
     )
     return RetrainReport(
         version=version,

@@ -49,7 +49,23 @@ embedding_failure = sa.Table(
     sa.Column("failed_at", sa.Float, nullable=False),
 )
 
-OWN_TABLES = ("embedding", "embedding_failure", "embedding_space", ALEMBIC_VERSION_TABLE)
+face_suggestion = sa.Table(
+    "face_suggestion",
+    metadata,
+    sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("person_id", sa.Text, nullable=False),  # created with the app's person_id type
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+OWN_TABLES = (
+    "embedding",
+    "embedding_failure",
+    "embedding_space",
+    "face_suggestion",
+    ALEMBIC_VERSION_TABLE,
+)
 
 
 @dataclass(frozen=True)

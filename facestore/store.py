@@ -20,7 +20,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from facestore.backbones import Space
 from facestore.db import write_transaction
-from facestore.schema import FaceTable, embedding, embedding_failure, embedding_space
+from facestore.schema import (
+    FaceTable,
+    embedding,
+    embedding_failure,
+    embedding_space,
+    face_suggestion,
+)
 from facestore.schema import reflect_face_table as _reflect
 
 log = logging.getLogger(__name__)
@@ -80,6 +86,7 @@ class Store:
     def __init__(self, engine: Engine, face: FaceTable | None = None) -> None:
         self.engine = engine
         self._face = face
+        self._suggestion: sa.Table | None = None
 
     @property
     def face(self) -> FaceTable:
@@ -146,10 +153,13 @@ class Store:
 
     # --- pending work -------------------------------------------------------
 
-    def _pending_filter(self, space_hash: str) -> list[sa.ColumnElement[bool]]:
+    def _pending_filter(
+        self, space_hash: str, verified: bool = True
+    ) -> list[sa.ColumnElement[bool]]:
+        """Faces (verified, or else unverified) with no vector and no failure in the space."""
         face = self.face.table
         return [
-            self.face.verified_clause,
+            self.face.verified_clause if verified else ~self.face.verified_clause,
             ~sa.exists().where(
                 embedding.c.face_id == face.c.id, embedding.c.space_hash == space_hash
             ),
@@ -159,18 +169,23 @@ class Store:
             ),
         ]
 
-    def count_pending(self, space_hash: str | None) -> int:
-        where = self._pending_filter(space_hash) if space_hash else [self.face.verified_clause]
+    def count_pending(self, space_hash: str | None, verified: bool = True) -> int:
+        if space_hash:
+            where = self._pending_filter(space_hash, verified)
+        else:
+            where = [self.face.verified_clause if verified else ~self.face.verified_clause]
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one())
 
-    def iter_pending(self, space_hash: str, batch_size: int) -> Iterator[list[Crop]]:
+    def iter_pending(
+        self, space_hash: str, batch_size: int, verified: bool = True
+    ) -> Iterator[list[Crop]]:
         """Batches of pending crops in id order; each batch is one short read."""
         face = self.face.table
         after: int | None = None
         while True:
             query = sa.select(face.c.id, face.c.face_crop_blob).where(
-                *self._pending_filter(space_hash)
+                *self._pending_filter(space_hash, verified)
             )
             if after is not None:
                 query = query.where(face.c.id > after)
@@ -264,17 +279,31 @@ class Store:
             )
 
     def sweep_orphans(self) -> int:
-        """Delete cache rows whose face is gone (the app may bypass the triggers)."""
+        """Delete cache rows of deleted faces, and suggestions of verified ones.
+
+        The app may bypass the triggers (deletes made before facestore was installed).
+        Checks with a read first, so an idle sweep takes no write lock and writes nothing.
+        """
         face = self.face.table
+        suggestion = self.suggestion_table
+        stale: dict[sa.Table, sa.ColumnElement[bool]] = {
+            table: ~table.c.face_id.in_(sa.select(face.c.id))
+            for table in (embedding, embedding_failure, suggestion)
+        }
+        verified_ids = sa.select(face.c.id).where(self.face.verified_clause)
+        stale[suggestion] = stale[suggestion] | suggestion.c.face_id.in_(verified_ids)
+        with self.engine.connect() as conn:
+            found = [
+                table
+                for table, where in stale.items()
+                if conn.execute(sa.select(sa.exists().where(where))).scalar()
+            ]
         removed = 0
-        with write_transaction(self.engine) as conn:
-            for table in (embedding, embedding_failure):
-                result = conn.execute(
-                    table.delete().where(~table.c.face_id.in_(sa.select(face.c.id)))
-                )
-                removed += result.rowcount or 0
-        if removed:
-            log.info("Swept %d cache rows of deleted faces", removed)
+        if found:
+            with write_transaction(self.engine) as conn:
+                for table in found:
+                    removed += conn.execute(table.delete().where(stale[table])).rowcount or 0
+            log.info("Swept %d stale cache or suggestion rows", removed)
         return removed
 
     # --- reads --------------------------------------------------------------
@@ -327,6 +356,96 @@ class Store:
         query = sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(list(face_ids)))
         with self.engine.connect() as conn:
             return {int(r.id): bytes(r.face_crop_blob or b"") for r in conn.execute(query)}
+
+    def training_pairs(self, space_hash: str) -> dict[int, Any]:
+        """face_id -> person_id of verified faces with a vector in the space (no vectors read)."""
+        face = self.face.table
+        query = (
+            sa.select(embedding.c.face_id, face.c.person_id)
+            .join(face, face.c.id == embedding.c.face_id)
+            .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
+        )
+        with self.engine.connect() as conn:
+            return {int(r.face_id): r.person_id for r in conn.execute(query)}
+
+    # --- suggestions --------------------------------------------------------
+
+    @property
+    def suggestion_table(self) -> sa.Table:
+        """face_suggestion, with person_id typed like the app's face.person_id."""
+        if self._suggestion is None:
+            person_type = self.face.table.c.person_id.type
+            self._suggestion = sa.Table(
+                face_suggestion.name,
+                sa.MetaData(),
+                *(
+                    sa.Column(
+                        c.name,
+                        person_type if c.name == "person_id" else c.type,
+                        primary_key=c.primary_key,
+                    )
+                    for c in face_suggestion.columns
+                ),
+            )
+        return self._suggestion
+
+    def unverified_vectors(
+        self, space_hash: str, exclude: set[int] | None = None
+    ) -> tuple[list[int], np.ndarray]:
+        face = self.face.table
+        query = (
+            sa.select(embedding.c.face_id, embedding.c.vector)
+            .join(face, face.c.id == embedding.c.face_id)
+            .where(embedding.c.space_hash == space_hash, ~self.face.verified_clause)
+            .order_by(embedding.c.face_id)
+        )
+        with self.engine.connect() as conn:
+            rows = [r for r in conn.execute(query) if not exclude or r.face_id not in exclude]
+        return [int(r.face_id) for r in rows], decode_vectors([r.vector for r in rows])
+
+    def write_suggestions(
+        self,
+        model_version: str,
+        considered: Sequence[int],
+        suggestions: Sequence[tuple[int, Any, float]],
+        replace_all: bool = False,
+    ) -> int:
+        """Replace the suggestions of the considered faces (or all) with new rows.
+
+        Rows are written only for faces that are still there and still unverified.
+        """
+        table = self.suggestion_table
+        face = self.face.table
+        now = time.time()
+        with write_transaction(self.engine) as conn:
+            if replace_all:
+                conn.execute(table.delete())
+            elif considered:
+                conn.execute(table.delete().where(table.c.face_id.in_(list(considered))))
+            if not suggestions:
+                return 0
+            open_ids = {
+                int(i)
+                for (i,) in conn.execute(
+                    sa.select(face.c.id).where(
+                        face.c.id.in_([s[0] for s in suggestions]), ~self.face.verified_clause
+                    )
+                )
+            }
+            rows = [
+                {
+                    "face_id": face_id,
+                    "person_id": person_id,
+                    "confidence": float(confidence),
+                    "model_version": model_version,
+                    "created_at": now,
+                }
+                for face_id, person_id, confidence in suggestions
+                if face_id in open_ids
+            ]
+            if rows:
+                conn.execute(table.insert(), rows)
+        return len(rows)
 
     def training_rows(self, space_hash: str) -> TrainingRows:
         """Vectors of the space for verified faces, labelled with their current person_id."""

@@ -152,7 +152,7 @@ def test_space_hash_changes_with_the_weights(weights_file: Path, tmp_path: Path)
     assert a.backbone == b.backbone and a.config_hash != b.config_hash
 
 
-def test_app_db_without_sqlite_master_change_by_embed(facenet_db: Path) -> None:
+def test_upgrade_installs_exactly_our_triggers_beside_the_apps(facenet_db: Path) -> None:
     con = sqlite3.connect(facenet_db)
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     con.close()
@@ -161,4 +161,5 @@ def test_app_db_without_sqlite_master_change_by_embed(facenet_db: Path) -> None:
         "facestore_face_delete",
         "facestore_face_insert",
         "facestore_face_update_crop",
+        "facestore_face_verified",
     } == names

@@ -78,7 +78,7 @@ def test_require_head_names_both_revisions(app_db: Path) -> None:
 
 def test_cli_db_commands(cli, app_db: Path) -> None:  # type: ignore[no-untyped-def]
     head = database.head_revision()
-    assert cli("--db", app_db, "db", "current").stdout.strip() == "none (behind, head is 0001)"
+    assert cli("--db", app_db, "db", "current").stdout.strip() == f"none (behind, head is {head})"
     result = cli("db", "upgrade", "--db", app_db)
     assert result.exit_code == 0 and f"at {head}" in result.stdout
     assert cli("--db", app_db, "db", "current").stdout.strip() == f"{head} (at head)"
@@ -98,3 +98,24 @@ def test_missing_database_option_is_explained(cli) -> None:  # type: ignore[no-u
     result = cli("status")
     assert result.exit_code == 2
     assert "No database given. Pass --db PATH" in result.output
+
+
+def test_downgrade_one_step_restores_the_previous_triggers(upgraded_db: Path) -> None:
+    def our_triggers() -> set[str]:
+        rows = sqlite_rows(upgraded_db, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return {name for (name,) in rows if name.startswith("facestore_")}
+
+    assert "facestore_face_verified" in our_triggers()
+    database.downgrade(engine_for(upgraded_db), "0001")
+    assert our_triggers() == {
+        "facestore_face_delete",
+        "facestore_face_insert",
+        "facestore_face_update_crop",
+    }
+    assert (
+        sqlite_rows(upgraded_db, "SELECT name FROM sqlite_master WHERE name = 'face_suggestion'")
+        == []
+    )
+    sqlite_exec(upgraded_db, "DELETE FROM face WHERE id = 1")  # v1 triggers work without the table
+    database.upgrade(engine_for(upgraded_db))
+    assert "facestore_face_verified" in our_triggers()

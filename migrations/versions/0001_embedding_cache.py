@@ -10,34 +10,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from facestore.migrations import triggers
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-# Triggers are guests in the app's transactions: plain SQL that cannot fail.
-# INSERT covers INSERT OR REPLACE (REPLACE's implicit delete fires no DELETE trigger
-# unless recursive_triggers is on). UPDATE covers upserts and crops edited in place.
-# A relabel (person_id / verified) does not touch the cache.
-_FORGET = (
-    "DELETE FROM embedding WHERE face_id = {row}.id; "
-    "DELETE FROM embedding_failure WHERE face_id = {row}.id;"
-)
-SQLITE_TRIGGERS = {
-    "facestore_face_delete": (
-        "CREATE TRIGGER facestore_face_delete AFTER DELETE ON face "
-        f"BEGIN {_FORGET.format(row='OLD')} END"
-    ),
-    "facestore_face_insert": (
-        "CREATE TRIGGER facestore_face_insert AFTER INSERT ON face "
-        f"BEGIN {_FORGET.format(row='NEW')} END"
-    ),
-    "facestore_face_update_crop": (
-        "CREATE TRIGGER facestore_face_update_crop AFTER UPDATE OF id, face_crop_blob ON face "
-        "WHEN OLD.id IS NOT NEW.id OR OLD.face_crop_blob IS NOT NEW.face_crop_blob "
-        f"BEGIN {_FORGET.format(row='OLD')} {_FORGET.format(row='NEW')} END"
-    ),
-}
 
 
 def upgrade() -> None:
@@ -70,14 +48,14 @@ def upgrade() -> None:
         sa.Column("failed_at", sa.Float, nullable=False),
     )
     if op.get_bind().dialect.name == "sqlite":
-        for sql in SQLITE_TRIGGERS.values():
+        for sql in triggers.sqlite_v1():
             op.execute(sql)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        for name in SQLITE_TRIGGERS:
-            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+        for sql in triggers.drop(triggers.V1_NAMES):
+            op.execute(sql)
     op.drop_table("embedding_failure")
     op.drop_index("ix_embedding_space_hash", table_name="embedding")
     op.drop_table("embedding")
