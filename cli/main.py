@@ -11,6 +11,7 @@ from facestore.cli.common import FacestoreGroup, configure_logging, location_opt
 from facestore.cli.database import db
 from facestore.cli.embed import embed, import_command, status
 from facestore.cli.model import model, predict, retrain_command, train
+from facestore.cli.watch import watch
 
 
 @click.group(cls=FacestoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +25,10 @@ from facestore.cli.model import model, predict, retrain_command, train
     help="Log line format on stderr; json suits log collectors.",
 )
 @click.version_option(__version__, prog_name="facestore")
-def main(db: str | None, model_dir: Path | None, verbose: int, log_format: str) -> None:
+@click.pass_context
+def main(
+    ctx: click.Context, db: str | None, model_dir: Path | None, verbose: int, log_format: str
+) -> None:
     """facestore: an incremental face-embedding store beside a photo-tagging app.
 
     It embeds the app's verified faces (table `face`) into its own cache table,
@@ -38,7 +42,9 @@ def main(db: str | None, model_dir: Path | None, verbose: int, log_format: str) 
 
     --db and --model-dir may be given before or after the command name.
     """
-    configure_logging(verbose, log_format)
+    # The daemon logs its lifecycle at INFO by default.
+    daemon = ctx.invoked_subcommand == "watch"
+    configure_logging(max(verbose, 1) if daemon else verbose, log_format)
 
 
 main.add_command(db)
@@ -49,3 +55,4 @@ main.add_command(retrain_command)
 main.add_command(train)
 main.add_command(predict)
 main.add_command(model)
+main.add_command(watch)

@@ -160,7 +160,7 @@ def embed_pending(
                 log.warning("Face %d failed to embed: %s", f.face_id, f.error)
             embedded += outcome.embedded
             failed += outcome.failed
-            log.debug(
+            log.info(
                 "Embedded %d faces in %.0f ms (%d failed, %d changed meanwhile)",
                 outcome.embedded,
                 (time.perf_counter() - batch_started) * 1000,

@@ -389,19 +389,20 @@ class Store:
             )
         return self._suggestion
 
-    def unverified_vectors(
-        self, space_hash: str, exclude: set[int] | None = None
-    ) -> tuple[list[int], np.ndarray]:
+    def unverified_vectors(self, space_hash: str) -> list[tuple[int, str, np.ndarray]]:
+        """(face_id, crop sha256, vector) of unverified faces with a vector in the space."""
         face = self.face.table
         query = (
-            sa.select(embedding.c.face_id, embedding.c.vector)
+            sa.select(embedding.c.face_id, embedding.c.crop_sha256, embedding.c.vector)
             .join(face, face.c.id == embedding.c.face_id)
             .where(embedding.c.space_hash == space_hash, ~self.face.verified_clause)
             .order_by(embedding.c.face_id)
         )
         with self.engine.connect() as conn:
-            rows = [r for r in conn.execute(query) if not exclude or r.face_id not in exclude]
-        return [int(r.face_id) for r in rows], decode_vectors([r.vector for r in rows])
+            return [
+                (int(r.face_id), r.crop_sha256, np.frombuffer(r.vector, dtype=VECTOR_DTYPE))
+                for r in conn.execute(query)
+            ]
 
     def write_suggestions(
         self,

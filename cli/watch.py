@@ -1,0 +1,111 @@
+"""`facestore watch`: the daemon beside the tagging app."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from facestore.backbones import build_backbone
+from facestore.cli.common import backbone_options, backbone_settings, pass_settings
+from facestore.cli.embed import open_store
+from facestore.config import Settings
+from facestore.daemon import Daemon, WatchOptions, stop_on_signals
+from facestore.predict import DEFAULT_MIN_CONFIDENCE
+from facestore.training import CLASSIFIERS
+
+DEFAULTS = WatchOptions()
+
+
+@click.command()
+@backbone_options
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULTS.interval,
+    show_default=True,
+    help="Seconds between reconciles on the timer, whatever the file events say.",
+)
+@click.option("--poll", is_flag=True, help="Use the timer alone, no file events.")
+@click.option(
+    "--debounce",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS.debounce,
+    show_default=True,
+    help="Seconds to wait after a file event for the app's burst of writes to settle.",
+)
+@click.option(
+    "--retrain-min-changes",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.retrain_min_changes,
+    show_default=True,
+    help="Retrain once this many faces are new, relabelled or removed since the model.",
+)
+@click.option(
+    "--retrain-delay",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS.retrain_delay,
+    show_default=True,
+    help="...or once the oldest untrained change is this many seconds old.",
+)
+@click.option(
+    "--retrain-cooldown",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS.retrain_cooldown,
+    show_default=True,
+    help="At most one retrain per this many seconds.",
+)
+@click.option(
+    "--classifier",
+    type=click.Choice(sorted(CLASSIFIERS)),
+    default=DEFAULTS.classifier,
+    show_default=True,
+    help="Classifier for retrains (see 'facestore retrain --help').",
+)
+@click.option(
+    "--suggestions/--no-suggestions",
+    default=True,
+    show_default=True,
+    help="Embed unverified faces too and write face_suggestion rows for them.",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MIN_CONFIDENCE,
+    show_default=True,
+    help="Write a suggestion only at or above this confidence (as in 'predict').",
+)
+@pass_settings
+def watch(
+    settings: Settings,
+    backbone: str | None,
+    weights: Path | None,
+    device: str | None,
+    batch_size: int | None,
+    **options: object,
+) -> None:
+    """Run beside the tagging app: keep the cache current, retrain, suggest.
+
+    \b
+    Each reconcile: embed pending verified faces, then (unless --no-suggestions)
+    unverified ones; sweep orphans; retrain when the labels changed enough;
+    write face_suggestion rows for unverified faces. SQLite files are watched
+    for changes (events are hints; PRAGMA data_version decides); other
+    databases, or --poll, use the timer alone.
+
+    SIGTERM or SIGINT finishes the current batch and exits 0. Exit status 2
+    means a configuration problem (do not restart); other failures exit 1.
+    """
+    store = open_store(settings)
+    active = store.active_space()
+    chosen = backbone or (active.backbone if active else None)
+    options_backbone = backbone_settings(chosen, weights, device, batch_size)
+    embedder = build_backbone(options_backbone)
+    watch_options = dataclasses.replace(
+        WatchOptions(batch_size=options_backbone.batch_size),
+        **{k: v for k, v in options.items()},  # type: ignore[arg-type]
+    )
+    daemon = Daemon(store, settings.model_dir, watch_options, embedder)
+    with stop_on_signals(daemon):
+        daemon.run()

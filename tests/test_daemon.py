@@ -1,0 +1,190 @@
+"""The daemon's policy and one reconcile at a time, in-process with a fake backbone."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from facestore import artifacts
+from facestore import db as database
+from facestore.daemon import (
+    Daemon,
+    DataVersionProbe,
+    RetrainPolicy,
+    WatchOptions,
+    count_changes,
+)
+from facestore.store import Store
+from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+
+
+def test_count_changes() -> None:
+    trained = {1: "a", 2: "a", 3: "b"}
+    assert count_changes(trained, trained) == 0
+    assert count_changes(trained, {1: "a", 2: "b", 4: "c"}) == 3  # relabel, removed, new
+    assert count_changes({}, {1: "a"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "waiting", "last", "now", "due"),
+    [
+        (0, 0, None, 1000, False),
+        (3, 0, None, 1, True),  # enough changes
+        (2, 0, None, 1, False),  # too few, too recent
+        (2, 0, None, 5, True),  # too few, but old enough
+        (3, 0, 0.5, 1, False),  # cooldown
+        (3, 0, 0.5, 11, True),
+    ],
+)
+def test_retrain_policy(changes: int, waiting: float, last: float | None, now: float, due: bool):
+    policy = RetrainPolicy(min_changes=3, delay=5, cooldown=10)
+    assert policy.due(changes, waiting, last, now) is due
+
+
+def test_data_version_sees_other_connections_only(upgraded_db: Path) -> None:
+    engine = database.create_engine(f"sqlite:///{upgraded_db}")
+    probe = DataVersionProbe(engine)
+    assert probe.changed() is False
+    sqlite_exec(upgraded_db, "UPDATE face SET person_id = 1 WHERE id = 1")
+    assert probe.changed() is True
+    assert probe.changed() is False
+    con = sqlite3.connect(upgraded_db)  # a reader opening and closing changes nothing
+    con.execute("SELECT count(*) FROM face").fetchall()
+    con.close()
+    assert probe.changed() is False
+    probe.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def daemon_db(tmp_path: Path) -> Path:
+    path = make_app_db(tmp_path / "app.db", people=3, per_person=4, unverified=3)
+    database.upgrade(database.create_engine(f"sqlite:///{path}"))
+    return path
+
+
+def make_daemon(path: Path, tmp_path: Path, clock: FakeClock, **options: object) -> Daemon:
+    store = Store(database.create_engine(f"sqlite:///{path}"))
+    settings = WatchOptions(
+        retrain_min_changes=3, retrain_delay=5, retrain_cooldown=0, classifier="logreg"
+    )
+    for key, value in options.items():
+        settings = type(settings)(**{**settings.__dict__, key: value})
+    return Daemon(store, tmp_path / "model", settings, FakeBackbone(), clock=clock)
+
+
+def test_reconcile_embeds_trains_and_suggests(daemon_db: Path, tmp_path: Path) -> None:
+    clock = FakeClock()
+    daemon = make_daemon(daemon_db, tmp_path, clock)
+    daemon.reconcile()
+    assert sqlite_rows(daemon_db, "SELECT count(*) FROM embedding") == [(15,)]  # 12 + 3 unverified
+    version = artifacts.current_version(tmp_path / "model")
+    assert version is not None  # 12 new training faces >= 3
+    rows = sqlite_rows(daemon_db, "SELECT face_id, person_id, model_version FROM face_suggestion")
+    assert {r[0] for r in rows} <= {13, 14, 15} and rows
+    assert {r[2] for r in rows} == {version}
+    assert all(isinstance(r[1], int) for r in rows)
+
+    # verifying a suggested face drops its suggestion (trigger)
+    face_id = rows[0][0]
+    sqlite_exec(daemon_db, "UPDATE face SET verified = 1 WHERE id = ?", face_id)
+    assert sqlite_rows(daemon_db, "SELECT 1 FROM face_suggestion WHERE face_id = ?", face_id) == []
+    # deleting one drops it too
+    if len(rows) > 1:
+        sqlite_exec(daemon_db, "DELETE FROM face WHERE id = ?", rows[1][0])
+        assert (
+            sqlite_rows(daemon_db, "SELECT 1 FROM face_suggestion WHERE face_id = ?", rows[1][0])
+            == []
+        )
+
+
+def test_retrain_waits_for_enough_changes_or_the_delay(daemon_db: Path, tmp_path: Path) -> None:
+    clock = FakeClock()
+    daemon = make_daemon(daemon_db, tmp_path, clock)
+    daemon.reconcile()
+    first = artifacts.current_version(tmp_path / "model")
+    sqlite_exec(daemon_db, "UPDATE face SET person_id = 2 WHERE id IN (1, 2)")  # 2 < 3 changes
+    clock.now = 1
+    daemon.reconcile()
+    assert artifacts.current_version(tmp_path / "model") == first
+    clock.now = 7  # oldest untrained change is now older than the 5 s delay
+    daemon.reconcile()
+    second = artifacts.current_version(tmp_path / "model")
+    assert second != first
+    assert daemon.predictor is not None and daemon.predictor.version == second
+    clock.now = 8
+    daemon.reconcile()  # nothing changed: no retrain
+    assert artifacts.current_version(tmp_path / "model") == second
+
+
+def test_a_failed_retrain_is_not_retried_until_the_next_change(
+    daemon_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sqlite_exec(daemon_db, "UPDATE face SET person_id = 0")  # one class only
+    clock = FakeClock()
+    daemon = make_daemon(daemon_db, tmp_path, clock)
+    with caplog.at_level("WARNING"):
+        daemon.reconcile()
+        clock.now = 100
+        daemon.reconcile()
+    assert caplog.text.count("Retrain failed") == 1
+    assert artifacts.current_version(tmp_path / "model") is None
+    sqlite_exec(daemon_db, "UPDATE face SET person_id = 1 WHERE id IN (5, 6, 7, 8)")
+    clock.now = 200
+    daemon.reconcile()
+    assert artifacts.current_version(tmp_path / "model") is not None
+
+
+def test_new_unverified_face_gets_a_suggestion_with_the_current_model(
+    daemon_db: Path, tmp_path: Path
+) -> None:
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock(), min_confidence=0.0)
+    daemon.reconcile()
+    version = artifacts.current_version(tmp_path / "model")
+    sqlite_exec(
+        daemon_db,
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, NULL, 0)",
+        encode(face_image(1, 60)),
+    )
+    daemon.reconcile()
+    [(person_id, model_version)] = sqlite_rows(
+        daemon_db, "SELECT person_id, model_version FROM face_suggestion WHERE face_id = 16"
+    )
+    assert (person_id, model_version) == (1, version)
+
+
+def test_no_suggestions_mode_leaves_unverified_faces_alone(daemon_db: Path, tmp_path: Path) -> None:
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock(), suggestions=False)
+    daemon.reconcile()
+    assert sqlite_rows(daemon_db, "SELECT count(*) FROM embedding") == [(12,)]
+    assert sqlite_rows(daemon_db, "SELECT count(*) FROM face_suggestion") == [(0,)]
+
+
+def test_a_damaged_new_model_is_refused_and_the_old_one_keeps_serving(
+    daemon_db: Path, tmp_path: Path
+) -> None:
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock())
+    daemon.reconcile()
+    serving = daemon.predictor.version if daemon.predictor else None
+    bundle = artifacts.load_bundle(tmp_path / "model")
+    bad = artifacts.publish(
+        tmp_path / "model",
+        bundle.classifier,
+        bundle.person_ids,
+        bundle.embedding_config,
+        bundle.metrics,
+        training_set=list(bundle.training_set.items()),
+    )
+    pkl = tmp_path / "model" / "history" / bad / "classifier.pkl"
+    pkl.write_bytes(pkl.read_bytes()[:-1] + b"\x00")
+    daemon.reconcile()
+    assert daemon.predictor is not None and daemon.predictor.version == serving

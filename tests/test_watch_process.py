@@ -1,0 +1,213 @@
+"""`facestore watch` as a real subprocess, with the real facenet path (random weights)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facestore import db as database
+from tests.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+
+pytestmark = pytest.mark.slow
+
+WATCH_ARGS = [
+    "--retrain-min-changes",
+    "3",
+    "--retrain-delay",
+    "5",
+    "--retrain-cooldown",
+    "0",
+    "--interval",
+    "5",
+]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Watcher:
+    def __init__(self, db: Path, workdir: Path, weights: Path, *extra: str) -> None:
+        self.log = workdir / f"watch-{time.monotonic_ns()}.log"
+        env = {**os.environ, "FACESTORE_WEIGHTS": str(weights), "TORCH_HOME": str(workdir / "th")}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "facestore",
+                "--db",
+                str(db),
+                "--model-dir",
+                str(workdir / "model"),
+                "watch",
+                *WATCH_ARGS,
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+            env=env,
+            cwd=workdir,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def watchers() -> Iterator[list[Watcher]]:
+    started: list[Watcher] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def app_db(path: Path, **kwargs: object) -> Path:
+    """The foundation's app database, with facestore's schema installed."""
+    make_app_db(path, **kwargs)  # type: ignore[arg-type]
+    database.upgrade(database.create_engine(f"sqlite:///{path}"))
+    return path
+
+
+def model_version(workdir: Path) -> str | None:
+    link = workdir / "model" / "current"
+    return os.readlink(link).split("/")[-1] if link.is_symlink() else None
+
+
+def add_faces(db: Path, person: int | None, count: int, verified: bool, start: int) -> None:
+    for i in range(count):
+        sqlite_exec(
+            db,
+            "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, ?, ?)",
+            encode(face_image(person if person is not None else 1, start + i)),
+            person,
+            int(verified),
+        )
+
+
+def test_watch_embeds_retrains_suggests_and_stops_cleanly(
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher]
+) -> None:
+    db = app_db(tmp_path / "app.db", people=3, per_person=3)
+    watcher = Watcher(db, tmp_path, weights_file)
+    watchers.append(watcher)
+    # first pass: embeds the 9 faces and trains (9 new training faces >= 3)
+    wait_for(lambda: model_version(tmp_path) is not None, 60, "the first model")
+    first = model_version(tmp_path)
+
+    add_faces(db, 2, 5, verified=True, start=20)
+    took = wait_for(
+        lambda: sqlite_rows(db, "SELECT count(*) FROM embedding")[0][0] == 14,
+        10,
+        "five new faces to be embedded",
+    )
+    print(f"5 new faces embedded in {took:.1f}s")
+    wait_for(lambda: model_version(tmp_path) != first, 30, "the retrain after 5 new faces")
+    second = model_version(tmp_path)
+
+    sqlite_exec(db, "UPDATE face SET person_id = 0 WHERE id IN (4, 5, 6)")
+    took = wait_for(lambda: model_version(tmp_path) != second, 30, "a retrain after relabels")
+    print(f"relabel of 3 faces -> new model in {took:.1f}s")
+
+    add_faces(db, None, 2, verified=False, start=40)
+    current = model_version(tmp_path)
+    wait_for(
+        lambda: (
+            sqlite_rows(
+                db, "SELECT count(*) FROM face_suggestion WHERE model_version = ?", current
+            )[0][0]
+            == 2
+        ),
+        15,
+        "suggestions for 2 unverified faces",
+    )
+    started = time.monotonic()
+    assert watcher.stop(signal.SIGTERM) == 0
+    print(f"SIGTERM -> exit 0 in {time.monotonic() - started:.1f}s")
+    log = watcher.output()
+    assert "Model " in log and "Retrain published model" in log and "Traceback" not in log
+
+
+def test_sigint_also_exits_zero(tmp_path: Path, weights_file: Path, watchers: list[Watcher]):
+    db = app_db(tmp_path / "app.db", people=2, per_person=2)
+    watcher = Watcher(db, tmp_path, weights_file, "--no-suggestions")
+    watchers.append(watcher)
+    wait_for(lambda: "Watching" in watcher.output(), 60, "the daemon to start")
+    assert watcher.stop(signal.SIGINT) == 0
+
+
+def test_configuration_error_exits_2(tmp_path: Path, weights_file: Path) -> None:
+    db = make_app_db(tmp_path / "app.db")  # facestore schema not installed
+    result = subprocess.run(
+        [sys.executable, "-m", "facestore", "--db", str(db), "watch"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FACESTORE_WEIGHTS": str(weights_file)},
+    )
+    assert result.returncode == 2
+    assert "Run 'facestore db upgrade'" in result.stderr
+
+
+def cache_state(db: Path) -> dict[int, tuple[str, np.ndarray]]:
+    rows = sqlite_rows(db, "SELECT face_id, crop_sha256, vector FROM embedding")
+    return {f: (sha, np.frombuffer(v, dtype="<f4")) for f, sha, v in rows}
+
+
+def test_kill_9_mid_batch_then_restart_ends_like_an_uninterrupted_run(
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher]
+) -> None:
+    crashed = app_db(tmp_path / "crashed.db", people=4, per_person=20, corrupt=["random"])
+    clean = tmp_path / "clean.db"
+    shutil.copy(crashed, clean)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    first = Watcher(crashed, tmp_path / "a", weights_file, "--no-suggestions", "--batch-size", "8")
+    watchers.append(first)
+    wait_for(lambda: "Embedded 8 faces" in first.output(), 60, "the first batch")
+    first.proc.kill()  # SIGKILL in the middle of embedding
+    first.proc.wait()
+    partial = len(cache_state(crashed))
+    assert 0 < partial < 80
+
+    restarted = Watcher(
+        crashed, tmp_path / "a", weights_file, "--no-suggestions", "--batch-size", "8"
+    )
+    watchers.append(restarted)
+    reference = Watcher(
+        clean, tmp_path / "b", weights_file, "--no-suggestions", "--batch-size", "8"
+    )
+    watchers.append(reference)
+    for db in (crashed, clean):
+        wait_for(lambda db=db: len(cache_state(db)) == 80, 90, f"all faces in {db.name}")
+    assert restarted.stop() == 0 and reference.stop() == 0
+
+    got, want = cache_state(crashed), cache_state(clean)
+    assert got.keys() == want.keys()
+    for face_id, (sha, vector) in want.items():
+        assert got[face_id][0] == sha
+        np.testing.assert_allclose(got[face_id][1], vector, atol=1e-5)
+    assert sqlite_rows(crashed, "SELECT face_id, attempts FROM embedding_failure") == sqlite_rows(
+        clean, "SELECT face_id, attempts FROM embedding_failure"
+    )
+    assert sqlite_rows(crashed, "PRAGMA integrity_check") == [("ok",)]
