@@ -11,6 +11,7 @@ from facestore.cli.common import FacestoreGroup, configure_logging, location_opt
 from facestore.cli.database import db
 from facestore.cli.embed import embed, import_command, status
 from facestore.cli.model import model, predict, retrain_command, train
+from facestore.cli.spaces import prune, reembed_command
 from facestore.cli.watch import watch
 
 
@@ -56,3 +57,5 @@ main.add_command(train)
 main.add_command(predict)
 main.add_command(model)
 main.add_command(watch)
+main.add_command(reembed_command)
+main.add_command(prune)

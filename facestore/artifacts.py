@@ -33,7 +33,7 @@ import os
 import pickle
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,8 +184,14 @@ def publish(
     keep: int = DEFAULT_KEEP,
     version: str | None = None,
     training_set: Sequence[tuple[int, Any]] = (),
+    switch: Callable[[Callable[[], None]], None] | None = None,
 ) -> str:
-    """Write a new version and make it current atomically. Returns the version."""
+    """Write a new version and make it current atomically. Returns the version.
+
+    `switch`, if given, is called with the function that makes the version current,
+    so a caller can do that inside its own database transaction (reembed activates
+    the new space that way). If `switch` raises, the previous version stays current.
+    """
     version = version or new_version()
     files = render_files(classifier, person_ids, embedding_config, metrics, version, training_set)
     history = model_dir / HISTORY
@@ -198,7 +204,20 @@ def publish(
         _fsync_dir(staging)
         os.rename(staging, history / version)
         _fsync_dir(history)
-        _point_current(model_dir, version)
+        previous = current_version(model_dir)
+
+        def make_current() -> None:
+            _point_current(model_dir, version)
+
+        if switch is None:
+            make_current()
+        else:
+            try:
+                switch(make_current)
+            except BaseException:
+                if previous is not None and current_version(model_dir) == version:
+                    _point_current(model_dir, previous)
+                raise
         _prune(model_dir, keep)
     log.info("Published model %s to %s", version, model_dir)
     return version

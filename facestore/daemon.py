@@ -176,6 +176,7 @@ class Daemon:
         self._last_retrain: float | None = None
         self._failed_set: str | None = None
         self._suggested: dict[int, str] = {}  # face_id -> crop sha256 considered
+        self._configured = backbone
         self.backbone, self.space = self._choose_backbone(backbone)
         self._load_model()
 
@@ -231,9 +232,20 @@ class Daemon:
 
     # -- one pass ---------------------------------------------------------------
 
+    def _follow_active_space(self) -> None:
+        """After a reembed elsewhere activates another space, serve that one."""
+        active = self.store.active_space()
+        if active is not None and (
+            self.space is None or active.config_hash != self.space.config_hash
+        ):
+            if self.space is not None:
+                log.info("The active space is now %s", active.label)
+            self.backbone, self.space = self._choose_backbone(self._configured)
+
     def reconcile(self) -> None:
         started = time.perf_counter()
         embedded = 0
+        self._follow_active_space()
         if self.backbone is not None and self.space is not None:
             for verified in (True, False) if self.options.suggestions else (True,):
                 if self.stop.is_set():

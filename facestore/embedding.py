@@ -124,14 +124,21 @@ def embed_pending(
     stop: threading.Event | None = None,
     space: Space | None = None,
     verified: bool = True,
+    target_space: bool = False,
 ) -> EmbedReport:
     """Embed every pending verified face of the backbone's space. Resumable at any point.
 
     With verified=False, embed the unverified faces instead (for suggestions).
+    With target_space=True the space is only recorded, not required to be the
+    active one: `facestore reembed` builds a new space beside the active one.
     """
     started = time.perf_counter()
     space = space or space_of(backbone)
-    ensure_active_space(store, space)
+    if target_space:
+        with write_transaction(store.engine) as conn:
+            store.record_space(space, conn)
+    else:
+        ensure_active_space(store, space)
     device_info = getattr(backbone, "device_info", None)
     if isinstance(device_info, dict):
         store.record_device_info(space.config_hash, device_info)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facestore import artifacts
+from facestore.backbones import Space
 from facestore.errors import TrainingError
 from facestore.store import Store
 from facestore.training import ClassifierFactory, build_dataset, classifier_factory, fit
@@ -50,13 +52,17 @@ def retrain(
     val_fraction: float = 0.2,
     seed: int = 42,
     keep: int = artifacts.DEFAULT_KEEP,
+    space: Space | None = None,
+    switch: Callable[[Callable[[], None]], None] | None = None,
 ) -> RetrainReport:
-    """Fit on the active space's vectors of verified faces and publish a new version.
+    """Fit on the vectors of verified faces and publish a new version.
 
-    Any refusal (no vectors, fewer than 2 classes) happens before model/ is touched.
+    The space is the active one unless given (reembed trains a new space before it
+    activates it, through `switch`; see artifacts.publish). Any refusal (no
+    vectors, fewer than 2 classes) happens before model/ is touched.
     """
     started = time.perf_counter()
-    space = store.active_space()
+    space = space or store.active_space()
     if space is None:
         raise TrainingError(
             "No embedding space is active yet, so there are no vectors to train on. "
@@ -98,6 +104,7 @@ def retrain(
         metrics,
         keep=keep,
         training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
+        switch=switch,
     )
     return RetrainReport(
         version=version,

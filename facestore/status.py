@@ -14,6 +14,7 @@ def collect_status(store: Store, model: dict[str, Any] | None) -> dict[str, Any]
         {"backbone": active.backbone, "config_hash": active.config_hash} if active else None
     )
     report["model"] = model
+    report["spaces"] = store.spaces()
     return report
 
 
@@ -36,4 +37,10 @@ def format_status(report: dict[str, Any]) -> str:
             else "none published yet (run 'facestore retrain')"
         ),
     ]
+    for space in report.get("spaces", []):
+        mark = "*" if space["active"] else " "
+        lines.append(
+            f"  {mark} space {space['backbone']} {space['config_hash'][:12]}: "
+            f"{space['vectors']} vectors, {space['missing']} verified faces missing"
+        )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,85 @@ class Store:
             .where(embedding_space.c.config_hash == space.config_hash)
             .values(is_active=True, activated_at=time.time())
         )
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """Every space the database holds, with its vectors and the verified faces it lacks."""
+        face = self.face.table
+        verified = self.face.verified_clause
+        with self.engine.connect() as conn:
+            spaces = conn.execute(
+                sa.select(embedding_space).order_by(embedding_space.c.created_at)
+            ).all()
+            n_verified = conn.execute(sa.select(sa.func.count()).where(verified)).scalar_one()
+            result = []
+            for row in spaces:
+                has_vector = sa.exists().where(
+                    embedding.c.face_id == face.c.id, embedding.c.space_hash == row.config_hash
+                )
+                covered = conn.execute(
+                    sa.select(sa.func.count()).where(verified, has_vector)
+                ).scalar_one()
+                result.append(
+                    {
+                        "backbone": row.backbone,
+                        "config_hash": row.config_hash,
+                        "active": bool(row.is_active),
+                        "vectors": conn.execute(
+                            sa.select(sa.func.count())
+                            .select_from(embedding)
+                            .where(embedding.c.space_hash == row.config_hash)
+                        ).scalar_one(),
+                        "missing": int(n_verified - covered),
+                        "failed": conn.execute(
+                            sa.select(sa.func.count())
+                            .select_from(embedding_failure)
+                            .where(embedding_failure.c.space_hash == row.config_hash)
+                        ).scalar_one(),
+                        "created_at": row.created_at,
+                        "activated_at": row.activated_at,
+                    }
+                )
+        return result
+
+    def space(self, config_hash: str) -> Space | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(embedding_space).where(embedding_space.c.config_hash == config_hash)
+            ).first()
+        return Space(row.backbone, row.config_hash, json.loads(row.config_json)) if row else None
+
+    def activate_with(self, space: Space, make_current: Callable[[], None]) -> None:
+        """Activate the space and, inside the same write transaction, switch the model.
+
+        The symlink swap happens just before the commit, so a reader never sees the
+        new space with the old model for longer than the commit itself.
+        """
+        with write_transaction(self.engine) as conn:
+            self.activate_space(space, conn)
+            make_current()
+
+    def prune_inactive(self) -> dict[str, int]:
+        """Delete the vectors, failures and records of every non-active space."""
+        with write_transaction(self.engine) as conn:
+            active = conn.execute(
+                sa.select(embedding_space.c.config_hash).where(
+                    embedding_space.c.is_active.is_(sa.true())
+                )
+            ).scalar()
+            counts = {}
+            for name, table in (
+                ("vectors", embedding),
+                ("failures", embedding_failure),
+            ):
+                where = table.c.space_hash != active if active else sa.true()
+                counts[name] = conn.execute(table.delete().where(where)).rowcount or 0
+            counts["spaces"] = (
+                conn.execute(
+                    embedding_space.delete().where(embedding_space.c.is_active.is_(sa.false()))
+                ).rowcount
+                or 0
+            )
+        return counts
 
     def device_info(self, space_hash: str) -> dict[str, Any] | None:
         """Where the space's vectors were last computed (not part of the space)."""

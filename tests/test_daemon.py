@@ -188,3 +188,22 @@ def test_a_damaged_new_model_is_refused_and_the_old_one_keeps_serving(
     pkl.write_bytes(pkl.read_bytes()[:-1] + b"\x00")
     daemon.reconcile()
     assert daemon.predictor is not None and daemon.predictor.version == serving
+
+
+def test_a_daemon_with_another_space_warns_once_and_keeps_serving(
+    daemon_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from facestore.embedding import embed_pending
+
+    store = Store(database.create_engine(f"sqlite:///{daemon_db}"))
+    embed_pending(store, FakeBackbone(salt=1))  # the active space is salt 1
+    with caplog.at_level("WARNING"):
+        daemon = make_daemon(daemon_db, tmp_path, FakeClock())  # configured with salt 0
+        daemon.reconcile()
+        daemon.reconcile()
+    assert caplog.text.count("Not embedding; still serving the active space") == 1
+    assert daemon.space is not None and daemon.space.config_hash == store.active_space().config_hash
+    assert artifacts.current_version(tmp_path / "model") is not None  # trained in the active space
+    assert sqlite_rows(daemon_db, "SELECT DISTINCT space_hash FROM embedding") == [
+        (daemon.space.config_hash,)
+    ]

@@ -1,0 +1,133 @@
+"""`facestore reembed` and `facestore prune`: changing the backbone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from facestore.backbones import build_backbone, space_of
+from facestore.cli.common import (
+    backbone_options,
+    backbone_settings,
+    pass_settings,
+    print_json,
+    progress_bar,
+)
+from facestore.cli.embed import open_store
+from facestore.config import Settings
+from facestore.errors import FacestoreError
+from facestore.reembed import ReembedReport, activate_recorded, reembed
+from facestore.training import CLASSIFIERS
+
+
+@click.command("reembed")
+@backbone_options
+@click.option(
+    "--activate/--no-activate",
+    default=True,
+    show_default=True,
+    help="When the new space is complete, retrain in it, publish and activate it.",
+)
+@click.option(
+    "--activate-only",
+    is_flag=True,
+    help="Embed nothing: activate a space built earlier with --no-activate (the "
+    "configured backbone's if --weights/--backbone is given, else --space or the newest).",
+)
+@click.option("--space", "space_prefix", help="With --activate-only: config_hash (or prefix).")
+@click.option(
+    "--classifier",
+    type=click.Choice(sorted(CLASSIFIERS)),
+    default="svc",
+    show_default=True,
+    help="Classifier for the model of the new space.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@pass_settings
+def reembed_command(
+    settings: Settings,
+    backbone: str | None,
+    weights: Path | None,
+    device: str | None,
+    batch_size: int | None,
+    activate: bool,
+    activate_only: bool,
+    space_prefix: str | None,
+    classifier: str,
+    as_json: bool,
+) -> None:
+    """Move the store to a new backbone or new weights, with zero downtime.
+
+    Embeds every verified face into the configured backbone's space beside the
+    active one (progress bar with ETA; resumable: run it again after an
+    interruption). The old space and model keep serving meanwhile. When the new
+    space is complete, it trains a model there, publishes it and activates the
+    space in one step. JSON keys: space, embedded, failed, activated,
+    model_version, seconds.
+    """
+    store = open_store(settings)
+    if activate_only:
+        chosen = space_prefix
+        if backbone or weights:
+            chosen = space_of(
+                build_backbone(backbone_settings(backbone, weights, device, batch_size))
+            ).config_hash
+        version = activate_recorded(store, chosen, settings.model_dir, classifier)
+        active = store.active_space()
+        report = ReembedReport(active.config_hash if active else "", 0, 0, True, version, 0.0)
+    else:
+        options = backbone_settings(backbone, weights, device, batch_size)
+        model = build_backbone(options)
+        total = store.count_pending(space_of(model).config_hash)
+        with progress_bar(total, "reembed") as bar:
+            report = reembed(
+                store,
+                model,
+                settings.model_dir,
+                batch_size=options.batch_size,
+                activate_space=activate,
+                classifier=classifier,
+                progress=bar,
+            )
+    if as_json:
+        print_json(report.as_json())
+    else:
+        state = (
+            f"activated with model {report.model_version}"
+            if report.activated
+            else "not activated (run 'facestore reembed --activate-only')"
+        )
+        click.echo(
+            f"space {report.space[:12]}: embedded {report.embedded}, failed {report.failed}; "
+            f"{state}"
+        )
+
+
+@click.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_settings
+def prune(settings: Settings, yes: bool) -> None:
+    """Delete the vectors and failure rows of every space that is not active.
+
+    The active space is never touched. Asks for confirmation unless --yes.
+    """
+    store = open_store(settings)
+    inactive = [s for s in store.spaces() if not s["active"]]
+    vectors = sum(s["vectors"] for s in inactive)
+    if not inactive:
+        click.echo("nothing to prune: only the active space is stored")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise FacestoreError(
+                f"Pruning would delete {vectors} vectors of {len(inactive)} inactive space(s). "
+                "Pass --yes to confirm when not running interactively."
+            )
+        click.confirm(f"Delete {vectors} vectors of {len(inactive)} inactive space(s)?", abort=True)
+    counts = store.prune_inactive()
+    click.echo(
+        f"pruned {counts['vectors']} vectors and {counts['failures']} failures "
+        f"of {counts['spaces']} inactive space(s)"
+    )

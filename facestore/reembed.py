@@ -1,0 +1,142 @@
+"""`facestore reembed`: move the store to a new backbone with zero downtime.
+
+The old space and its model keep serving while the new space is built. Only when
+every verified face has a vector (or a recorded failure) in the new space is a
+model trained there, published, and the space activated, in one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facestore.backbones import Backbone, Space, space_of
+from facestore.embedding import ProgressCallback, embed_pending
+from facestore.errors import ConfigurationError
+from facestore.retrain import retrain
+from facestore.store import Store
+
+log = logging.getLogger(__name__)
+
+# Faces that arrive while a pass runs are embedded by the next pass; stop after this many.
+MAX_PASSES = 5
+
+
+@dataclass(frozen=True)
+class ReembedReport:
+    space: str
+    embedded: int
+    failed: int
+    activated: bool
+    model_version: str | None
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "embedded": self.embedded,
+            "failed": self.failed,
+            "activated": self.activated,
+            "model_version": self.model_version,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def build_space(
+    store: Store,
+    backbone: Backbone,
+    *,
+    batch_size: int = 32,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[Space, int, int]:
+    """Embed every verified face into the backbone's space, beside the active one.
+
+    Resumable: a second run embeds only what is missing. Passes repeat until a pass
+    finds nothing new, so faces added meanwhile are in the space before activation.
+    """
+    space = space_of(backbone)
+    embedded = failed = 0
+    for _ in range(MAX_PASSES):
+        report = embed_pending(
+            store,
+            backbone,
+            batch_size=batch_size,
+            progress=progress,
+            stop=stop,
+            space=space,
+            target_space=True,
+        )
+        embedded += report.embedded
+        failed += report.failed
+        if report.pending == 0 or (stop is not None and stop.is_set()):
+            break
+    return space, embedded, failed
+
+
+def activate(store: Store, space: Space, model_dir: Path, classifier: str = "svc") -> str:
+    """Train in the (complete) space, publish, and activate it together with the model."""
+    missing = store.count_pending(space.config_hash)
+    if missing:
+        raise ConfigurationError(
+            f"Space {space.label} still lacks {missing} verified faces. Run "
+            "'facestore reembed' with the same backbone and weights to finish it first."
+        )
+    report = retrain(
+        store,
+        model_dir,
+        classifier,
+        space=space,
+        switch=lambda make_current: store.activate_with(space, make_current),
+    )
+    log.info("Activated space %s with model %s", space.label, report.version)
+    return report.version
+
+
+def reembed(
+    store: Store,
+    backbone: Backbone,
+    model_dir: Path,
+    *,
+    batch_size: int = 32,
+    activate_space: bool = True,
+    classifier: str = "svc",
+    progress: ProgressCallback | None = None,
+) -> ReembedReport:
+    started = time.perf_counter()
+    space, embedded, failed = build_space(store, backbone, batch_size=batch_size, progress=progress)
+    active = store.active_space()
+    version = None
+    already_active = active is not None and active.config_hash == space.config_hash
+    if activate_space and not already_active:
+        version = activate(store, space, model_dir, classifier)
+    return ReembedReport(
+        space=space.config_hash,
+        embedded=embedded,
+        failed=failed,
+        activated=version is not None,
+        model_version=version,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def activate_recorded(
+    store: Store, config_hash: str | None, model_dir: Path, classifier: str = "svc"
+) -> str:
+    """The later switch after `reembed --no-activate`: the newest complete other space."""
+    candidates = [s for s in store.spaces() if not s["active"]]
+    if config_hash:
+        candidates = [s for s in candidates if s["config_hash"].startswith(config_hash)]
+    if not candidates:
+        raise ConfigurationError(
+            "There is no inactive embedding space to activate. Build one with "
+            "'facestore reembed --no-activate --weights NEW.pt'."
+        )
+    chosen = candidates[-1]
+    space = store.space(chosen["config_hash"])
+    assert space is not None
+    return activate(store, space, model_dir, classifier)
