@@ -1,0 +1,72 @@
+"""End-to-end `embed` throughput against the raw model throughput, on one device.
+
+Builds a synthetic app database of N realistic 160x160 JPEG crops, runs the real
+incremental pipeline (read batch -> parallel decode -> model -> guarded write),
+then times the bare model on already-preprocessed tensors of the same batch size
+on the same device, and prints both and their ratio.
+
+    python bench/embed.py 2000 [--batch-size 32] [--device auto] [--weights PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from bench.common import app_database, random_weights  # noqa: E402
+from facestore import db as database  # noqa: E402
+from facestore.backbones import build_backbone  # noqa: E402
+from facestore.config import BackboneSettings  # noqa: E402
+from facestore.embedding import embed_pending  # noqa: E402
+from facestore.store import Store  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="facestore embed throughput")
+    parser.add_argument("faces", type=int, nargs="?", default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--weights", default=os.environ.get("FACESTORE_WEIGHTS"))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="facestore-bench-"))
+    started = time.perf_counter()
+    db = app_database(work / "app.db", args.faces)
+    print(f"built {args.faces} JPEG crops in {time.perf_counter() - started:.1f}s ({db})")
+    weights = Path(args.weights) if args.weights else random_weights(work / "w.pt")
+    backbone = build_backbone(BackboneSettings(weights=weights, device=args.device))
+    print(f"device: {backbone.device_info}")  # type: ignore[attr-defined]
+    store = Store(database.create_engine(f"sqlite:///{db}"))
+
+    # warm-up outside the timings (first calls allocate and pick kernels)
+    warm = np.zeros((args.batch_size, 3, 160, 160), dtype=np.float32)
+    backbone.embed_prepared(warm)  # type: ignore[attr-defined]
+
+    report = embed_pending(store, backbone, batch_size=args.batch_size)
+    assert report.embedded == args.faces and report.pending == 0, report
+    end_to_end = report.embedded / report.seconds
+
+    batches = max(1, args.faces // args.batch_size)
+    tensor = np.random.default_rng(0).uniform(-1, 1, warm.shape).astype(np.float32)
+    started = time.perf_counter()
+    for _ in range(batches):
+        backbone.embed_prepared(tensor)  # type: ignore[attr-defined]
+    raw = batches * args.batch_size / (time.perf_counter() - started)
+
+    print(
+        f"end-to-end embed: {end_to_end:.1f} faces/s ({report.embedded} in {report.seconds:.1f}s)"
+    )
+    print(f"raw model:        {raw:.1f} faces/s (batch {args.batch_size})")
+    print(f"ratio:            {end_to_end / raw:.3f}")
+
+
+if __name__ == "__main__":
+    main()
