@@ -11,6 +11,7 @@ from facestore import db as database
 from facestore.cli.main import main
 from facestore.store import Store
 from tests.helpers import make_app_db
+from tests.processes import Watcher
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +75,13 @@ def cli() -> Callable[..., Result]:
         return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def watchers() -> Iterator[list[Watcher]]:
+    started: list[Watcher] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()

@@ -8,90 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from facestore import db as database
 from tests.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.processes import Watcher, app_db, model_version, wait_for
 
 pytestmark = pytest.mark.slow
-
-WATCH_ARGS = [
-    "--retrain-min-changes",
-    "3",
-    "--retrain-delay",
-    "5",
-    "--retrain-cooldown",
-    "0",
-    "--interval",
-    "5",
-]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Watcher:
-    def __init__(self, db: Path, workdir: Path, weights: Path, *extra: str) -> None:
-        self.log = workdir / f"watch-{time.monotonic_ns()}.log"
-        env = {**os.environ, "FACESTORE_WEIGHTS": str(weights), "TORCH_HOME": str(workdir / "th")}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "facestore",
-                "--db",
-                str(db),
-                "--model-dir",
-                str(workdir / "model"),
-                "watch",
-                *WATCH_ARGS,
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("w"),
-            env=env,
-            cwd=workdir,
-        )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def watchers() -> Iterator[list[Watcher]]:
-    started: list[Watcher] = []
-    yield started
-    for w in started:
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
-
-
-def app_db(path: Path, **kwargs: object) -> Path:
-    """The foundation's app database, with facestore's schema installed."""
-    make_app_db(path, **kwargs)  # type: ignore[arg-type]
-    database.upgrade(database.create_engine(f"sqlite:///{path}"))
-    return path
-
-
-def model_version(workdir: Path) -> str | None:
-    link = workdir / "model" / "current"
-    return os.readlink(link).split("/")[-1] if link.is_symlink() else None
 
 
 def add_faces(db: Path, person: int | None, count: int, verified: bool, start: int) -> None:

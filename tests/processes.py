@@ -1,0 +1,80 @@
+"""Helpers for tests that run facestore as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from facestore import db as database
+from tests.helpers import make_app_db
+
+WATCH_ARGS = [
+    "--retrain-min-changes",
+    "3",
+    "--retrain-delay",
+    "5",
+    "--retrain-cooldown",
+    "0",
+    "--interval",
+    "5",
+]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Watcher:
+    def __init__(
+        self, db: Path, workdir: Path, weights: Path, *extra: str, base: list[str] = WATCH_ARGS
+    ) -> None:
+        self.log = workdir / f"watch-{time.monotonic_ns()}.log"
+        env = {**os.environ, "FACESTORE_WEIGHTS": str(weights), "TORCH_HOME": str(workdir / "th")}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "facestore",
+                "--db",
+                str(db),
+                "--model-dir",
+                str(workdir / "model"),
+                "watch",
+                *WATCH_ARGS,
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+            env=env,
+            cwd=workdir,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=10)
+
+
+def app_db(path: Path, **kwargs: object) -> Path:
+    """The foundation's app database, with facestore's schema installed."""
+    make_app_db(path, **kwargs)  # type: ignore[arg-type]
+    database.upgrade(database.create_engine(f"sqlite:///{path}"))
+    return path
+
+
+def model_version(workdir: Path) -> str | None:
+    link = workdir / "model" / "current"
+    return os.readlink(link).split("/")[-1] if link.is_symlink() else None
