@@ -11,7 +11,12 @@ from facestore.backbones import build_backbone
 from facestore.cli.common import backbone_options, backbone_settings, pass_settings
 from facestore.cli.embed import open_store
 from facestore.config import Settings
-from facestore.daemon import Daemon, WatchOptions, stop_on_signals
+from facestore.daemon import (
+    Daemon,
+    WatchOptions,
+    exit_on_signals_while_starting,
+    stop_on_signals,
+)
 from facestore.predict import DEFAULT_MIN_CONFIDENCE
 from facestore.training import CLASSIFIERS
 
@@ -97,6 +102,7 @@ def watch(
     SIGTERM or SIGINT finishes the current batch and exits 0. Exit status 2
     means a configuration problem (do not restart); other failures exit 1.
     """
+    exit_on_signals_while_starting()
     store = open_store(settings)
     active = store.active_space()
     chosen = backbone or (active.backbone if active else None)

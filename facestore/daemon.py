@@ -399,6 +399,17 @@ def _stack(vectors: list[Any]) -> Any:
     return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
 
 
+def exit_on_signals_while_starting() -> None:
+    """Before the loop runs there is no batch to finish: SIGTERM / SIGINT exit 0 at once."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("Received %s while starting; exiting", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handle)
+
+
 @contextmanager
 def stop_on_signals(daemon: Daemon) -> Iterator[None]:
     """SIGTERM / SIGINT finish the current batch, then stop the loop."""
