@@ -38,10 +38,11 @@ def training_options(func: Any) -> Any:
             click.option(
                 "--classifier",
                 type=click.Choice(sorted(CLASSIFIERS)),
-                default="svc",
+                default="auto",
                 show_default=True,
-                help="svc: StandardScaler + linear SVC (the seed's default); logreg: logistic "
-                "regression, much faster on large libraries; knn: cosine 5-nearest neighbours.",
+                help="auto: svc up to 5000 faces, centroid above; svc: StandardScaler + linear "
+                "SVC (the seed's); logreg: logistic regression; knn: cosine 5-nearest "
+                "neighbours; centroid: cosine nearest centroid, fastest on large libraries.",
             ),
             click.option(
                 "--val-fraction",

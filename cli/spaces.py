@@ -40,7 +40,7 @@ from facestore.training import CLASSIFIERS
 @click.option(
     "--classifier",
     type=click.Choice(sorted(CLASSIFIERS)),
-    default="svc",
+    default="auto",
     show_default=True,
     help="Classifier for the model of the new space.",
 )

@@ -45,7 +45,7 @@ class WatchOptions:
     retrain_min_changes: int = 10
     retrain_delay: float = 600.0
     retrain_cooldown: float = 300.0
-    classifier: str = "svc"
+    classifier: str = "auto"
     suggestions: bool = True
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
     batch_size: int = 32

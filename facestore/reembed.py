@@ -78,7 +78,7 @@ def build_space(
     return space, embedded, failed
 
 
-def activate(store: Store, space: Space, model_dir: Path, classifier: str = "svc") -> str:
+def activate(store: Store, space: Space, model_dir: Path, classifier: str = "auto") -> str:
     """Train in the (complete) space, publish, and activate it together with the model."""
     missing = store.count_pending(space.config_hash)
     if missing:
@@ -104,7 +104,7 @@ def reembed(
     *,
     batch_size: int = 32,
     activate_space: bool = True,
-    classifier: str = "svc",
+    classifier: str = "auto",
     progress: ProgressCallback | None = None,
 ) -> ReembedReport:
     started = time.perf_counter()
@@ -125,7 +125,7 @@ def reembed(
 
 
 def activate_recorded(
-    store: Store, config_hash: str | None, model_dir: Path, classifier: str = "svc"
+    store: Store, config_hash: str | None, model_dir: Path, classifier: str = "auto"
 ) -> str:
     """The later switch after `reembed --no-activate`: the newest complete other space."""
     candidates = [s for s in store.spaces() if not s["active"]]

@@ -14,7 +14,13 @@ from facestore import artifacts
 from facestore.backbones import Space
 from facestore.errors import TrainingError
 from facestore.store import Store
-from facestore.training import ClassifierFactory, build_dataset, classifier_factory, fit
+from facestore.training import (
+    ClassifierFactory,
+    build_dataset,
+    classifier_factory,
+    fit,
+    resolve_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class RetrainReport:
 def retrain(
     store: Store,
     model_dir: Path,
-    classifier: str | ClassifierFactory = "svc",
+    classifier: str | ClassifierFactory = "auto",
     *,
     val_fraction: float = 0.2,
     seed: int = 42,
@@ -68,12 +74,15 @@ def retrain(
             "No embedding space is active yet, so there are no vectors to train on. "
             "Run 'facestore embed' (or 'facestore train') first."
         )
-    if isinstance(classifier, str):
-        name, factory = classifier, classifier_factory(classifier)
-    else:
-        name, factory = getattr(classifier, "__name__", "custom"), classifier
     rows = store.training_rows(space.config_hash)
     dataset = build_dataset(rows.face_ids, rows.person_ids, rows.vectors)
+    if isinstance(classifier, str):
+        resolved = resolve_name(classifier, len(dataset.labels))
+        name, factory = resolved, classifier_factory(resolved)
+        if resolved != classifier:
+            name = f"{classifier} ({resolved})"
+    else:
+        name, factory = getattr(classifier, "__name__", "custom"), classifier
     log.info(
         "Retraining %s on %d vectors of %d people in space %s",
         name,

@@ -16,12 +16,12 @@ import logging
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -65,7 +65,76 @@ def knn(seed: int, n_train: int) -> Pipeline:
     return make_pipeline(KNeighborsClassifier(n_neighbors=k, weights="distance", metric="cosine"))
 
 
-CLASSIFIERS: dict[str, ClassifierFactory] = {"svc": seed_svc, "logreg": logreg, "knn": knn}
+class CosineCentroid(ClassifierMixin, BaseEstimator):
+    """Nearest class centroid by cosine similarity: fit is one pass over the vectors.
+
+    predict_proba is a softmax of the cosine similarities divided by `temperature`.
+    Memory stays at n_classes x dim plus one chunk of similarities at a time.
+    """
+
+    def __init__(self, temperature: float = 0.05, chunk: int = 2048) -> None:
+        self.temperature = temperature
+        self.chunk = chunk
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CosineCentroid:
+        X = _unit_rows(np.asarray(X, dtype=np.float32))
+        self.classes_, inverse = np.unique(y, return_inverse=True)
+        sums = np.zeros((len(self.classes_), X.shape[1]), dtype=np.float64)
+        np.add.at(sums, inverse, X)
+        self.centroids_ = _unit_rows(sums).astype(np.float32)
+        return self
+
+    def _similarities(self, X: np.ndarray) -> Iterator[np.ndarray]:
+        X = _unit_rows(np.asarray(X, dtype=np.float32))
+        for start in range(0, len(X), self.chunk):
+            yield X[start : start + self.chunk] @ self.centroids_.T
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        parts = [self.classes_[s.argmax(1)] for s in self._similarities(X)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=self.classes_.dtype)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        parts = []
+        for sims in self._similarities(X):
+            logits = (sims - sims.max(1, keepdims=True)) / self.temperature
+            weights = np.exp(logits)
+            parts.append(weights / weights.sum(1, keepdims=True))
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes_)))
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms == 0, 1, norms)
+
+
+def centroid(seed: int, n_train: int) -> CosineCentroid:
+    """Fast and small: cosine nearest centroid (for very large libraries)."""
+    return CosineCentroid()
+
+
+# `auto` uses the seed SVC up to this many kept vectors (its fit, validation and refit
+# take about 30 s here; bench/retrain.py), and the centroid classifier above it.
+AUTO_SVC_MAX_VECTORS = 5000
+
+
+def auto(seed: int, n_train: int) -> Any:
+    return seed_svc(seed, n_train) if n_train <= AUTO_SVC_MAX_VECTORS else centroid(seed, n_train)
+
+
+def resolve_name(name: str, n_vectors: int) -> str:
+    """The classifier `auto` stands for at this size; other names stand for themselves."""
+    if name != "auto":
+        return name
+    return "svc" if n_vectors <= AUTO_SVC_MAX_VECTORS else "centroid"
+
+
+CLASSIFIERS: dict[str, ClassifierFactory] = {
+    "auto": auto,
+    "svc": seed_svc,
+    "logreg": logreg,
+    "knn": knn,
+    "centroid": centroid,
+}
 
 
 def classifier_factory(name: str) -> ClassifierFactory:

@@ -111,5 +111,25 @@ def test_an_injected_factory_is_used() -> None:
 
 
 def test_unknown_classifier_name() -> None:
-    with pytest.raises(TrainingError, match="Unknown classifier 'nope'. Choose one of: knn"):
+    with pytest.raises(TrainingError, match="Unknown classifier 'nope'. Choose one of: auto, centroid, knn, logreg, svc"):
         classifier_factory("nope")
+
+
+def test_auto_is_the_seed_svc_for_small_libraries_and_centroid_above() -> None:
+    from facestore.training import AUTO_SVC_MAX_VECTORS, CosineCentroid, auto, resolve_name
+
+    assert resolve_name("auto", AUTO_SVC_MAX_VECTORS) == "svc"
+    assert resolve_name("auto", AUTO_SVC_MAX_VECTORS + 1) == "centroid"
+    assert resolve_name("logreg", 10**6) == "logreg"
+    assert isinstance(auto(42, AUTO_SVC_MAX_VECTORS + 1), CosineCentroid)
+    assert isinstance(auto(42, 100), Pipeline)
+
+
+def test_centroid_probabilities_are_a_softmax_of_cosines() -> None:
+    from facestore.training import CosineCentroid
+
+    X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    model = CosineCentroid(temperature=0.05, chunk=1).fit(X, np.array([0, 0, 1, 1]))
+    proba = model.predict_proba(np.array([[1, 0], [0, 1]], dtype=np.float32))
+    assert np.allclose(proba.sum(1), 1) and proba[0, 0] > 0.99 and proba[1, 1] > 0.99
+    assert model.predict(np.array([[0.2, 1]], dtype=np.float32)).tolist() == [1]
