@@ -40,9 +40,10 @@ def training_options(func: Any) -> Any:
                 type=click.Choice(sorted(CLASSIFIERS)),
                 default="auto",
                 show_default=True,
-                help="auto: svc up to 5000 faces, centroid above; svc: StandardScaler + linear "
-                "SVC (the seed's); logreg: logistic regression; knn: cosine 5-nearest "
-                "neighbours; centroid: cosine nearest centroid, fastest on large libraries.",
+                help="auto: svc up to 4000 faces, lda above; svc: StandardScaler + linear "
+                "SVC (the seed's); lda: shrinkage linear discriminant analysis, fast on large "
+                "libraries; logreg: logistic regression; knn: cosine 5-nearest neighbours; "
+                "centroid: cosine nearest centroid.",
             ),
             click.option(
                 "--val-fraction",

@@ -96,6 +96,7 @@ def test_every_classifier_learns_separable_people(name: str) -> None:
     # published model is refit on all kept samples
     assert result.estimator.predict(dataset.vectors).tolist() == dataset.labels.tolist()
     assert result.estimator.predict_proba(dataset.vectors[:1]).shape == (1, 5)
+    assert result.estimator.predict_proba(dataset.vectors).sum(1) == pytest.approx(1.0)
 
 
 def test_an_injected_factory_is_used() -> None:
@@ -111,17 +112,22 @@ def test_an_injected_factory_is_used() -> None:
 
 
 def test_unknown_classifier_name() -> None:
-    with pytest.raises(TrainingError, match="Unknown classifier 'nope'. Choose one of: auto, centroid, knn, logreg, svc"):
+    with pytest.raises(
+        TrainingError,
+        match="Unknown classifier 'nope'. Choose one of: auto, centroid, knn, lda, logreg, svc",
+    ):
         classifier_factory("nope")
 
 
 def test_auto_is_the_seed_svc_for_small_libraries_and_centroid_above() -> None:
-    from facestore.training import AUTO_SVC_MAX_VECTORS, CosineCentroid, auto, resolve_name
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from facestore.training import AUTO_SVC_MAX_VECTORS, auto, resolve_name
 
     assert resolve_name("auto", AUTO_SVC_MAX_VECTORS) == "svc"
-    assert resolve_name("auto", AUTO_SVC_MAX_VECTORS + 1) == "centroid"
+    assert resolve_name("auto", AUTO_SVC_MAX_VECTORS + 1) == "lda"
     assert resolve_name("logreg", 10**6) == "logreg"
-    assert isinstance(auto(42, AUTO_SVC_MAX_VECTORS + 1), CosineCentroid)
+    assert isinstance(auto(42, AUTO_SVC_MAX_VECTORS + 1), LinearDiscriminantAnalysis)
     assert isinstance(auto(42, 100), Pipeline)
 
 
