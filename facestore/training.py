@@ -122,7 +122,8 @@ def lda(seed: int, n_train: int) -> LinearDiscriminantAnalysis:
 
 
 # `auto` uses the seed SVC up to this many kept vectors (validation plus refit take
-# about 27 s here, 40 s at 5000; bench/retrain.py), and shrinkage LDA above it.
+# 21 s at 4000 and 134 s at 10000 on the 2-core machine; bench/retrain.py), and
+# shrinkage LDA above it.
 AUTO_SVC_MAX_VECTORS = 4000
 
 
