@@ -188,3 +188,23 @@ def pass_model_dir(func: F) -> F:
         return ctx.invoke(func, model_dir_of(ctx, model_dir), **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+CLASSIFIER_HELP = (
+    "auto: svc up to 4000 faces, lda above; svc: StandardScaler + linear SVC (the seed's); "
+    "lda: shrinkage linear discriminant analysis, fast on large libraries; logreg: logistic "
+    "regression; knn: cosine 5-nearest neighbours; centroid: cosine nearest centroid."
+)
+
+
+def classifier_option(func: F) -> F:
+    """--classifier, the same choices and default everywhere a model is trained."""
+    from facestore.training import CLASSIFIERS
+
+    return click.option(
+        "--classifier",
+        type=click.Choice(sorted(CLASSIFIERS)),
+        default="auto",
+        show_default=True,
+        help=CLASSIFIER_HELP,
+    )(func)

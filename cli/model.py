@@ -13,6 +13,7 @@ from facestore.backbones import build_backbone, space_of
 from facestore.cli.common import (
     backbone_options,
     backbone_settings,
+    classifier_option,
     db_url_of,
     location_options,
     model_dir_of,
@@ -29,22 +30,12 @@ from facestore.importer import crop_bytes
 from facestore.predict import DEFAULT_MIN_CONFIDENCE, DEFAULT_TOP_K, Predictor, predict_faces
 from facestore.retrain import RetrainReport, retrain
 from facestore.store import Store
-from facestore.training import CLASSIFIERS
 
 
 def training_options(func: Any) -> Any:
     for decorator in reversed(
         [
-            click.option(
-                "--classifier",
-                type=click.Choice(sorted(CLASSIFIERS)),
-                default="auto",
-                show_default=True,
-                help="auto: svc up to 4000 faces, lda above; svc: StandardScaler + linear "
-                "SVC (the seed's); lda: shrinkage linear discriminant analysis, fast on large "
-                "libraries; logreg: logistic regression; knn: cosine 5-nearest neighbours; "
-                "centroid: cosine nearest centroid.",
-            ),
+            classifier_option,
             click.option(
                 "--val-fraction",
                 type=click.FloatRange(0, 1, max_open=True),

@@ -11,6 +11,7 @@ from facestore.backbones import build_backbone, space_of
 from facestore.cli.common import (
     backbone_options,
     backbone_settings,
+    classifier_option,
     pass_settings,
     print_json,
     progress_bar,
@@ -19,7 +20,6 @@ from facestore.cli.embed import open_store
 from facestore.config import Settings
 from facestore.errors import FacestoreError
 from facestore.reembed import ReembedReport, activate_recorded, reembed
-from facestore.training import CLASSIFIERS
 
 
 @click.command("reembed")
@@ -37,13 +37,7 @@ from facestore.training import CLASSIFIERS
     "configured backbone's if --weights/--backbone is given, else --space or the newest).",
 )
 @click.option("--space", "space_prefix", help="With --activate-only: config_hash (or prefix).")
-@click.option(
-    "--classifier",
-    type=click.Choice(sorted(CLASSIFIERS)),
-    default="auto",
-    show_default=True,
-    help="Classifier for the model of the new space.",
-)
+@classifier_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @pass_settings
 def reembed_command(

@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from facestore.backbones import build_backbone
-from facestore.cli.common import backbone_options, backbone_settings, pass_settings
+from facestore.cli.common import (
+    backbone_options,
+    backbone_settings,
+    classifier_option,
+    pass_settings,
+)
 from facestore.cli.embed import open_store
 from facestore.config import Settings
 from facestore.daemon import (
@@ -18,7 +23,6 @@ from facestore.daemon import (
     stop_on_signals,
 )
 from facestore.predict import DEFAULT_MIN_CONFIDENCE
-from facestore.training import CLASSIFIERS
 
 DEFAULTS = WatchOptions()
 
@@ -61,13 +65,7 @@ DEFAULTS = WatchOptions()
     show_default=True,
     help="At most one retrain per this many seconds.",
 )
-@click.option(
-    "--classifier",
-    type=click.Choice(sorted(CLASSIFIERS)),
-    default=DEFAULTS.classifier,
-    show_default=True,
-    help="Classifier for retrains (see 'facestore retrain --help').",
-)
+@classifier_option
 @click.option(
     "--suggestions/--no-suggestions",
     default=True,

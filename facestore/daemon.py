@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -393,9 +394,7 @@ def _maybe_watch(db_path: Path | None, wake: threading.Event) -> Iterator[bool]:
         yield watching
 
 
-def _stack(vectors: list[Any]) -> Any:
-    import numpy as np
-
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
     return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
 
 

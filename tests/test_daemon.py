@@ -169,27 +169,6 @@ def test_no_suggestions_mode_leaves_unverified_faces_alone(daemon_db: Path, tmp_
     assert sqlite_rows(daemon_db, "SELECT count(*) FROM face_suggestion") == [(0,)]
 
 
-def test_a_damaged_new_model_is_refused_and_the_old_one_keeps_serving(
-    daemon_db: Path, tmp_path: Path
-) -> None:
-    daemon = make_daemon(daemon_db, tmp_path, FakeClock())
-    daemon.reconcile()
-    serving = daemon.predictor.version if daemon.predictor else None
-    bundle = artifacts.load_bundle(tmp_path / "model")
-    bad = artifacts.publish(
-        tmp_path / "model",
-        bundle.classifier,
-        bundle.person_ids,
-        bundle.embedding_config,
-        bundle.metrics,
-        training_set=list(bundle.training_set.items()),
-    )
-    pkl = tmp_path / "model" / "history" / bad / "classifier.pkl"
-    pkl.write_bytes(pkl.read_bytes()[:-1] + b"\x00")
-    daemon.reconcile()
-    assert daemon.predictor is not None and daemon.predictor.version == serving
-
-
 def test_a_daemon_with_another_space_warns_once_and_keeps_serving(
     daemon_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
