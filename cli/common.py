@@ -208,3 +208,17 @@ def classifier_option(func: F) -> F:
         show_default=True,
         help=CLASSIFIER_HELP,
     )(func)
+
+
+def min_confidence_option(func: F) -> F:
+    """--min-confidence, one meaning and default for predict and the daemon's suggestions."""
+    from facestore.predict import DEFAULT_MIN_CONFIDENCE
+
+    return click.option(
+        "--min-confidence",
+        type=click.FloatRange(0, 1),
+        default=DEFAULT_MIN_CONFIDENCE,
+        show_default=True,
+        help="Below this top probability the answer is 'unknown' (person_id null) and no "
+        "suggestion is written.",
+    )(func)

@@ -16,6 +16,7 @@ from facestore.cli.common import (
     classifier_option,
     db_url_of,
     location_options,
+    min_confidence_option,
     model_dir_of,
     pass_model_dir,
     pass_settings,
@@ -27,7 +28,7 @@ from facestore.config import Settings
 from facestore.embedding import embed_pending
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
 from facestore.importer import crop_bytes
-from facestore.predict import DEFAULT_MIN_CONFIDENCE, DEFAULT_TOP_K, Predictor, predict_faces
+from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
 from facestore.retrain import RetrainReport, retrain
 from facestore.store import Store
 
@@ -142,13 +143,7 @@ def train(
     "one exists in the model's space. Repeatable.",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
-@click.option(
-    "--min-confidence",
-    type=click.FloatRange(0, 1),
-    default=DEFAULT_MIN_CONFIDENCE,
-    show_default=True,
-    help="Below this probability the answer is 'unknown' (person_id null).",
-)
+@min_confidence_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @backbone_options
 @location_options

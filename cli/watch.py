@@ -12,6 +12,7 @@ from facestore.cli.common import (
     backbone_options,
     backbone_settings,
     classifier_option,
+    min_confidence_option,
     pass_settings,
 )
 from facestore.cli.embed import open_store
@@ -22,7 +23,6 @@ from facestore.daemon import (
     exit_on_signals_while_starting,
     stop_on_signals,
 )
-from facestore.predict import DEFAULT_MIN_CONFIDENCE
 
 DEFAULTS = WatchOptions()
 
@@ -72,13 +72,7 @@ DEFAULTS = WatchOptions()
     show_default=True,
     help="Embed unverified faces too and write face_suggestion rows for them.",
 )
-@click.option(
-    "--min-confidence",
-    type=click.FloatRange(0, 1),
-    default=DEFAULT_MIN_CONFIDENCE,
-    show_default=True,
-    help="Write a suggestion only at or above this confidence (as in 'predict').",
-)
+@min_confidence_option
 @pass_settings
 def watch(
     settings: Settings,
