@@ -96,14 +96,16 @@ class Store:
 
     # --- spaces -------------------------------------------------------------
 
-    def active_space(self) -> Space | None:
+    def _space_where(self, where: sa.ColumnElement[bool]) -> Space | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(embedding_space).where(embedding_space.c.is_active.is_(sa.true()))
-            ).first()
-        if row is None:
-            return None
-        return Space(row.backbone, row.config_hash, json.loads(row.config_json))
+            row = conn.execute(sa.select(embedding_space).where(where)).first()
+        return Space(row.backbone, row.config_hash, json.loads(row.config_json)) if row else None
+
+    def active_space(self) -> Space | None:
+        return self._space_where(embedding_space.c.is_active.is_(sa.true()))
+
+    def space(self, config_hash: str) -> Space | None:
+        return self._space_where(embedding_space.c.config_hash == config_hash)
 
     def record_space(self, space: Space, conn: Connection) -> None:
         exists = conn.execute(
@@ -169,13 +171,6 @@ class Store:
                     }
                 )
         return result
-
-    def space(self, config_hash: str) -> Space | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(embedding_space).where(embedding_space.c.config_hash == config_hash)
-            ).first()
-        return Space(row.backbone, row.config_hash, json.loads(row.config_json)) if row else None
 
     def activate_with(self, space: Space, make_current: Callable[[], None]) -> None:
         """Activate the space and, inside the same write transaction, switch the model.
