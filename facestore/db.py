@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
+from facestore.locks import advisory_lock
 from facestore.schema import ALEMBIC_VERSION_TABLE, reflect_face_table
 
 log = logging.getLogger(__name__)
@@ -115,14 +116,14 @@ def require_head(engine: Engine) -> None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     check_connection(engine)
     reflect_face_table(engine)  # refuse before touching anything
-    with engine.connect() as conn:
+    with advisory_lock(engine, "migration"), engine.connect() as conn:
         command.upgrade(alembic_config(conn), revision)
         conn.commit()
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     check_connection(engine)
-    with engine.connect() as conn:
+    with advisory_lock(engine, "migration"), engine.connect() as conn:
         command.downgrade(alembic_config(conn), revision)
         conn.commit()
     if revision == "base":

@@ -1,16 +1,20 @@
-"""The incremental pipeline: read a batch -> decode in parallel -> embed -> write.
+"""The incremental pipeline: queue -> claim a batch -> decode in parallel -> embed -> write.
 
 Decoding of the next batch runs in worker threads while the model embeds the
-current one. Reads and writes are short transactions of their own; none is
-held while decoding or while the model runs.
+current one. Claims and writes are short transactions of their own; none is
+held while decoding or while the model runs. Each run is one lease owner, so
+several runs (processes, machines) share the queue without doing a face twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from facestore.backbones import Backbone, Space, space_of
 from facestore.db import write_transaction
@@ -28,6 +33,31 @@ from facestore.store import Crop, FailureResult, Store, VectorResult, crop_sha25
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
+
+DEFAULT_LEASE_SECONDS = 300.0
+
+
+def lease_owner() -> str:
+    """host:pid:random, unique per run, readable in `embedding_job.lease_owner`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claimed_batches(
+    store: Store,
+    space_hash: str,
+    batch_size: int,
+    owner: str,
+    lease_seconds: float,
+    verified: bool = True,
+) -> Iterator[list[Crop]]:
+    """Claim batches until the queue has nothing free, queueing newly pending faces as it goes."""
+    store.enqueue_pending(space_hash, verified)
+    while True:
+        batch = store.claim(space_hash, batch_size, owner, lease_seconds, verified)
+        if batch:
+            yield batch
+        elif store.enqueue_pending(space_hash, verified) == 0:
+            return
 
 
 @dataclass(frozen=True)
@@ -52,6 +82,21 @@ class _Decoded:
     crop_sha256: str
     pixels: Any  # the backbone's prepared array, or a PIL image
     error: str | None
+
+
+@contextlib.contextmanager
+def _releasing(store: Store, owner: str) -> Iterator[None]:
+    """On the way out (stop, error), free the leases of batches claimed but not written."""
+    try:
+        yield
+    finally:
+        try:
+            released = store.release(owner)
+        except sa.exc.SQLAlchemyError as exc:  # they expire anyway
+            log.warning("Could not release leases (they will expire): %s", exc)
+        else:
+            if released:
+                log.info("Released %d leased faces for other workers", released)
 
 
 def ensure_active_space(store: Store, space: Space) -> None:
@@ -125,12 +170,14 @@ def embed_pending(
     space: Space | None = None,
     verified: bool = True,
     target_space: bool = False,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> EmbedReport:
     """Embed every pending verified face of the backbone's space. Resumable at any point.
 
     With verified=False, embed the unverified faces instead (for suggestions).
     With target_space=True the space is only recorded, not required to be the
     active one: `facestore reembed` builds a new space beside the active one.
+    A batch not written within `lease_seconds` may be claimed by another worker.
     """
     started = time.perf_counter()
     space = space or space_of(backbone)
@@ -146,8 +193,14 @@ def embed_pending(
     decode = _decoder(backbone)
     embedded = failed = 0
     workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers, thread_name_prefix="facestore-decode") as pool:
-        batches = store.iter_pending(space.config_hash, batch_size, verified)
+    owner = lease_owner()
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="facestore-decode") as pool,
+        _releasing(store, owner),
+    ):
+        batches = claimed_batches(
+            store, space.config_hash, batch_size, owner, lease_seconds, verified
+        )
         for decoded in _decode_ahead(batches, pool, decode):
             if stop is not None and stop.is_set():
                 break
@@ -162,7 +215,7 @@ def embed_pending(
                 for d in decoded
                 if d.error is not None
             ]
-            outcome = store.write_results(space.config_hash, results, failures)
+            outcome = store.write_results(space.config_hash, results, failures, owner)
             for f in failures:
                 log.warning("Face %d failed to embed: %s", f.face_id, f.error)
             embedded += outcome.embedded

@@ -67,3 +67,7 @@ class ModelIntegrityError(ModelError):
 
 class ModelIncompatibleError(ModelError):
     pass
+
+
+class BusyError(FacestoreError):
+    """Another retrain or migration holds the lock; try again when it has finished."""

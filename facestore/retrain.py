@@ -13,6 +13,7 @@ from typing import Any
 from facestore import artifacts
 from facestore.backbones import Space
 from facestore.errors import TrainingError
+from facestore.locks import retrain_lock
 from facestore.store import Store
 from facestore.training import (
     ClassifierFactory,
@@ -65,8 +66,23 @@ def retrain(
 
     The space is the active one unless given (reembed trains a new space before it
     activates it, through `switch`; see artifacts.publish). Any refusal (no
-    vectors, fewer than 2 classes) happens before model/ is touched.
+    vectors, fewer than 2 classes, another retrain running) happens before
+    model/ is touched.
     """
+    with retrain_lock(store.engine, model_dir):
+        return _retrain(store, model_dir, classifier, val_fraction, seed, keep, space, switch)
+
+
+def _retrain(
+    store: Store,
+    model_dir: Path,
+    classifier: str | ClassifierFactory,
+    val_fraction: float,
+    seed: int,
+    keep: int,
+    space: Space | None,
+    switch: Callable[[Callable[[], None]], None] | None,
+) -> RetrainReport:
     started = time.perf_counter()
     space = space or store.active_space()
     if space is None:

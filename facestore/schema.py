@@ -13,6 +13,9 @@ FACE_TABLE = "face"
 REQUIRED_FACE_COLUMNS = ("id", "face_crop_blob", "person_id")
 ALEMBIC_VERSION_TABLE = "facestore_alembic_version"
 
+# face ids: BIGINT on PostgreSQL (apps use bigserial), INTEGER on SQLite (same values)
+FACE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 metadata = sa.MetaData()
 
 embedding_space = sa.Table(
@@ -30,7 +33,7 @@ embedding_space = sa.Table(
 embedding = sa.Table(
     "embedding",
     metadata,
-    sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
     sa.Column("space_hash", sa.String(64), primary_key=True),
     sa.Column("crop_sha256", sa.String(64), nullable=False),
     sa.Column("vector", sa.LargeBinary, nullable=False),
@@ -41,7 +44,7 @@ embedding = sa.Table(
 embedding_failure = sa.Table(
     "embedding_failure",
     metadata,
-    sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
     sa.Column("space_hash", sa.String(64), primary_key=True),
     sa.Column("crop_sha256", sa.String(64), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
@@ -52,14 +55,27 @@ embedding_failure = sa.Table(
 face_suggestion = sa.Table(
     "face_suggestion",
     metadata,
-    sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
     sa.Column("person_id", sa.Text, nullable=False),  # created with the app's person_id type
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("model_version", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+embedding_job = sa.Table(
+    "embedding_job",
+    metadata,
+    sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
+    sa.Column("space_hash", sa.String(64), primary_key=True),
+    sa.Column("priority", sa.SmallInteger, nullable=False),  # 0 verified, 1 unverified
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("enqueued_at", sa.Float, nullable=False),
+    sa.Index("ix_embedding_job_claim", "space_hash", "priority", "face_id"),
+)
+
 OWN_TABLES = (
+    "embedding_job",
     "embedding",
     "embedding_failure",
     "embedding_space",

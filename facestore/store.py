@@ -1,7 +1,13 @@
-"""The embedding cache: spaces, pending faces, guarded batch writes, counts.
+"""The embedding cache: spaces, the work queue, guarded batch writes, counts.
 
 Every write runs in a short `write_transaction`; nothing here decodes images or
 runs a model, so no transaction is ever held across that work.
+
+Several workers share the work through `embedding_job`: pending faces are
+queued, a worker claims a batch with a lease (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL; SQLite's write lock serialises claims), embeds with no transaction
+open, and writes only the results whose lease it still holds and whose crop is
+still the face's current crop. An expired lease is claimed again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from facestore.schema import (
     FaceTable,
     embedding,
     embedding_failure,
+    embedding_job,
     embedding_space,
     face_suggestion,
 )
@@ -32,6 +39,7 @@ from facestore.schema import reflect_face_table as _reflect
 log = logging.getLogger(__name__)
 
 VECTOR_DTYPE = np.dtype("<f4")
+VERIFIED_FIRST, UNVERIFIED = 0, 1  # embedding_job.priority
 
 
 def crop_sha256(blob: bytes | None) -> str:
@@ -270,6 +278,119 @@ class Store:
             after = rows[-1].id
             yield [Crop(int(r.id), bytes(r.face_crop_blob or b"")) for r in rows]
 
+    # --- the work queue -----------------------------------------------------
+
+    def _not_queued(self, space_hash: str) -> sa.ColumnElement[bool]:
+        face = self.face.table
+        return ~sa.exists().where(
+            embedding_job.c.face_id == face.c.id, embedding_job.c.space_hash == space_hash
+        )
+
+    def enqueue_pending(self, space_hash: str, verified: bool = True) -> int:
+        """Queue the pending faces not queued yet. Reads first: an idle call writes nothing."""
+        face = self.face.table
+        where = [*self._pending_filter(space_hash, verified), self._not_queued(space_hash)]
+        with self.engine.connect() as conn:
+            if not conn.execute(sa.select(sa.exists().where(*where))).scalar():
+                return 0
+        pending = (
+            sa.select(
+                face.c.id,
+                sa.literal(space_hash, sa.String),
+                sa.literal(VERIFIED_FIRST if verified else UNVERIFIED, sa.SmallInteger),
+                sa.literal(time.time(), sa.Float),
+            )
+            .where(*where)
+            .order_by(face.c.id)  # one order for every worker: no deadlocks between them
+        )
+        with write_transaction(self.engine) as conn:
+            statement = _insert(conn)(embedding_job).from_select(
+                ["face_id", "space_hash", "priority", "enqueued_at"], pending
+            )
+            return conn.execute(statement.on_conflict_do_nothing()).rowcount or 0
+
+    def claim(
+        self,
+        space_hash: str,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        verified: bool = True,
+    ) -> list[Crop]:
+        """Lease up to `limit` queued faces (free or with an expired lease); return their crops.
+
+        One short transaction: `UPDATE ... WHERE face_id IN (SELECT ... FOR UPDATE
+        SKIP LOCKED LIMIT n) RETURNING face_id`, so two workers never lease the same
+        face at once. Jobs of faces deleted meanwhile are dropped.
+        """
+        job = embedding_job.c
+        priority = VERIFIED_FIRST if verified else UNVERIFIED
+        with self.engine.connect() as conn:
+            now = database_now(conn)
+            claimable = [
+                job.space_hash == space_hash,
+                job.priority == priority,
+                sa.or_(job.lease_expires_at.is_(None), job.lease_expires_at < now),
+            ]
+            if not conn.execute(sa.select(sa.exists().where(*claimable))).scalar():
+                return []  # nothing to do: take no write lock
+        face = self.face.table
+        with write_transaction(self.engine) as conn:
+            now = database_now(conn)
+            claimable[2] = sa.or_(job.lease_expires_at.is_(None), job.lease_expires_at < now)
+            picked = (
+                sa.select(job.face_id)
+                .where(*claimable)
+                .order_by(job.face_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(
+                conn.execute(
+                    embedding_job.update()
+                    .where(job.space_hash == space_hash, job.face_id.in_(picked))
+                    .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+                    .returning(job.face_id)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            crops = {
+                int(r.id): bytes(r.face_crop_blob or b"")
+                for r in conn.execute(
+                    sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(ids))
+                )
+            }
+            gone = [i for i in ids if i not in crops]
+            if gone:
+                _drop_jobs(conn, space_hash, gone)
+        return [Crop(face_id, crops[face_id]) for face_id in sorted(crops)]
+
+    def release(self, owner: str) -> int:
+        """Give back every lease the owner still holds (a worker stopping early)."""
+        with write_transaction(self.engine) as conn:
+            return (
+                conn.execute(
+                    embedding_job.update()
+                    .where(embedding_job.c.lease_owner == owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                ).rowcount
+                or 0
+            )
+
+    def count_queued(self, space_hash: str) -> dict[str, int]:
+        """Queued jobs of the space: all of them, and those under a live lease."""
+        job = embedding_job.c
+        with self.engine.connect() as conn:
+            now = database_now(conn)
+            row = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.count().filter(job.lease_expires_at >= now),
+                ).where(job.space_hash == space_hash)
+            ).one()
+        return {"queued": int(row[0]), "leased": int(row[1])}
+
     # --- writes -------------------------------------------------------------
 
     def write_results(
@@ -277,22 +398,59 @@ class Store:
         space_hash: str,
         vectors: Sequence[VectorResult],
         failures: Sequence[FailureResult],
+        owner: str | None = None,
     ) -> WriteOutcome:
-        """Store a batch, keeping only results whose crop is still the face's current crop."""
+        """Store a batch, keeping only results whose crop is still the face's current crop.
+
+        With an owner, also only the faces whose lease the owner still holds; their
+        jobs leave the queue (a face that changed meanwhile is queued again later).
+        On PostgreSQL the faces' rows are share-locked for the (short) transaction,
+        skipping any the app is changing right now: the app's own change then
+        clears what we wrote, never the other way round, and we never wait on it.
+        """
         ids = [r.face_id for r in vectors] + [r.face_id for r in failures]
         if not ids:
             return WriteOutcome(0, 0, 0)
         face = self.face.table
+        job = embedding_job.c
         now = time.time()
         with write_transaction(self.engine) as conn:
+            if owner is not None:
+                held = set(
+                    conn.execute(
+                        sa.select(job.face_id)
+                        .where(
+                            job.space_hash == space_hash,
+                            job.face_id.in_(ids),
+                            job.lease_owner == owner,
+                        )
+                        .with_for_update()
+                    ).scalars()
+                )
+                ids = [i for i in ids if i in held]
             current = {
                 int(r.id): crop_sha256(r.face_crop_blob)
                 for r in conn.execute(
-                    sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(ids))
+                    sa.select(face.c.id, face.c.face_crop_blob)
+                    .where(face.c.id.in_(ids))
+                    .with_for_update(read=True, skip_locked=True)
                 )
             }
             good = [r for r in vectors if current.get(r.face_id) == r.crop_sha256]
             bad = [r for r in failures if current.get(r.face_id) == r.crop_sha256]
+            done = [r.face_id for r in good] + [r.face_id for r in bad]
+            if done:
+                _drop_jobs(conn, space_hash, done)
+            if owner is not None and len(done) < len(ids):
+                conn.execute(  # changed meanwhile: free the job for the next claim
+                    embedding_job.update()
+                    .where(
+                        job.space_hash == space_hash,
+                        job.face_id.in_(set(ids) - set(done)),
+                        job.lease_owner == owner,
+                    )
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
             if good:
                 _upsert(
                     conn,
@@ -317,7 +475,8 @@ class Store:
                 )
             for r in bad:
                 self._record_failure(conn, space_hash, r, now)
-        return WriteOutcome(len(good), len(bad), len(ids) - len(good) - len(bad))
+        total = len(vectors) + len(failures)
+        return WriteOutcome(len(good), len(bad), total - len(good) - len(bad))
 
     def _record_failure(
         self, conn: Connection, space_hash: str, failure: FailureResult, now: float
@@ -362,7 +521,7 @@ class Store:
         suggestion = self.suggestion_table
         stale: dict[sa.Table, sa.ColumnElement[bool]] = {
             table: ~table.c.face_id.in_(sa.select(face.c.id))
-            for table in (embedding, embedding_failure, suggestion)
+            for table in (embedding, embedding_failure, embedding_job, suggestion)
         }
         verified_ids = sa.select(face.c.id).where(self.face.verified_clause)
         stale[suggestion] = stale[suggestion] | suggestion.c.face_id.in_(verified_ids)
@@ -540,16 +699,36 @@ class Store:
         )
 
 
-def _upsert(
-    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...]
-) -> None:
+def database_now(conn: Connection) -> float:
+    """Seconds since the epoch by the database's clock: one clock for every worker's leases."""
+    if conn.dialect.name == "postgresql":
+        query = sa.text("SELECT extract(epoch FROM clock_timestamp())")
+        return float(conn.execute(query).scalar_one())
+    return time.time()  # SQLite: every worker is on this machine
+
+
+def _drop_jobs(conn: Connection, space_hash: str, face_ids: Sequence[int]) -> None:
+    job = embedding_job.c
+    conn.execute(
+        embedding_job.delete().where(job.space_hash == space_hash, job.face_id.in_(face_ids))
+    )
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's INSERT with ON CONFLICT support."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
     else:
-        raise NotImplementedError(f"facestore does not support the {dialect} dialect yet")
-    statement = insert(table)
+        raise NotImplementedError(f"facestore supports SQLite and PostgreSQL, not {dialect}")
+    return insert
+
+
+def _upsert(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...]
+) -> None:
+    statement = _insert(conn)(table)
     updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
     conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updates), rows)

@@ -12,6 +12,9 @@ from alembic import op
 
 from facestore.migrations import triggers
 
+# BIGINT on PostgreSQL, INTEGER on SQLite (what 0001 always created there)
+FACE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -31,7 +34,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "embedding",
-        sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
         sa.Column("space_hash", sa.String(64), primary_key=True),
         sa.Column("crop_sha256", sa.String(64), nullable=False),
         sa.Column("vector", sa.LargeBinary, nullable=False),
@@ -40,7 +43,7 @@ def upgrade() -> None:
     op.create_index("ix_embedding_space_hash", "embedding", ["space_hash"])
     op.create_table(
         "embedding_failure",
-        sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
         sa.Column("space_hash", sa.String(64), primary_key=True),
         sa.Column("crop_sha256", sa.String(64), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),

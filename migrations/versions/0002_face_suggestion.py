@@ -12,6 +12,9 @@ from alembic import op
 
 from facestore.migrations import triggers
 
+# BIGINT on PostgreSQL, INTEGER on SQLite (what 0001 always created there)
+FACE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -26,7 +29,7 @@ def upgrade() -> None:
     columns = _face_columns()
     op.create_table(
         "face_suggestion",
-        sa.Column("face_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
         sa.Column("person_id", columns["person_id"], nullable=False),  # the app's own type
         sa.Column("confidence", sa.Float, nullable=False),
         sa.Column("model_version", sa.String(64), nullable=False),

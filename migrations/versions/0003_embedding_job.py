@@ -1,0 +1,66 @@
+"""Work queue with leases for several workers, and the PostgreSQL triggers.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from facestore.migrations import triggers
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+# BIGINT on PostgreSQL, INTEGER on SQLite
+FACE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _verified_type() -> str | None:
+    """How the app's face.verified column is typed: boolean, integer (0/1) or absent."""
+    for column in sa.inspect(op.get_bind()).get_columns("face"):
+        if column["name"] == "verified":
+            return "boolean" if isinstance(column["type"], sa.Boolean) else "integer"
+    return None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "embedding_job",
+        sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
+        sa.Column("space_hash", sa.String(64), primary_key=True),
+        sa.Column("priority", sa.SmallInteger, nullable=False),
+        sa.Column("lease_owner", sa.String(200), nullable=True),
+        sa.Column("lease_expires_at", sa.Float, nullable=True),
+        sa.Column("enqueued_at", sa.Float, nullable=False),
+    )
+    claim_order = ["space_hash", "priority", "face_id"]
+    op.create_index("ix_embedding_job_claim", "embedding_job", claim_order)
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        verified = _verified_type() is not None
+        statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v3(verified)]
+    elif dialect == "postgresql":
+        statements = [*triggers.drop_postgresql(), *triggers.postgresql_v3(_verified_type())]
+    else:
+        raise RuntimeError(f"facestore supports SQLite and PostgreSQL, not {dialect}")
+    for sql in statements:
+        op.execute(sql)
+
+
+def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        verified = _verified_type() is not None
+        for sql in [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v2(verified)]:
+            op.execute(sql)
+    elif dialect == "postgresql":
+        for sql in triggers.drop_postgresql():
+            op.execute(sql)
+    op.drop_index("ix_embedding_job_claim", table_name="embedding_job")
+    op.drop_table("embedding_job")
