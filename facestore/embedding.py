@@ -34,12 +34,22 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
 
-DEFAULT_LEASE_SECONDS = 300.0
+DEFAULT_LEASE_SECONDS = 120.0
 
 
 def lease_owner() -> str:
     """host:pid:random, unique per run, readable in `embedding_job.lease_owner`."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def claimed_batches(
@@ -50,7 +60,13 @@ def claimed_batches(
     lease_seconds: float,
     verified: bool = True,
 ) -> Iterator[list[Crop]]:
-    """Claim batches until the queue has nothing free, queueing newly pending faces as it goes."""
+    """Claim batches until the queue has nothing free, queueing newly pending faces as it goes.
+
+    Leases of killed workers on this host are freed at once; other hosts' expire.
+    """
+    released = store.release_dead(socket.gethostname(), process_alive)
+    if released:
+        log.info("Freed %d faces leased by workers on this host that are gone", released)
     store.enqueue_pending(space_hash, verified)
     while True:
         batch = store.claim(space_hash, batch_size, owner, lease_seconds, verified)

@@ -66,23 +66,9 @@ def retrain(
 
     The space is the active one unless given (reembed trains a new space before it
     activates it, through `switch`; see artifacts.publish). Any refusal (no
-    vectors, fewer than 2 classes, another retrain running) happens before
-    model/ is touched.
+    vectors, fewer than 2 classes) happens before model/ is touched. While another
+    retrain holds the lock (database-wide on PostgreSQL), BusyError, nothing published.
     """
-    with retrain_lock(store.engine, model_dir):
-        return _retrain(store, model_dir, classifier, val_fraction, seed, keep, space, switch)
-
-
-def _retrain(
-    store: Store,
-    model_dir: Path,
-    classifier: str | ClassifierFactory,
-    val_fraction: float,
-    seed: int,
-    keep: int,
-    space: Space | None,
-    switch: Callable[[Callable[[], None]], None] | None,
-) -> RetrainReport:
     started = time.perf_counter()
     space = space or store.active_space()
     if space is None:
@@ -106,31 +92,32 @@ def _retrain(
         len(dataset.classes),
         space.label,
     )
-    result = fit(dataset, factory, val_fraction=val_fraction, seed=seed)
-    embedding_config = {
-        **space.config,
-        "backbone": space.backbone,
-        "config_hash": space.config_hash,
-        "device": store.device_info(space.config_hash),
-    }
-    metrics = {
-        **result.metrics(),
-        "classifier": name,
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "space": space.config_hash,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    version = artifacts.publish(
-        model_dir,
-        result.estimator,
-        dataset.classes,
-        embedding_config,
-        metrics,
-        keep=keep,
-        training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
-        switch=switch,
-    )
+    with retrain_lock(store.engine, model_dir):  # one at a time, database-wide
+        result = fit(dataset, factory, val_fraction=val_fraction, seed=seed)
+        embedding_config = {
+            **space.config,
+            "backbone": space.backbone,
+            "config_hash": space.config_hash,
+            "device": store.device_info(space.config_hash),
+        }
+        metrics = {
+            **result.metrics(),
+            "classifier": name,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "space": space.config_hash,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        version = artifacts.publish(
+            model_dir,
+            result.estimator,
+            dataset.classes,
+            embedding_config,
+            metrics,
+            keep=keep,
+            training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
+            switch=switch,
+        )
     return RetrainReport(
         version=version,
         accuracy=result.accuracy,

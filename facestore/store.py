@@ -378,6 +378,20 @@ class Store:
                 or 0
             )
 
+    def release_dead(self, host: str, is_alive: Callable[[int], bool]) -> int:
+        """Free the leases of this host's workers whose process is gone (killed, crashed).
+
+        Owners are host:pid:random. Other hosts' leases are left to expire.
+        """
+        with self.engine.connect() as conn:
+            owners = conn.execute(
+                sa.select(embedding_job.c.lease_owner)
+                .where(embedding_job.c.lease_owner.like(f"{host}:%"))
+                .distinct()
+            ).scalars()
+            dead = [o for o in owners if not is_alive(int(o.split(":")[1]))]
+        return sum(self.release(owner) for owner in dead)
+
     def count_queued(self, space_hash: str) -> dict[str, int]:
         """Queued jobs of the space: all of them, and those under a live lease."""
         job = embedding_job.c
