@@ -65,7 +65,20 @@ DEFAULTS = WatchOptions()
     show_default=True,
     help="At most one retrain per this many seconds.",
 )
+@click.option(
+    "--retrain/--no-retrain",
+    default=True,
+    show_default=True,
+    help="Retrain from this worker. With several workers one retrains at a time anyway.",
+)
 @classifier_option
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=DEFAULTS.lease,
+    show_default=True,
+    help="Seconds a claimed batch stays this worker's; after that another worker may take it.",
+)
 @click.option(
     "--suggestions/--no-suggestions",
     default=True,
@@ -88,8 +101,12 @@ def watch(
     Each reconcile: embed pending verified faces, then (unless --no-suggestions)
     unverified ones; sweep orphans; retrain when the labels changed enough;
     write face_suggestion rows for unverified faces. SQLite files are watched
-    for changes (events are hints; PRAGMA data_version decides); other
-    databases, or --poll, use the timer alone.
+    for changes (events are hints; PRAGMA data_version decides); PostgreSQL
+    wakes the worker with LISTEN/NOTIFY; --poll uses the timer alone.
+
+    Several workers (processes or machines) can watch one database: each
+    claims batches of faces with a lease, so no face is embedded twice, and
+    the batch of a worker that dies is taken over when its lease expires.
 
     SIGTERM or SIGINT finishes the current batch and exits 0. Exit status 2
     means a configuration problem (do not restart); other failures exit 1.

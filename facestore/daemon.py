@@ -1,9 +1,11 @@
 """`facestore watch`: keep the cache current, retrain when labels changed enough, suggest.
 
-File events are hints only. After a debounce the loop asks SQLite's
-`PRAGMA data_version` whether anyone committed, and it reconciles on a timer
-regardless, so a lost event costs at most one interval. Reconciling when nothing
-changed writes nothing, so the daemon's own writes cannot wake it in a loop.
+File events (SQLite) and LISTEN/NOTIFY (PostgreSQL) are hints only. After a
+debounce the loop asks SQLite's `PRAGMA data_version` whether anyone committed,
+and it reconciles on a timer regardless, so a lost event costs at most one
+interval. Reconciling when nothing changed writes nothing, so the daemon's own
+writes cannot wake it in a loop. Several daemons share the work through leases
+(see store.py); only one retrains at a time (see locks.py).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from facestore import artifacts
 from facestore.backbones import Backbone, Space, space_of
-from facestore.embedding import embed_pending
-from facestore.errors import FacestoreError, ModelError
+from facestore.embedding import DEFAULT_LEASE_SECONDS, embed_pending
+from facestore.errors import BusyError, FacestoreError, ModelError
+from facestore.migrations.triggers import NOTIFY_CHANNEL
 from facestore.predict import DEFAULT_MIN_CONFIDENCE, Predictor
 from facestore.retrain import retrain
 from facestore.store import Store
@@ -50,6 +53,8 @@ class WatchOptions:
     suggestions: bool = True
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
     batch_size: int = 32
+    retrain: bool = True
+    lease: float = DEFAULT_LEASE_SECONDS
 
 
 # --- the retrain policy: pure --------------------------------------------------
@@ -258,6 +263,7 @@ class Daemon:
                     stop=self.stop,
                     space=self.space,
                     verified=verified,
+                    lease_seconds=self.options.lease,
                 )
                 embedded += report.embedded
         else:
@@ -265,7 +271,8 @@ class Daemon:
         if self.stop.is_set():
             return
         self._load_model()  # another process may have published or rolled back
-        self.maybe_retrain()
+        if self.options.retrain:
+            self.maybe_retrain()
         if self.options.suggestions and self.predictor is not None:
             self.suggest()
         log.debug(
@@ -292,6 +299,10 @@ class Daemon:
         self._last_retrain = now
         try:
             report = retrain(self.store, self.model_dir, self.options.classifier)
+        except BusyError:
+            self._last_retrain = None
+            log.info("Another worker is retraining; checking again next reconcile")
+            return
         except FacestoreError as exc:
             self._failed_set = fingerprint(current)
             log.warning("Retrain failed, retrying after the next change: %s", exc)
@@ -352,15 +363,21 @@ class Daemon:
     def run(self) -> None:
         options = self.options
         db_path = None if options.poll else sqlite_path(self.store.engine)
-        if db_path is None and not options.poll:
-            log.info("Not a SQLite file: polling every %.0f s", options.interval)
         probe = DataVersionProbe(self.store.engine) if db_path is not None else None
+        listening = not options.poll and self.store.engine.dialect.name == "postgresql"
         try:
-            with _maybe_watch(db_path, self.wake) as watching:
+            with (
+                _maybe_watch(db_path, self.wake) as watching,
+                _maybe_listen(self.store.engine, listening, self.wake) as notified,
+            ):
                 log.info(
                     "Watching %s (%s, reconcile every %.0f s)",
                     self.store.engine.url.render_as_string(hide_password=True),
-                    "file events + data_version" if watching else "timer only",
+                    "file events + data_version"
+                    if watching
+                    else "LISTEN/NOTIFY"
+                    if notified
+                    else "timer only",
                     options.interval,
                 )
                 self._safe_reconcile()
@@ -392,6 +409,43 @@ def _maybe_watch(db_path: Path | None, wake: threading.Event) -> Iterator[bool]:
         return
     with file_watcher(db_path, wake) as watching:
         yield watching
+
+
+@contextmanager
+def _maybe_listen(engine: Engine, enabled: bool, wake: threading.Event) -> Iterator[bool]:
+    """On PostgreSQL, LISTEN for the face triggers' NOTIFY in a thread; yields whether it runs."""
+    if not enabled:
+        yield False
+        return
+    try:
+        raw = engine.raw_connection()
+        driver = raw.driver_connection
+        driver.autocommit = True  # type: ignore[union-attr]
+        driver.execute(f"LISTEN {NOTIFY_CHANNEL}")  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 - the timer still works
+        log.warning("LISTEN unavailable (%s); polling every interval instead", exc)
+        yield False
+        return
+
+    done = threading.Event()
+
+    def listen() -> None:
+        try:
+            while not done.is_set():
+                for _ in driver.notifies(timeout=1.0, stop_after=1):  # type: ignore[union-attr]
+                    wake.set()
+        except Exception as exc:  # noqa: BLE001 - connection lost: the timer remains
+            if not done.is_set():
+                log.warning("LISTEN connection lost (%s); the timer still reconciles", exc)
+
+    thread = threading.Thread(target=listen, name="facestore-listen", daemon=True)
+    thread.start()
+    try:
+        yield True
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        raw.invalidate()  # a LISTENing connection must not go back to the pool
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

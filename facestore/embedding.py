@@ -37,9 +37,25 @@ ProgressCallback = Callable[[int], None]
 DEFAULT_LEASE_SECONDS = 120.0
 
 
+def worker_host() -> str:
+    """Which machine this worker is, for leases: FACESTORE_WORKER_HOST, else hostname/pid-ns.
+
+    The pid namespace tells apart containers that share a hostname, whose pids
+    mean nothing to each other.
+    """
+    configured = os.environ.get("FACESTORE_WORKER_HOST")
+    if configured:
+        return configured.replace(":", "_")
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
 def lease_owner() -> str:
     """host:pid:random, unique per run, readable in `embedding_job.lease_owner`."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{worker_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def process_alive(pid: int) -> bool:
@@ -64,7 +80,7 @@ def claimed_batches(
 
     Leases of killed workers on this host are freed at once; other hosts' expire.
     """
-    released = store.release_dead(socket.gethostname(), process_alive)
+    released = store.release_dead(worker_host(), process_alive)
     if released:
         log.info("Freed %d faces leased by workers on this host that are gone", released)
     store.enqueue_pending(space_hash, verified)

@@ -319,52 +319,64 @@ class Store:
     ) -> list[Crop]:
         """Lease up to `limit` queued faces (free or with an expired lease); return their crops.
 
-        One short transaction: `UPDATE ... WHERE face_id IN (SELECT ... FOR UPDATE
-        SKIP LOCKED LIMIT n) RETURNING face_id`, so two workers never lease the same
-        face at once. Jobs of faces deleted meanwhile are dropped.
+        One short transaction: `WITH picked AS MATERIALIZED (SELECT ... LIMIT n FOR
+        UPDATE SKIP LOCKED) UPDATE ... WHERE face_id IN picked RETURNING face_id`, so
+        two workers never lease the same face at once. Jobs of faces deleted
+        meanwhile are dropped.
         """
         job = embedding_job.c
         priority = VERIFIED_FIRST if verified else UNVERIFIED
-        with self.engine.connect() as conn:
-            now = database_now(conn)
-            claimable = [
+
+        def claimable(now: float) -> list[sa.ColumnElement[bool]]:
+            return [
                 job.space_hash == space_hash,
                 job.priority == priority,
                 sa.or_(job.lease_expires_at.is_(None), job.lease_expires_at < now),
             ]
-            if not conn.execute(sa.select(sa.exists().where(*claimable))).scalar():
+
+        with self.engine.connect() as conn:
+            where = claimable(database_now(conn))
+            if not conn.execute(sa.select(sa.exists().where(*where))).scalar():
                 return []  # nothing to do: take no write lock
         face = self.face.table
-        with write_transaction(self.engine) as conn:
-            now = database_now(conn)
-            claimable[2] = sa.or_(job.lease_expires_at.is_(None), job.lease_expires_at < now)
-            picked = (
-                sa.select(job.face_id)
-                .where(*claimable)
-                .order_by(job.face_id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list(
-                conn.execute(
-                    embedding_job.update()
-                    .where(job.space_hash == space_hash, job.face_id.in_(picked))
-                    .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
-                    .returning(job.face_id)
-                ).scalars()
-            )
-            if not ids:
-                return []
-            crops = {
-                int(r.id): bytes(r.face_crop_blob or b"")
-                for r in conn.execute(
-                    sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(ids))
+        while True:
+            with write_transaction(self.engine) as conn:
+                now = database_now(conn)
+                # Materialised, so the locking subquery runs exactly once (rescanned inside
+                # the UPDATE it would skip its own updated rows and take the next ones).
+                picked = (
+                    sa.select(job.face_id)
+                    .where(*claimable(now))
+                    .order_by(job.face_id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                    .cte("picked")
+                    .prefix_with("MATERIALIZED")
                 )
-            }
-            gone = [i for i in ids if i not in crops]
-            if gone:
-                _drop_jobs(conn, space_hash, gone)
-        return [Crop(face_id, crops[face_id]) for face_id in sorted(crops)]
+                ids = list(
+                    conn.execute(
+                        embedding_job.update()
+                        .where(
+                            job.space_hash == space_hash,
+                            job.face_id.in_(sa.select(picked.c.face_id)),
+                        )
+                        .values(lease_owner=owner, lease_expires_at=now + lease_seconds)
+                        .returning(job.face_id)
+                    ).scalars()
+                )
+                if not ids:
+                    return []
+                crops = {
+                    int(r.id): bytes(r.face_crop_blob or b"")
+                    for r in conn.execute(
+                        sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(ids))
+                    )
+                }
+                gone = [i for i in ids if i not in crops]
+                if gone:
+                    _drop_jobs(conn, space_hash, gone)
+            if crops:  # else every face of this batch was deleted: take the next batch
+                return [Crop(face_id, crops[face_id]) for face_id in sorted(crops)]
 
     def release(self, owner: str) -> int:
         """Give back every lease the owner still holds (a worker stopping early)."""

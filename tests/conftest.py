@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from click.testing import CliRunner, Result
 from facestore import db as database
 from facestore.cli.main import main
 from facestore.store import Store
+from tests.backends import BACKENDS, AppDatabase, app_database, postgres_database
 from tests.helpers import make_app_db
 from tests.processes import Watcher
 
@@ -85,3 +87,31 @@ def watchers() -> Iterator[list[Watcher]]:
         if w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Contract tests take this (or make_app / empty_database) and run on both databases."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_app(backend: str, tmp_path: Path) -> Iterator[Callable[..., AppDatabase]]:
+    """make_app(upgrade=True, **faces): an app database on the backend, facestore installed."""
+    with contextlib.ExitStack() as stack:
+
+        def make(upgrade: bool = True, **faces: Any) -> AppDatabase:
+            app = stack.enter_context(app_database(backend, tmp_path, **faces))
+            return app.upgrade() if upgrade else app
+
+        yield make
+
+
+@pytest.fixture
+def empty_database(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The --db value of a database with nothing in it yet, on the backend."""
+    if backend == "sqlite":
+        yield str(tmp_path / "fresh.db")
+        return
+    with postgres_database() as url:
+        yield url

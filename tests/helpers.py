@@ -76,6 +76,39 @@ def person_value(person: int, text_ids: bool) -> Any:
     return f"p{person:02d}" if text_ids else person
 
 
+def app_faces(
+    people: int = 3,
+    per_person: int = 4,
+    *,
+    with_verified: bool = True,
+    text_ids: bool = False,
+    unverified: int = 0,
+    corrupt: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """The face rows of the test app, in id order.
+
+    Faces alternate JPEG and PNG. With a verified column, `unverified` extra faces
+    have a person but verified false. Corrupt blobs belong to person 0, verified.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(blob: bytes, person: Any, is_verified: bool) -> None:
+        row = {"photo_id": 1, "face_crop_blob": blob, "person_id": person}
+        if with_verified:
+            row["verified"] = is_verified
+        rows.append(row)
+
+    for p in range(people):
+        for s in range(per_person):
+            fmt = "JPEG" if s % 2 == 0 else "PNG"
+            add(encode(face_image(p, s), fmt), person_value(p, text_ids), True)
+    for u in range(unverified):
+        add(encode(face_image(u % people, 50 + u)), person_value(u % people, text_ids), False)
+    for name in corrupt:
+        add(CORRUPT_BLOBS[name], person_value(0, text_ids), True)
+    return rows
+
+
 def make_app_db(
     path: Path,
     people: int = 3,
@@ -86,11 +119,7 @@ def make_app_db(
     unverified: int = 0,
     corrupt: Sequence[str] = (),
 ) -> Path:
-    """A plausible tagging-app database, written with plain sqlite3.
-
-    Faces alternate JPEG and PNG. With a verified column, `unverified` extra faces
-    have a person but verified=0. Corrupt blobs belong to person 0, verified.
-    """
+    """A plausible tagging-app SQLite database, written with plain sqlite3 (see app_faces)."""
     pid = "TEXT" if text_ids else "INTEGER"
     verified = ",\n    verified BOOLEAN NOT NULL DEFAULT 0" if with_verified else ""
     con = sqlite3.connect(path)
@@ -98,28 +127,19 @@ def make_app_db(
     con.execute("INSERT INTO photo (path) VALUES ('/photos/1.jpg')")
     for p in range(people):
         con.execute("INSERT INTO person VALUES (?, ?)", (person_value(p, text_ids), f"n{p}"))
-
-    def add(blob: bytes, person: Any, is_verified: bool) -> None:
-        if with_verified:
-            con.execute(
-                "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
-                "VALUES (1, ?, ?, ?)",
-                (blob, person, int(is_verified)),
-            )
-        else:
-            con.execute(
-                "INSERT INTO face (photo_id, face_crop_blob, person_id) VALUES (1, ?, ?)",
-                (blob, person),
-            )
-
-    for p in range(people):
-        for s in range(per_person):
-            fmt = "JPEG" if s % 2 == 0 else "PNG"
-            add(encode(face_image(p, s), fmt), person_value(p, text_ids), True)
-    for u in range(unverified):
-        add(encode(face_image(u % people, 50 + u)), person_value(u % people, text_ids), False)
-    for name in corrupt:
-        add(CORRUPT_BLOBS[name], person_value(0, text_ids), True)
+    rows = app_faces(
+        people,
+        per_person,
+        with_verified=with_verified,
+        text_ids=text_ids,
+        unverified=unverified,
+        corrupt=corrupt,
+    )
+    for row in rows:
+        con.execute(
+            f"INSERT INTO face ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            [int(v) if isinstance(v, bool) else v for v in row.values()],
+        )
     con.commit()
     con.close()
     return path

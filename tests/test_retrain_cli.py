@@ -202,14 +202,20 @@ def test_model_list_and_rollback_show_in_status(cli, embedded_db: Path) -> None:
     )
 
 
-@pytest.mark.slow
-def test_import_then_train_upgrade_on_a_fresh_file(cli, tmp_path: Path, weights_file: Path) -> None:  # type: ignore[no-untyped-def]
-    people = tmp_path / "people"
+def people_folder(root: Path) -> Path:
     for p in range(3):
-        (people / f"person{p}").mkdir(parents=True)
+        (root / f"person{p}").mkdir(parents=True)
         for s in range(4):
-            (people / f"person{p}" / f"{s}.jpg").write_bytes(encode(face_image(p, s)))
-    db = tmp_path / "fresh.db"
+            (root / f"person{p}" / f"{s}.jpg").write_bytes(encode(face_image(p, s)))
+    return root
+
+
+@pytest.mark.slow
+def test_import_then_train_upgrade_on_a_fresh_database(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, weights_file: Path, empty_database: str
+) -> None:
+    people = people_folder(tmp_path / "people")
+    db = empty_database
     assert cli("--db", db, "import", people).exit_code == 0
     refused = cli("--db", db, "train", env={"FACESTORE_WEIGHTS": str(weights_file)})
     assert refused.exit_code == 2 and "Or pass --upgrade" in refused.output
@@ -224,6 +230,30 @@ def test_import_then_train_upgrade_on_a_fresh_file(cli, tmp_path: Path, weights_
     [row] = json.loads(predicted.stdout)
     assert 0 <= row["confidence"] <= 1
     assert row["top_k"][0]["person_id"] in {"person0", "person1", "person2"}
+
+
+@pytest.mark.slow
+def test_every_command_step_by_step(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, weights_file: Path, empty_database: str
+) -> None:
+    env = {"FACESTORE_DB": empty_database, "FACESTORE_WEIGHTS": str(weights_file)}
+
+    def run(*args: object) -> str:
+        result = cli(*args, env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    run("import", people_folder(tmp_path / "people"))
+    run("db", "upgrade")
+    assert "(at head)" in run("db", "current")
+    assert json.loads(run("embed", "--json"))["embedded"] == 12
+    report = json.loads(run("retrain", "--json"))
+    assert report["n_train"] + report["n_val"] == 12
+    face_ids = json.loads(run("predict", "--face-id", "1", "--face-id", "5", "--json"))
+    assert [row["person_id"] for row in face_ids] == ["person0", "person1"]
+    status = json.loads(run("status", "--json"))
+    assert (status["faces"], status["embedded"], status["pending"]) == (12, 12, 0)
+    assert status["model"]["version"] == report["version"]
 
 
 @pytest.mark.slow

@@ -1,67 +1,96 @@
-"""The triggers keep the cache honest whatever the app does, with plain sqlite3."""
+"""The triggers keep the cache honest whatever the app does, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from facestore.backbones import space_of
 from facestore.embedding import embed_pending
+from tests.backends import AppDatabase
 from tests.helpers import FakeBackbone, encode, face_image, sqlite_exec, sqlite_rows
+from tests.processes import app_db
+
+MakeApp = Callable[..., AppDatabase]
+NEW_CROP = encode(face_image(9, 9), "PNG")
+OWN_ROWS = ("embedding", "embedding_failure", "embedding_job", "face_suggestion")
 
 
 @pytest.fixture
-def embedded_db(upgraded_db: Path, store_for) -> Path:  # type: ignore[no-untyped-def]
-    report = embed_pending(store_for(upgraded_db), FakeBackbone())
+def embedded(make_app: MakeApp) -> AppDatabase:
+    app = make_app()
+    report = embed_pending(app.store(), FakeBackbone())
     assert report.embedded == 12
-    return upgraded_db
-
-
-def vector_ids(path: Path) -> set[int]:
-    return {row[0] for row in sqlite_rows(path, "SELECT face_id FROM embedding")}
-
-
-NEW_CROP = encode(face_image(9, 9), "PNG")
+    return app
 
 
 @pytest.mark.parametrize(
-    ("sql", "params"),
+    "sql",
     [
-        ("DELETE FROM face WHERE id = 3", ()),
-        ("UPDATE face SET face_crop_blob = ? WHERE id = 3", (NEW_CROP,)),
-        (
-            "INSERT OR REPLACE INTO face (id, photo_id, face_crop_blob, person_id, verified) "
-            "VALUES (3, 1, ?, 0, 1)",
-            (NEW_CROP,),
-        ),
-        (
-            "INSERT INTO face (id, photo_id, face_crop_blob, person_id, verified) "
-            "VALUES (3, 1, ?, 0, 1) "
-            "ON CONFLICT(id) DO UPDATE SET face_crop_blob = excluded.face_crop_blob",
-            (NEW_CROP,),
-        ),
-        ("UPDATE face SET id = 99 WHERE id = 3", ()),
+        "DELETE FROM face WHERE id = 3",
+        "UPDATE face SET face_crop_blob = :crop WHERE id = 3",
+        "INSERT INTO face (id, photo_id, face_crop_blob, person_id, verified) "
+        "VALUES (3, 1, :crop, 0, :yes) "
+        "ON CONFLICT(id) DO UPDATE SET face_crop_blob = excluded.face_crop_blob",
+        "UPDATE face SET id = 99 WHERE id = 3",
     ],
-    ids=["delete", "update-crop", "insert-or-replace", "upsert", "change-id"],
+    ids=["delete", "update-crop", "upsert", "change-id"],
 )
-def test_app_writes_invalidate_the_cache(embedded_db: Path, sql: str, params: tuple) -> None:
-    sqlite_exec(embedded_db, sql, *params)
-    assert 3 not in vector_ids(embedded_db)
-    assert len(vector_ids(embedded_db)) == 11
+def test_app_writes_invalidate_the_cache(embedded: AppDatabase, sql: str) -> None:
+    embedded.exec(sql, crop=NEW_CROP, yes=True)
+    assert 3 not in embedded.ids("embedding")
+    assert len(embedded.ids("embedding")) == 11
+
+
+def test_insert_or_replace_invalidates_the_cache(tmp_path: Path) -> None:
+    """SQLite's REPLACE deletes without firing DELETE triggers; the INSERT trigger covers it."""
+    path = app_db(tmp_path / "app.db")
+    app = AppDatabase(f"sqlite:///{path}")
+    embed_pending(app.store(), FakeBackbone())
+    sqlite_exec(
+        path,
+        "INSERT OR REPLACE INTO face (id, photo_id, face_crop_blob, person_id, verified) "
+        "VALUES (3, 1, ?, 0, 1)",
+        NEW_CROP,
+    )
+    assert 3 not in app.ids("embedding")
+    app.close()
 
 
 @pytest.mark.parametrize(
     "sql",
     [
         "UPDATE face SET person_id = 2 WHERE id = 3",
-        "UPDATE face SET verified = 0 WHERE id = 3",
+        "UPDATE face SET verified = :no WHERE id = 3",
         "UPDATE face SET face_crop_blob = face_crop_blob WHERE id = 3",
     ],
 )
-def test_relabel_and_no_op_updates_keep_the_vector(embedded_db: Path, sql: str) -> None:
-    sqlite_exec(embedded_db, sql)
-    assert len(vector_ids(embedded_db)) == 12
+def test_relabel_and_no_op_updates_keep_the_vector(embedded: AppDatabase, sql: str) -> None:
+    embedded.exec(sql, no=False)
+    assert len(embedded.ids("embedding")) == 12
+
+
+def test_emptying_the_face_table_leaves_nothing_behind(make_app: MakeApp) -> None:
+    """TRUNCATE on PostgreSQL (a statement trigger); DELETE without WHERE on SQLite."""
+    app = make_app(unverified=2, corrupt=["text"])
+    store = app.store()
+    embed_pending(store, FakeBackbone())
+    embed_pending(store, FakeBackbone(), verified=False)
+    store.write_suggestions("v1", [], [(13, 0, 0.9)])
+    store.enqueue_pending(space_of(FakeBackbone(salt=1)).config_hash)
+    assert all(app.ids(table) for table in OWN_ROWS)
+    app.exec("TRUNCATE face" if app.dialect == "postgresql" else "DELETE FROM face")
+    assert {table: app.ids(table) for table in OWN_ROWS} == dict.fromkeys(OWN_ROWS, set())
+    app.exec("INSERT INTO face (face_crop_blob, person_id) VALUES (NULL, NULL)")
+
+
+def test_verifying_a_face_drops_its_suggestion(make_app: MakeApp) -> None:
+    app = make_app(unverified=2)
+    app.store().write_suggestions("v1", [], [(13, 0, 0.9), (14, 1, 0.8)])
+    app.exec("UPDATE face SET verified = :yes WHERE id = 13", yes=True)
+    assert app.ids("face_suggestion") == {14}
 
 
 def test_delete_with_foreign_keys_off_removes_vectors_and_failures(
@@ -71,23 +100,19 @@ def test_delete_with_foreign_keys_off_removes_vectors_and_failures(
     embed_pending(store_for(upgraded_db), FakeBackbone())
     assert sqlite_rows(upgraded_db, "SELECT face_id FROM embedding_failure") == [(5,)]
     sqlite_exec(upgraded_db, "DELETE FROM face WHERE id IN (4, 5)", foreign_keys=False)
-    assert {4, 5}.isdisjoint(vector_ids(upgraded_db))
+    ids = {row[0] for row in sqlite_rows(upgraded_db, "SELECT face_id FROM embedding")}
+    assert {4, 5}.isdisjoint(ids)
     assert sqlite_rows(upgraded_db, "SELECT face_id FROM embedding_failure") == []
 
 
-def test_app_writes_never_fail_with_facestore_installed(embedded_db: Path) -> None:
-    sqlite_exec(embedded_db, "DELETE FROM face")
-    sqlite_exec(embedded_db, "INSERT INTO face (face_crop_blob, person_id) VALUES (NULL, NULL)")
-    assert vector_ids(embedded_db) == set()
-
-
-def test_orphans_left_without_triggers_are_swept(embedded_db: Path, store_for) -> None:  # type: ignore[no-untyped-def]
+def test_orphans_left_without_triggers_are_swept(embedded: AppDatabase) -> None:
     # Simulate a delete that bypassed the triggers (e.g. made before facestore was installed).
-    sqlite_exec(embedded_db, "DROP TRIGGER facestore_face_delete")
-    sqlite_exec(embedded_db, "DELETE FROM face WHERE id IN (1, 2)")
-    assert {1, 2} <= vector_ids(embedded_db)
-    assert store_for(embedded_db).sweep_orphans() == 2
-    assert {1, 2}.isdisjoint(vector_ids(embedded_db))
+    on_face = " ON face" if embedded.dialect == "postgresql" else ""
+    embedded.exec(f"DROP TRIGGER facestore_face_delete{on_face}")
+    embedded.exec("DELETE FROM face WHERE id IN (1, 2)")
+    assert {1, 2} <= embedded.ids("embedding")
+    assert embedded.store().sweep_orphans() == 2
+    assert {1, 2}.isdisjoint(embedded.ids("embedding"))
 
 
 def test_space_of_fake_backbone_is_stable() -> None:
