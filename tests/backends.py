@@ -78,6 +78,10 @@ class AppDatabase:
         with self.engine.connect() as conn:
             return conn.execute(sa.text(sql), params).rowcount
 
+    def exec_many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(sql), rows)
+
     def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(sql), params)]

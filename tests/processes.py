@@ -36,10 +36,21 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
 
 class Watcher:
     def __init__(
-        self, db: Path, workdir: Path, weights: Path, *extra: str, base: list[str] = WATCH_ARGS
+        self,
+        db: Path | str,
+        workdir: Path,
+        weights: Path,
+        *extra: str,
+        base: list[str] = WATCH_ARGS,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = workdir / f"watch-{time.monotonic_ns()}.log"
-        env = {**os.environ, "FACESTORE_WEIGHTS": str(weights), "TORCH_HOME": str(workdir / "th")}
+        env = {
+            **os.environ,
+            "FACESTORE_WEIGHTS": str(weights),
+            "TORCH_HOME": str(workdir / "th"),
+            **(env or {}),
+        }
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -50,7 +61,7 @@ class Watcher:
                 "--model-dir",
                 str(workdir / "model"),
                 "watch",
-                *WATCH_ARGS,
+                *base,
                 *extra,
             ],
             stdout=subprocess.DEVNULL,
