@@ -53,8 +53,8 @@ def main() -> None:
 
     batches = max(1, args.faces // args.batch_size)
     # the same kind of input as the pipeline: real crops, decoded and preprocessed
-    first = next(store.iter_pending("bench", args.batch_size))
-    tensor = np.stack([backbone.prepare(decode_crop(c.blob)) for c in first])  # type: ignore[attr-defined]
+    first = store.crops_of(list(range(1, args.batch_size + 1))).values()
+    tensor = np.stack([backbone.prepare(decode_crop(blob)) for blob in first])  # type: ignore[attr-defined]
 
     def raw_model() -> float:
         started = time.perf_counter()

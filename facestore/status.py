@@ -14,6 +14,7 @@ def collect_status(store: Store, model: dict[str, Any] | None) -> dict[str, Any]
         {"backbone": active.backbone, "config_hash": active.config_hash} if active else None
     )
     report["model"] = model
+    report["queue"] = store.count_queued(active.config_hash) if active else None
     report["spaces"] = store.spaces()
     return report
 
@@ -37,6 +38,9 @@ def format_status(report: dict[str, Any]) -> str:
             else "none published yet (run 'facestore retrain')"
         ),
     ]
+    queue = report.get("queue")
+    if queue and queue["queued"]:
+        lines.append(f"work queue:   {queue['queued']} faces, {queue['leased']} leased by workers")
     for space in report.get("spaces", []):
         mark = "*" if space["active"] else " "
         lines.append(

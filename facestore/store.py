@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,25 +258,6 @@ class Store:
             where = [self.face.verified_clause if verified else ~self.face.verified_clause]
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one())
-
-    def iter_pending(
-        self, space_hash: str, batch_size: int, verified: bool = True
-    ) -> Iterator[list[Crop]]:
-        """Batches of pending crops in id order; each batch is one short read."""
-        face = self.face.table
-        after: int | None = None
-        while True:
-            query = sa.select(face.c.id, face.c.face_crop_blob).where(
-                *self._pending_filter(space_hash, verified)
-            )
-            if after is not None:
-                query = query.where(face.c.id > after)
-            with self.engine.connect() as conn:
-                rows = conn.execute(query.order_by(face.c.id).limit(batch_size)).all()
-            if not rows:
-                return
-            after = rows[-1].id
-            yield [Crop(int(r.id), bytes(r.face_crop_blob or b"")) for r in rows]
 
     # --- the work queue -----------------------------------------------------
 
