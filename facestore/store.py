@@ -382,7 +382,8 @@ class Store:
                 .where(embedding_job.c.lease_owner.like(f"{host}:%"))
                 .distinct()
             ).scalars()
-            dead = [o for o in owners if not is_alive(int(o.split(":")[1]))]
+            mine = [o for o in owners if o.startswith(f"{host}:")]  # LIKE's _ is a wildcard
+            dead = [o for o in mine if not is_alive(int(o.split(":")[1]))]
         return sum(self.release(owner) for owner in dead)
 
     def count_queued(self, space_hash: str) -> dict[str, int]:
@@ -412,8 +413,10 @@ class Store:
         With an owner, also only the faces whose lease the owner still holds; their
         jobs leave the queue (a face that changed meanwhile is queued again later).
         On PostgreSQL the faces' rows are share-locked for the (short) transaction,
-        skipping any the app is changing right now: the app's own change then
-        clears what we wrote, never the other way round, and we never wait on it.
+        so an app change made meanwhile waits and then clears what we wrote, never
+        the other way round. Rows locked by someone else (the app mid-change, a
+        worker reclaiming the job) are skipped, not waited on, and their results
+        dropped: facestore never waits on the app, so it cannot deadlock with it.
         """
         ids = [r.face_id for r in vectors] + [r.face_id for r in failures]
         if not ids:
@@ -431,7 +434,7 @@ class Store:
                             job.face_id.in_(ids),
                             job.lease_owner == owner,
                         )
-                        .with_for_update()
+                        .with_for_update(skip_locked=True)
                     ).scalars()
                 )
                 ids = [i for i in ids if i in held]
