@@ -238,8 +238,8 @@ class Daemon:
 
     # -- one pass ---------------------------------------------------------------
 
-    def _follow_active_space(self) -> None:
-        """After a reembed elsewhere activates another space, serve that one."""
+    def _follow_active_space(self) -> bool:
+        """After a reembed elsewhere activates another space, serve that one. Changed?"""
         active = self.store.active_space()
         if active is not None and (
             self.space is None or active.config_hash != self.space.config_hash
@@ -247,11 +247,17 @@ class Daemon:
             if self.space is not None:
                 log.info("The active space is now %s", active.label)
             self.backbone, self.space = self._choose_backbone(self._configured)
+            return True
+        return False
 
-    def reconcile(self) -> None:
+    def reconcile(self, scan: bool = True) -> None:
+        """One pass. scan=False (woken by a change): trust the queue the triggers fill.
+
+        The timer's passes scan the face table (and sweep orphans) as the ground truth.
+        """
         started = time.perf_counter()
         embedded = 0
-        self._follow_active_space()
+        scan = self._follow_active_space() or scan
         if self.backbone is not None and self.space is not None:
             for verified in (True, False) if self.options.suggestions else (True,):
                 if self.stop.is_set():
@@ -264,9 +270,10 @@ class Daemon:
                     space=self.space,
                     verified=verified,
                     lease_seconds=self.options.lease,
+                    scan=scan,
                 )
                 embedded += report.embedded
-        else:
+        elif scan:
             self.store.sweep_orphans()
         if self.stop.is_set():
             return
@@ -276,7 +283,10 @@ class Daemon:
         if self.options.suggestions and self.predictor is not None:
             self.suggest()
         log.debug(
-            "Reconciled in %.0f ms (%d embedded)", 1000 * (time.perf_counter() - started), embedded
+            "Reconciled in %.0f ms (%d embedded, %s)",
+            1000 * (time.perf_counter() - started),
+            embedded,
+            "scan" if scan else "queue only",
         )
 
     def maybe_retrain(self) -> None:
@@ -354,9 +364,9 @@ class Daemon:
 
     # -- the loop -----------------------------------------------------------------
 
-    def _safe_reconcile(self) -> None:
+    def _safe_reconcile(self, scan: bool = True) -> None:
         try:
-            self.reconcile()
+            self.reconcile(scan)
         except sa.exc.OperationalError as exc:  # busy beyond the timeout, disk trouble
             log.error("Reconcile failed, retrying next interval: %s", exc.orig)
 
@@ -395,7 +405,7 @@ class Daemon:
                             continue
                     else:
                         next_timer = self.clock() + options.interval
-                    self._safe_reconcile()
+                    self._safe_reconcile(scan=not woke)
         finally:
             if probe is not None:
                 probe.close()

@@ -75,20 +75,25 @@ def claimed_batches(
     owner: str,
     lease_seconds: float,
     verified: bool = True,
+    scan: bool = True,
 ) -> Iterator[list[Crop]]:
-    """Claim batches until the queue has nothing free, queueing newly pending faces as it goes.
+    """Claim batches until the queue has nothing free.
 
-    Leases of killed workers on this host are freed at once; other hosts' expire.
+    With scan, first (and again when the queue runs dry) scan the face table for
+    pending faces the triggers did not queue; without, trust the queue: the cost
+    then does not grow with the number of faces. Leases of killed workers on
+    this host are freed at once; other hosts' expire.
     """
     released = store.release_dead(worker_host(), process_alive)
     if released:
         log.info("Freed %d faces leased by workers on this host that are gone", released)
-    store.enqueue_pending(space_hash, verified)
+    if scan:
+        store.enqueue_pending(space_hash, verified)
     while True:
         batch = store.claim(space_hash, batch_size, owner, lease_seconds, verified)
         if batch:
             yield batch
-        elif store.enqueue_pending(space_hash, verified) == 0:
+        elif not scan or store.enqueue_pending(space_hash, verified) == 0:
             return
 
 
@@ -96,7 +101,7 @@ def claimed_batches(
 class EmbedReport:
     embedded: int
     failed: int
-    pending: int
+    pending: int | None  # None: not counted (a queue-only pass)
     seconds: float
 
     def as_json(self) -> dict[str, Any]:
@@ -203,6 +208,7 @@ def embed_pending(
     verified: bool = True,
     target_space: bool = False,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    scan: bool = True,
 ) -> EmbedReport:
     """Embed every pending verified face of the backbone's space. Resumable at any point.
 
@@ -210,6 +216,9 @@ def embed_pending(
     With target_space=True the space is only recorded, not required to be the
     active one: `facestore reembed` builds a new space beside the active one.
     A batch not written within `lease_seconds` may be claimed by another worker.
+    With scan=False (the daemon woken by a change) only the queue the triggers
+    fill is worked through: no orphan sweep, no scan of the face table, no count
+    of what is left (`pending` is None), so the cost does not grow with the store.
     """
     started = time.perf_counter()
     space = space or space_of(backbone)
@@ -221,7 +230,8 @@ def embed_pending(
     device_info = getattr(backbone, "device_info", None)
     if isinstance(device_info, dict):
         store.record_device_info(space.config_hash, device_info)
-    store.sweep_orphans()
+    if scan:
+        store.sweep_orphans()
     decode = _decoder(backbone)
     embedded = failed = 0
     workers = workers or min(4, os.cpu_count() or 1)
@@ -231,7 +241,7 @@ def embed_pending(
         _releasing(store, owner),
     ):
         batches = claimed_batches(
-            store, space.config_hash, batch_size, owner, lease_seconds, verified
+            store, space.config_hash, batch_size, owner, lease_seconds, verified, scan
         )
         for decoded in _decode_ahead(batches, pool, decode):
             if stop is not None and stop.is_set():
@@ -264,6 +274,6 @@ def embed_pending(
     return EmbedReport(
         embedded=embedded,
         failed=failed,
-        pending=store.count_pending(space.config_hash, verified),
+        pending=store.count_pending(space.config_hash, verified) if scan else None,
         seconds=time.perf_counter() - started,
     )

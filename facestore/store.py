@@ -268,12 +268,27 @@ class Store:
         )
 
     def enqueue_pending(self, space_hash: str, verified: bool = True) -> int:
-        """Queue the pending faces not queued yet. Reads first: an idle call writes nothing."""
+        """Queue the pending faces not queued yet (a scan of the face table).
+
+        The triggers queue new and changed faces of the active space as the app
+        writes them; this scan catches the rest (faces from before facestore, a
+        new space, writes made without the triggers). With verified=True it also
+        moves verified faces queued as unverified to the front. Reads first: an
+        idle call writes nothing.
+        """
         face = self.face.table
+        job = embedding_job.c
         where = [*self._pending_filter(space_hash, verified), self._not_queued(space_hash)]
+        demoted = [
+            job.space_hash == space_hash,
+            job.priority == UNVERIFIED,
+            job.face_id.in_(sa.select(face.c.id).where(self.face.verified_clause)),
+        ]
         with self.engine.connect() as conn:
-            if not conn.execute(sa.select(sa.exists().where(*where))).scalar():
-                return 0
+            missing = conn.execute(sa.select(sa.exists().where(*where))).scalar()
+            promote = verified and conn.execute(sa.select(sa.exists().where(*demoted))).scalar()
+        if not missing and not promote:
+            return 0
         pending = (
             sa.select(
                 face.c.id,
@@ -285,10 +300,16 @@ class Store:
             .order_by(face.c.id)  # one order for every worker: no deadlocks between them
         )
         with write_transaction(self.engine) as conn:
-            statement = _insert(conn)(embedding_job).from_select(
-                ["face_id", "space_hash", "priority", "enqueued_at"], pending
-            )
-            return conn.execute(statement.on_conflict_do_nothing()).rowcount or 0
+            changed = 0
+            if promote:
+                update = embedding_job.update().where(*demoted).values(priority=VERIFIED_FIRST)
+                changed += conn.execute(update).rowcount or 0
+            if missing:
+                statement = _insert(conn)(embedding_job).from_select(
+                    ["face_id", "space_hash", "priority", "enqueued_at"], pending
+                )
+                changed += conn.execute(statement.on_conflict_do_nothing()).rowcount or 0
+            return changed
 
     def claim(
         self,

@@ -50,11 +50,63 @@ def sqlite_v2(has_verified: bool) -> list[str]:
 
 
 V3_TABLES = ("embedding", "embedding_failure", "face_suggestion", "embedding_job")
+SQLITE_NOW = "(julianday('now') - 2440587.5) * 86400.0"
+PG_NOW = "extract(epoch FROM clock_timestamp())"
 
 
-def sqlite_v3(has_verified: bool) -> list[str]:
-    """Revision 0003: a face's queued job goes with its cache rows."""
-    return _sqlite_with_verified(V3_TABLES, has_verified)
+def _enqueue(verified: str, now: str) -> str:
+    """Queue the NEW face in the active space (after _forget: no conflict is possible)."""
+    return (
+        "INSERT INTO embedding_job (face_id, space_hash, priority, enqueued_at) "
+        f"SELECT NEW.id, config_hash, CASE WHEN {verified} THEN 0 ELSE 1 END, {now} "
+        "FROM embedding_space WHERE is_active"
+    )
+
+
+def _promote(now: str) -> list[str]:
+    """A face just verified: first in the queue, queued if it has no vector or failure."""
+    missing = " ".join(
+        f"AND NOT EXISTS (SELECT 1 FROM {t} WHERE {t}.face_id = NEW.id "
+        f"AND {t}.space_hash = embedding_space.config_hash)"
+        for t in ("embedding_job", "embedding", "embedding_failure")
+    )
+    return [
+        "UPDATE embedding_job SET priority = 0 WHERE face_id = NEW.id AND priority <> 0",
+        "INSERT INTO embedding_job (face_id, space_hash, priority, enqueued_at) "
+        f"SELECT NEW.id, config_hash, 0, {now} FROM embedding_space WHERE is_active {missing}",
+    ]
+
+
+def _verified_condition(verified_type: str | None) -> tuple[str, str]:
+    """(the columns that verify a face, the condition that NEW is verified)."""
+    if verified_type is None:
+        return "person_id", "NEW.person_id IS NOT NULL"
+    if verified_type == "boolean":
+        return "person_id, verified", "NEW.person_id IS NOT NULL AND NEW.verified"
+    return "person_id, verified", "NEW.person_id IS NOT NULL AND coalesce(NEW.verified, 0) <> 0"
+
+
+def sqlite_v3(verified_type: str | None) -> list[str]:
+    """Revision 0003: the triggers also feed the work queue, so new work is found in O(1).
+
+    No statement here can conflict, so the app's OR ABORT / OR FAIL / OR ROLLBACK,
+    which would override a conflict clause of ours, cannot make its write fail.
+    """
+    columns, verified = _verified_condition(verified_type)
+    enqueue = _enqueue(verified, SQLITE_NOW)
+    promote = "; ".join(_promote(SQLITE_NOW))
+    return [
+        "CREATE TRIGGER facestore_face_delete AFTER DELETE ON face "
+        f"BEGIN {_forget('OLD', V3_TABLES)} END",
+        "CREATE TRIGGER facestore_face_insert AFTER INSERT ON face "
+        f"BEGIN {_forget('NEW', V3_TABLES)} {enqueue}; END",
+        "CREATE TRIGGER facestore_face_update_crop AFTER UPDATE OF id, face_crop_blob ON face "
+        "WHEN OLD.id IS NOT NEW.id OR OLD.face_crop_blob IS NOT NEW.face_crop_blob "
+        f"BEGIN {_forget('OLD', V3_TABLES)} {_forget('NEW', V3_TABLES)} {enqueue}; END",
+        f"CREATE TRIGGER facestore_face_verified AFTER UPDATE OF {columns} ON face "
+        f"WHEN {verified} BEGIN DELETE FROM face_suggestion WHERE face_id = NEW.id; "
+        f"{promote}; END",
+    ]
 
 
 # --- PostgreSQL (from revision 0003) -------------------------------------------
@@ -70,29 +122,24 @@ NOTIFY_CHANNEL = "facestore_face"
 
 
 def postgresql_v3(verified_type: str | None) -> list[str]:
-    """Row triggers as on SQLite, TRUNCATE as a statement trigger, and a NOTIFY wake-up hint.
+    """Row triggers as sqlite_v3, TRUNCATE as a statement trigger, and a NOTIFY wake-up hint.
 
     verified_type: "boolean", "integer" (a 0/1 flag) or None (no verified column).
     """
 
-    def forget(row: str) -> str:
-        return " ".join(f"DELETE FROM {t} WHERE face_id = {row}.id;" for t in V3_TABLES)
-
-    if verified_type is None:
-        columns, verified = "person_id", "NEW.person_id IS NOT NULL"
-    elif verified_type == "boolean":
-        columns, verified = "person_id, verified", "NEW.person_id IS NOT NULL AND NEW.verified"
-    else:
-        columns = "person_id, verified"
-        verified = "NEW.person_id IS NOT NULL AND coalesce(NEW.verified, 0) <> 0"
+    columns, verified = _verified_condition(verified_type)
+    # ON CONFLICT: a worker may be queueing the same face in a concurrent transaction
+    enqueue = f"{_enqueue(verified, PG_NOW)} ON CONFLICT DO NOTHING;"
+    promote = " ".join(f"{sql} ON CONFLICT DO NOTHING;" for sql in _promote(PG_NOW)[1:])
     clear_all = " ".join(f"DELETE FROM {t};" for t in V3_TABLES)
     return [
         "CREATE FUNCTION facestore_forget_face() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"IF TG_OP IN ('DELETE', 'UPDATE') THEN {forget('OLD')} END IF; "
-        f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {forget('NEW')} END IF; "
+        f"IF TG_OP IN ('DELETE', 'UPDATE') THEN {_forget('OLD', V3_TABLES)} END IF; "
+        f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {_forget('NEW', V3_TABLES)} {enqueue} END IF; "
         "RETURN NULL; END $$",
         "CREATE FUNCTION facestore_face_verified() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "DELETE FROM face_suggestion WHERE face_id = NEW.id; RETURN NULL; END $$",
+        f"DELETE FROM face_suggestion WHERE face_id = NEW.id; {_promote(PG_NOW)[0]}; {promote} "
+        "RETURN NULL; END $$",
         "CREATE FUNCTION facestore_face_truncated() RETURNS trigger LANGUAGE plpgsql AS $$ "
         f"BEGIN {clear_all} RETURN NULL; END $$",
         "CREATE FUNCTION facestore_face_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "

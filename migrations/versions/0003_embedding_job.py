@@ -1,4 +1,4 @@
-"""Work queue with leases for several workers, and the PostgreSQL triggers.
+"""Work queue with leases for several workers, fed by the triggers; the PostgreSQL triggers.
 
 Revision ID: 0003
 Revises: 0002
@@ -43,8 +43,7 @@ def upgrade() -> None:
     op.create_index("ix_embedding_job_claim", "embedding_job", claim_order)
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
-        verified = _verified_type() is not None
-        statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v3(verified)]
+        statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v3(_verified_type())]
     elif dialect == "postgresql":
         statements = [*triggers.drop_postgresql(), *triggers.postgresql_v3(_verified_type())]
     else:

@@ -118,3 +118,53 @@ def test_orphans_left_without_triggers_are_swept(embedded: AppDatabase) -> None:
 def test_space_of_fake_backbone_is_stable() -> None:
     assert space_of(FakeBackbone()).config_hash == space_of(FakeBackbone()).config_hash
     assert space_of(FakeBackbone(salt=1)).config_hash != space_of(FakeBackbone()).config_hash
+
+
+def queued(app: AppDatabase) -> dict[int, int]:
+    return {int(f): int(p) for f, p in app.rows("SELECT face_id, priority FROM embedding_job")}
+
+
+def test_the_triggers_queue_new_and_changed_faces_of_the_active_space(
+    embedded: AppDatabase,
+) -> None:
+    app = embedded
+    assert queued(app) == {}
+    app.exec(
+        "INSERT INTO face (id, face_crop_blob, person_id, verified) VALUES (20, :c, 1, :yes)",
+        c=NEW_CROP,
+        yes=True,
+    )
+    app.exec(
+        "INSERT INTO face (id, face_crop_blob, person_id, verified) VALUES (21, :c, 1, :no)",
+        c=NEW_CROP,
+        no=False,
+    )
+    app.exec("UPDATE face SET face_crop_blob = :c WHERE id = 4", c=NEW_CROP)
+    assert queued(app) == {20: 0, 21: 1, 4: 0}
+    app.exec("UPDATE face SET verified = :yes WHERE id = 21", yes=True)  # to the front
+    app.exec("UPDATE face SET verified = :no WHERE id = 5", no=False)
+    app.exec("UPDATE face SET verified = :yes WHERE id = 5", yes=True)  # has its vector
+    assert queued(app) == {20: 0, 21: 0, 4: 0}
+
+    report = embed_pending(app.store(), FakeBackbone(), scan=False)
+    assert (report.embedded, report.pending) == (3, None)
+    assert queued(app) == {} and len(app.ids("embedding")) == 14
+
+
+def test_queueing_triggers_never_fail_the_apps_conflict_policies(tmp_path: Path) -> None:
+    """SQLite lets the outer statement's OR ROLLBACK / OR FAIL override a trigger's own."""
+    path = app_db(tmp_path / "app.db", unverified=1)
+    app = AppDatabase(f"sqlite:///{path}")
+    embed_pending(app.store(), FakeBackbone(), verified=False)
+    sqlite_exec(path, "UPDATE face SET face_crop_blob = ? WHERE id = 13", NEW_CROP)
+    for sql in (
+        "INSERT OR ROLLBACK INTO face (id, face_crop_blob, person_id, verified) "
+        "VALUES (30, x'00', 1, 1)",
+        "UPDATE OR FAIL face SET verified = 1 WHERE id = 13",
+        "INSERT OR ABORT INTO face (id, face_crop_blob, person_id, verified) "
+        "VALUES (31, x'00', NULL, 0)",
+        "UPDATE OR ROLLBACK face SET face_crop_blob = x'01' WHERE id = 30",
+    ):
+        sqlite_exec(path, sql)
+    assert queued(app) == {13: 0, 30: 0, 31: 1}
+    app.close()

@@ -1,7 +1,7 @@
 """Several workers on one database: leases, kill -9 mid-batch, one retrain at a time.
 
 The workers are real `facestore watch` processes with the real facenet path
-(random weights). CI size: 400 faces; FACESTORE_RELIABILITY_FULL=1: 5,000.
+(random weights). CI size: 240 faces; FACESTORE_RELIABILITY_FULL=1: 5,000.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.reliability.conftest import FULL
 pytestmark = pytest.mark.slow
 
 MakeApp = Callable[..., AppDatabase]
-FACES = 5000 if FULL else 400
+FACES = 5000 if FULL else 240
 WORKER_ARGS = ["--no-suggestions", "--no-retrain", "--interval", "2", "--batch-size", "16"]
 BATCH_LOG = re.compile(r"Embedded (\d+) faces in")
 
