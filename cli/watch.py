@@ -99,8 +99,10 @@ def watch(
 
     \b
     Each reconcile: embed pending verified faces, then (unless --no-suggestions)
-    unverified ones; sweep orphans; retrain when the labels changed enough;
-    write face_suggestion rows for unverified faces. SQLite files are watched
+    unverified ones; retrain when the labels changed enough; write
+    face_suggestion rows for unverified faces. Woken by a change it works the
+    queue facestore's triggers fill; every --interval it also scans the face
+    table for anything not queued and sweeps orphans. SQLite files are watched
     for changes (events are hints; PRAGMA data_version decides); PostgreSQL
     wakes the worker with LISTEN/NOTIFY; --poll uses the timer alone.
 
