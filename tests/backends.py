@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from facestore import db as database
 from facestore.store import Store
-from tests.helpers import app_faces, make_app_db, person_value
+from tests.helpers import app_faces, app_snapshot, make_app_db, person_value
 
 BACKENDS = ["sqlite", "postgresql"]
 ADMIN_URL = os.environ.get(
@@ -88,6 +88,27 @@ class AppDatabase:
 
     def ids(self, table: str, column: str = "face_id") -> set[int]:
         return {int(r[0]) for r in self.rows(f"SELECT {column} FROM {table}")}
+
+    def snapshot(self) -> tuple[list[Any], dict[str, list[Any]]]:
+        """Schema objects and data of every table: equal before and after a round trip."""
+        if self.dialect == "sqlite":
+            return app_snapshot(Path(str(self.engine.url.database)))
+        objects = self.rows(
+            "SELECT 'column', table_name || '.' || column_name, data_type, "
+            "coalesce(column_default, '') FROM information_schema.columns "
+            "WHERE table_schema = 'public' "
+            "UNION ALL SELECT 'trigger', tgname, tgrelid::regclass::text, '' FROM pg_trigger "
+            "WHERE NOT tgisinternal "
+            "UNION ALL SELECT 'function', proname, '', '' FROM pg_proc "
+            "WHERE pronamespace = 'public'::regnamespace "
+            "UNION ALL SELECT 'index', indexname, tablename, indexdef FROM pg_indexes "
+            "WHERE schemaname = 'public' ORDER BY 1, 2"
+        )
+        tables = [
+            t for (t,) in self.rows("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
+        data = {t: sorted(self.rows(f"SELECT * FROM {t}"), key=repr) for t in tables}
+        return objects, data
 
     def upgrade(self) -> AppDatabase:
         engine = database.create_engine(self.url)

@@ -7,8 +7,8 @@ import pytest
 
 from facestore import db as database
 from facestore.errors import FaceTableError, SchemaNotAtHeadError
-from facestore.schema import ALEMBIC_VERSION_TABLE
-from tests.helpers import app_snapshot, make_app_db, sqlite_exec, sqlite_rows
+from facestore.schema import OWN_TABLES
+from tests.helpers import app_snapshot, sqlite_exec, sqlite_rows
 
 
 def engine_for(path: Path):  # type: ignore[no-untyped-def]
@@ -16,21 +16,21 @@ def engine_for(path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("with_verified", [True, False])
-def test_upgrade_then_downgrade_leaves_the_app_identical(tmp_path: Path, with_verified: bool):
-    path = make_app_db(tmp_path / "app.db", with_verified=with_verified)
-    before = app_snapshot(path)
-    engine = engine_for(path)
+def test_upgrade_then_downgrade_leaves_the_app_identical(make_app, with_verified: bool):  # type: ignore[no-untyped-def]
+    app = make_app(upgrade=False, with_verified=with_verified)
+    before = app.snapshot()
+    engine = database.create_engine(app.url)
 
     database.upgrade(engine)
-    master, data = app_snapshot(path)
-    assert [m for m in master if m in before[0]] == before[0]
+    objects, data = app.snapshot()
+    assert [m for m in objects if m in before[0]] == before[0]
     assert {k: v for k, v in data.items() if k in before[1]} == before[1]
-    names = {row[1] for row in master}
-    assert {"embedding", "embedding_space", "embedding_failure", ALEMBIC_VERSION_TABLE} <= names
-    assert sqlite_rows(path, "SELECT version_num FROM alembic_version") == [("app_rev_42",)]
+    assert set(OWN_TABLES) <= set(data)
+    assert app.rows("SELECT version_num FROM alembic_version") == [("app_rev_42",)]
 
     database.downgrade(engine, "base")
-    assert app_snapshot(path) == before
+    engine.dispose()
+    assert app.snapshot() == before
 
 
 def test_upgrade_twice_is_a_no_op(upgraded_db: Path) -> None:
