@@ -299,17 +299,34 @@ class Store:
             .where(*where)
             .order_by(face.c.id)  # one order for every worker: no deadlocks between them
         )
-        with write_transaction(self.engine) as conn:
-            changed = 0
-            if promote:
-                update = embedding_job.update().where(*demoted).values(priority=VERIFIED_FIRST)
-                changed += conn.execute(update).rowcount or 0
-            if missing:
-                statement = _insert(conn)(embedding_job).from_select(
-                    ["face_id", "space_hash", "priority", "enqueued_at"], pending
-                )
-                changed += conn.execute(statement.on_conflict_do_nothing()).rowcount or 0
-            return changed
+        try:
+            with write_transaction(self.engine) as conn:
+                _wait_briefly_for_locks(conn)
+                return self._enqueue(conn, pending, demoted, bool(missing), bool(promote))
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            log.info("Queue scan skipped: the app holds locks on those rows; the next pass retries")
+            return 0
+
+    @staticmethod
+    def _enqueue(
+        conn: Connection,
+        pending: sa.Select[Any],
+        demoted: list[sa.ColumnElement[bool]],
+        missing: bool,
+        promote: bool,
+    ) -> int:
+        changed = 0
+        if promote:
+            update = embedding_job.update().where(*demoted).values(priority=VERIFIED_FIRST)
+            changed += conn.execute(update).rowcount or 0
+        if missing:
+            statement = _insert(conn)(embedding_job).from_select(
+                ["face_id", "space_hash", "priority", "enqueued_at"], pending
+            )
+            changed += conn.execute(statement.on_conflict_do_nothing()).rowcount or 0
+        return changed
 
     def claim(
         self,
@@ -683,6 +700,7 @@ class Store:
         face = self.face.table
         now = time.time()
         with write_transaction(self.engine) as conn:
+            _wait_briefly_for_locks(conn)
             if replace_all:
                 conn.execute(table.delete())
             elif considered:
@@ -736,6 +754,19 @@ def database_now(conn: Connection) -> float:
         query = sa.text("SELECT extract(epoch FROM clock_timestamp())")
         return float(conn.execute(query).scalar_one())
     return time.time()  # SQLite: every worker is on this machine
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _wait_briefly_for_locks(conn: Connection) -> None:
+    """PostgreSQL: give up after 0.5 s rather than queue behind (or deadlock with) the app.
+
+    Used where facestore writes rows the app's triggers also write (queue,
+    suggestions); the claim and the batch write skip locked rows instead.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL lock_timeout = '500ms'"))
 
 
 def _drop_jobs(conn: Connection, space_hash: str, face_ids: Sequence[int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,12 +10,13 @@ import pytest
 
 from facestore.backbones import space_of
 from facestore.embedding import embed_pending
-from tests.backends import AppDatabase
+from tests.backends import AppDatabase, app_database
 from tests.helpers import FakeBackbone, encode, face_image, sqlite_exec, sqlite_rows
 from tests.processes import app_db
 
 MakeApp = Callable[..., AppDatabase]
 NEW_CROP = encode(face_image(9, 9), "PNG")
+SPACE = space_of(FakeBackbone()).config_hash
 OWN_ROWS = ("embedding", "embedding_failure", "embedding_job", "face_suggestion")
 
 
@@ -168,3 +170,21 @@ def test_queueing_triggers_never_fail_the_apps_conflict_policies(tmp_path: Path)
         sqlite_exec(path, sql)
     assert queued(app) == {13: 0, 30: 0, 31: 1}
     app.close()
+
+
+def test_a_queue_scan_never_waits_long_on_the_apps_open_transaction(tmp_path: Path) -> None:
+    """PostgreSQL: the scan gives up after its 0.5 s lock timeout; the app's write goes on."""
+    with app_database("postgresql", tmp_path, unverified=1) as app:
+        app.upgrade()
+        store = app.store()
+        embed_pending(store, FakeBackbone())  # the active space exists; face 13 not queued
+        assert queued(app) == {}
+        with app.engine.connect() as conn:  # the app, mid-transaction
+            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("UPDATE face SET verified = true WHERE id = 13")
+            started = time.monotonic()
+            assert store.enqueue_pending(SPACE, verified=False) == 0
+            waited = time.monotonic() - started
+            conn.exec_driver_sql("COMMIT")
+        assert 0.4 < waited < 3
+        assert queued(app) == {13: 0}
