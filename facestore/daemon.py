@@ -423,30 +423,42 @@ def _maybe_watch(db_path: Path | None, wake: threading.Event) -> Iterator[bool]:
 
 @contextmanager
 def _maybe_listen(engine: Engine, enabled: bool, wake: threading.Event) -> Iterator[bool]:
-    """On PostgreSQL, LISTEN for the face triggers' NOTIFY in a thread; yields whether it runs."""
+    """On PostgreSQL, LISTEN for the face triggers' NOTIFY in a thread; yields whether it runs.
+
+    A lost connection (server restart) is re-established every few seconds; the
+    timer reconciles meanwhile.
+    """
     if not enabled:
         yield False
         return
-    try:
-        raw = engine.raw_connection()
-        driver = raw.driver_connection
-        driver.autocommit = True  # type: ignore[union-attr]
-        driver.execute(f"LISTEN {NOTIFY_CHANNEL}")  # type: ignore[union-attr]
-    except Exception as exc:  # noqa: BLE001 - the timer still works
-        log.warning("LISTEN unavailable (%s); polling every interval instead", exc)
-        yield False
-        return
-
     done = threading.Event()
+    lost = threading.Event()
+
+    def listen_once() -> None:
+        raw = engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            driver.autocommit = True
+            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            if lost.is_set():
+                lost.clear()
+                log.info("LISTEN re-established")
+                wake.set()  # changes made while we were not listening
+            while not done.is_set():
+                for _ in driver.notifies(timeout=1.0, stop_after=1):
+                    wake.set()
+        finally:
+            raw.invalidate()  # a LISTENing connection must not go back to the pool
 
     def listen() -> None:
-        try:
-            while not done.is_set():
-                for _ in driver.notifies(timeout=1.0, stop_after=1):  # type: ignore[union-attr]
-                    wake.set()
-        except Exception as exc:  # noqa: BLE001 - connection lost: the timer remains
-            if not done.is_set():
-                log.warning("LISTEN connection lost (%s); the timer still reconciles", exc)
+        while not done.is_set():
+            try:
+                listen_once()
+            except Exception as exc:  # noqa: BLE001 - the timer still reconciles
+                if not lost.is_set() and not done.is_set():
+                    log.warning("LISTEN connection lost (%s); retrying, the timer still runs", exc)
+                lost.set()
+                done.wait(5.0)
 
     thread = threading.Thread(target=listen, name="facestore-listen", daemon=True)
     thread.start()
@@ -455,7 +467,6 @@ def _maybe_listen(engine: Engine, enabled: bool, wake: threading.Event) -> Itera
     finally:
         done.set()
         thread.join(timeout=5)
-        raw.invalidate()  # a LISTENing connection must not go back to the pool
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

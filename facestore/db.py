@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from facestore.errors import DatabaseError, SchemaNotAtHeadError
+from facestore.errors import DatabaseError, DatabaseUnavailableError, SchemaNotAtHeadError
 from facestore.locks import advisory_lock
 from facestore.schema import ALEMBIC_VERSION_TABLE, reflect_face_table
 
@@ -76,6 +76,11 @@ def check_connection(engine: Engine) -> None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
+        if engine.dialect.name != "sqlite":  # a server down or restarting: worth a retry
+            raise DatabaseUnavailableError(
+                f"Cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+                f"{exc.orig}. Check that the server is up and --db / FACESTORE_DB is right."
+            ) from exc
         raise DatabaseError(
             f"Cannot open the database {engine.url.render_as_string(hide_password=True)}: "
             f"{exc.orig}. Check --db / FACESTORE_DB."

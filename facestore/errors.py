@@ -19,6 +19,10 @@ class DatabaseError(ConfigurationError):
     """The database is unreachable or does not have the shape facestore needs."""
 
 
+class DatabaseUnavailableError(FacestoreError):
+    """A database server that does not answer now: may come back, so retrying can help."""
+
+
 class FaceTableError(DatabaseError):
     """The app's `face` table is missing or lacks a required column."""
 

@@ -100,6 +100,13 @@ def test_missing_database_option_is_explained(cli) -> None:  # type: ignore[no-u
     assert "No database given. Pass --db PATH" in result.output
 
 
+def test_a_postgresql_server_that_does_not_answer_is_worth_a_retry(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--db", "postgresql+psycopg://postgres@127.0.0.1:1/none", "status")
+    assert result.exit_code == 1  # not 2: systemd restarts the daemon
+    assert "Cannot reach the database" in result.output
+    assert "Check that the server is up" in result.output
+
+
 def test_downgrade_one_step_restores_the_previous_triggers(upgraded_db: Path) -> None:
     def our_triggers() -> set[str]:
         rows = sqlite_rows(upgraded_db, "SELECT name FROM sqlite_master WHERE type = 'trigger'")

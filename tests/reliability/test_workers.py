@@ -206,5 +206,21 @@ def test_notify_wakes_a_postgresql_worker_long_before_its_timer(  # type: ignore
             crop=encode(face_image(1, 60)),
         )
         seconds = wait_for(lambda: count(app) == 13, 20, "the new face, woken by NOTIFY")
+
+        # the server drops the LISTEN connection (a restart, say): the worker listens again
+        killed = app.rows(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        assert killed == [(True,)]
+        again = wait_for(lambda: "LISTEN re-established" in worker.output(), 30, "a new LISTEN")
+        app.exec(
+            "INSERT INTO face (face_crop_blob, person_id, verified) VALUES (:crop, 1, true)",
+            crop=encode(face_image(1, 61)),
+        )
+        wait_for(lambda: count(app) == 14, 20, "a face after the reconnect")
         assert worker.stop() == 0
-    figures(f"new face embedded {seconds:.1f}s after the app's commit (timer: 600 s)")
+    figures(
+        f"new face embedded {seconds:.1f}s after the app's commit (timer: 600 s); "
+        f"LISTEN re-established {again:.1f}s after the server dropped it"
+    )
