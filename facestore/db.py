@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,11 +27,18 @@ from facestore.schema import ALEMBIC_VERSION_TABLE, reflect_face_table
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
+MIN_SQLITE = (3, 35)
 _BEGIN_MODE = "facestore_sqlite_begin"
 
 
 def create_engine(url: str) -> Engine:
     """An engine with facestore's per-connection settings."""
+    if url.startswith("sqlite") and sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise DatabaseError(
+            f"facestore needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for RETURNING "
+            f"and MATERIALIZED); this Python links SQLite {sqlite3.sqlite_version}. Use a "
+            "Python built against a newer SQLite."
+        )
     try:
         if url.startswith("sqlite"):
             engine = sa.create_engine(

@@ -100,6 +100,14 @@ def test_missing_database_option_is_explained(cli) -> None:  # type: ignore[no-u
     assert "No database given. Pass --db PATH" in result.output
 
 
+def test_an_old_sqlite_library_is_named(cli, app_db: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(database.sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(database.sqlite3, "sqlite_version", "3.34.1")
+    result = cli("--db", app_db, "status")
+    assert result.exit_code == 2
+    assert "needs SQLite 3.35 or newer" in result.output and "3.34.1" in result.output
+
+
 def test_a_postgresql_server_that_does_not_answer_is_worth_a_retry(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("--db", "postgresql+psycopg://postgres@127.0.0.1:1/none", "status")
     assert result.exit_code == 1  # not 2: systemd restarts the daemon
