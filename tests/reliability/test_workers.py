@@ -10,7 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ def embedded_by(worker: Watcher) -> int:
 
 
 @pytest.fixture
-def big_postgres_app(tmp_path: Path) -> AppDatabase:  # type: ignore[misc]
+def big_postgres_app(tmp_path: Path) -> Iterator[AppDatabase]:
     with app_database("postgresql", tmp_path, people=FACES // 20, per_person=20) as app:
         yield app.upgrade()
 
