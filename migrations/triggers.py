@@ -34,8 +34,7 @@ def sqlite_v1() -> list[str]:
 
 
 def _sqlite_with_verified(tables: tuple[str, ...], has_verified: bool) -> list[str]:
-    columns = "person_id, verified" if has_verified else "person_id"
-    verified = "NEW.person_id IS NOT NULL" + (" AND NEW.verified" if has_verified else "")
+    columns, verified = _verified_condition("boolean" if has_verified else None)
     return [
         *_cache_triggers(tables),
         f"CREATE TRIGGER facestore_face_verified AFTER UPDATE OF {columns} ON face "

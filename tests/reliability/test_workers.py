@@ -173,7 +173,10 @@ def test_two_concurrent_retrains_never_publish_at_the_same_time(  # type: ignore
     fill_vectors(app, people=100, per_person=20)
     model_dir = tmp_path / "model"
     runs = [retrain_process(app, model_dir) for _ in range(2)]
-    outcomes = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    outcomes = []
+    for run in runs:
+        out, err = run.communicate(timeout=300)  # reads the pipes while waiting
+        outcomes.append((run.returncode, out, err))
     codes = sorted(code for code, _, _ in outcomes)
     assert codes == [0, 1], outcomes
     [(_, _, refused)] = [o for o in outcomes if o[0] == 1]
