@@ -1,6 +1,7 @@
 """Backbone registry, the small protocol backbones implement, and embedding spaces.
 
-A backbone turns RGB PIL images into L2-normalised float32 vectors. Third-party
+A backbone turns RGB PIL images into float32 vectors (not necessarily L2-normalised:
+facenet's are, dlib's are not; the open-set rule normalises for itself). Third-party
 backbones register a factory in the `facestore.backbones` entry-point group; the
 factory takes `BackboneSettings` and returns an object with:
 
@@ -76,9 +77,16 @@ def _facenet_factory(variant: str) -> BackboneFactory:
     return build
 
 
+def _dlib_factory(settings: BackboneSettings) -> Backbone:
+    from facestore.backbones.dlib_resnet import DlibBackbone  # imports dlib: keep lazy
+
+    return DlibBackbone.from_settings(settings)
+
+
 _REGISTRY: dict[str, BackboneFactory] = {
     "vggface2": _facenet_factory("vggface2"),
     "casia-webface": _facenet_factory("casia-webface"),
+    "dlib": _dlib_factory,
 }
 
 
