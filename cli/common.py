@@ -191,8 +191,9 @@ def pass_model_dir(func: F) -> F:
 
 
 CLASSIFIER_HELP = (
-    "auto: svc up to 4000 faces, lda above; svc: StandardScaler + linear SVC (the seed's); "
-    "lda: shrinkage linear discriminant analysis, fast on large libraries; logreg: logistic "
+    "Who a face is; whether it is anyone known is the model's open-set rule. "
+    "auto: lda (chosen on real faces, docs/accuracy.md); svc: StandardScaler + linear SVC "
+    "(the seed's); lda: shrinkage linear discriminant analysis; logreg: logistic "
     "regression; knn: cosine 5-nearest neighbours; centroid: cosine nearest centroid."
 )
 
@@ -212,13 +213,27 @@ def classifier_option(func: F) -> F:
 
 def min_confidence_option(func: F) -> F:
     """--min-confidence, one meaning and default for predict and the daemon's suggestions."""
-    from facestore.predict import DEFAULT_MIN_CONFIDENCE
-
     return click.option(
         "--min-confidence",
         type=click.FloatRange(0, 1),
-        default=DEFAULT_MIN_CONFIDENCE,
+        default=None,
+        help="Override the model's calibrated 'unknown' rule: name a face only when its "
+        "confidence (the estimated chance the name is right) is at least this. "
+        "[default: the model's rule, calibrated at retrain; see 'facestore evaluate']",
+    )(func)
+
+
+def far_option(func: F) -> F:
+    """--false-accept, the target the open-set rule is calibrated to at retrain."""
+    from facestore.openset import DEFAULT_FAR
+
+    return click.option(
+        "--false-accept",
+        "far",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=DEFAULT_FAR,
         show_default=True,
-        help="Below this top probability the answer is 'unknown' (person_id null) and no "
-        "suggestion is written.",
+        help="Target share of strangers (faces of people not in the model) that the "
+        "retrained model may still name; the 'unknown' threshold is calibrated to it. "
+        "Lower: fewer strangers named, more known faces left unknown.",
     )(func)

@@ -15,6 +15,7 @@ from facestore.cli.common import (
     backbone_settings,
     classifier_option,
     db_url_of,
+    far_option,
     location_options,
     min_confidence_option,
     model_dir_of,
@@ -46,6 +47,7 @@ def training_options(func: Any) -> Any:
                 "The published model is then refit on all faces.",
             ),
             click.option("--seed", type=int, default=42, show_default=True, help="Split seed."),
+            far_option,
             click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
         ]
     ):
@@ -63,6 +65,19 @@ def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
         f"classes kept: {report.classes_kept}; dropped: {dropped} ({report.samples_dropped} faces)",
         f"validation accuracy: {accuracy}",
     ]
+    if report.open_set is not None:
+        rule = report.open_set
+        lines.append(
+            f"unknown rule: distance <= {rule['threshold']:.4f} (false-accept target "
+            f"{rule['far_target']:.1%}; on its training faces it accepts "
+            f"{rule['genuine_accept_rate']:.1%} of own-person faces)"
+        )
+    if report.validation_open_set is not None:
+        held = report.validation_open_set
+        lines.append(
+            f"held-out known faces: named right {held['named_right']:.1%}, wrongly "
+            f"{held['named_wrong']:.1%}, unknown {held['unknown']:.1%}"
+        )
     if faces is not None:
         lines.insert(0, f"embedded {faces} new faces")
     return "\n".join(lines)
@@ -72,7 +87,7 @@ def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
 @training_options
 @pass_settings
 def retrain_command(
-    settings: Settings, classifier: str, val_fraction: float, seed: int, as_json: bool
+    settings: Settings, classifier: str, val_fraction: float, seed: int, far: float, as_json: bool
 ) -> None:
     """Refit the classifier over the cached vectors and publish a new model version.
 
@@ -87,6 +102,7 @@ def retrain_command(
         classifier,
         val_fraction=val_fraction,
         seed=seed,
+        far=far,
     )
     print_json(report.as_json()) if as_json else click.echo(summary_lines(report))
 
@@ -105,6 +121,7 @@ def train(
     classifier: str,
     val_fraction: float,
     seed: int,
+    far: float,
     as_json: bool,
     upgrade: bool,
 ) -> None:
@@ -125,7 +142,9 @@ def train(
     model = build_backbone(options)
     with progress_bar(store.count_pending(space_of(model).config_hash), "embed") as bar:
         embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
-    report = retrain(store, settings.model_dir, classifier, val_fraction=val_fraction, seed=seed)
+    report = retrain(
+        store, settings.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far
+    )
     if as_json:
         print_json({**report.as_json(), "embed": embedded.as_json()})
     else:
@@ -155,7 +174,7 @@ def predict(
     files: tuple[Path, ...],
     face_ids: tuple[int, ...],
     top_k: int,
-    min_confidence: float,
+    min_confidence: float | None,
     as_json: bool,
     backbone: str | None,
     weights: Path | None,

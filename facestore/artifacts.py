@@ -43,6 +43,7 @@ import sklearn
 
 from facestore import __version__
 from facestore.errors import ModelIncompatibleError, ModelIntegrityError, ModelNotFoundError
+from facestore.openset import OpenSetRule
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ CONFIG_FILE = "embedding_config.json"
 METRICS_FILE = "metrics.json"
 VERSION_FILE = "version.txt"
 TRAINING_SET_FILE = "training_set.json"
+OPEN_SET_FILE = "open_set.npz"  # the open-set rule; absent in models published before it
 MANIFEST_FILE = "manifest.json"
 ARTIFACT_FILES = (
     CLASSIFIER_FILE,
@@ -61,6 +63,7 @@ ARTIFACT_FILES = (
     VERSION_FILE,
     TRAINING_SET_FILE,
 )
+OPTIONAL_FILES = (OPEN_SET_FILE,)
 CURRENT = "current"
 HISTORY = "history"
 DEFAULT_KEEP = 5
@@ -98,6 +101,7 @@ class Bundle:
     metrics: dict[str, Any]
     manifest: dict[str, Any]
     training_set: dict[int, Any]
+    open_set: OpenSetRule | None = None  # None: published before the open-set rule
 
 
 # --- publishing -----------------------------------------------------------------
@@ -122,6 +126,7 @@ def render_files(
     metrics: Mapping[str, Any],
     version: str,
     training_set: Sequence[tuple[int, Any]] = (),
+    open_set: OpenSetRule | None = None,
 ) -> dict[str, bytes]:
     """The bytes of every artifact file, manifest included. Deterministic but for
     version.txt, metrics' timestamp and the manifest that records them."""
@@ -134,6 +139,8 @@ def render_files(
         # (face_id, person_id) pairs the model saw: what the daemon's retrain policy diffs
         TRAINING_SET_FILE: json.dumps([list(p) for p in training_set]).encode(),
     }
+    if open_set is not None:
+        files[OPEN_SET_FILE] = open_set.to_bytes()
     manifest = {
         "version": version,
         "files": {name: sha256_bytes(data) for name, data in files.items()},
@@ -164,7 +171,7 @@ def _point_current(model_dir: Path, version: str) -> None:
     tmp_link = model_dir / f".current-{uuid.uuid4().hex}"
     os.symlink(Path(HISTORY) / version, tmp_link)
     os.replace(tmp_link, model_dir / CURRENT)
-    for name in (*ARTIFACT_FILES, MANIFEST_FILE):
+    for name in (*ARTIFACT_FILES, *OPTIONAL_FILES, MANIFEST_FILE):
         link = model_dir / name
         target = Path(CURRENT) / name
         if link.is_symlink() and Path(os.readlink(link)) == target:
@@ -185,6 +192,7 @@ def publish(
     version: str | None = None,
     training_set: Sequence[tuple[int, Any]] = (),
     switch: Callable[[Callable[[], None]], None] | None = None,
+    open_set: OpenSetRule | None = None,
 ) -> str:
     """Write a new version and make it current atomically. Returns the version.
 
@@ -193,7 +201,9 @@ def publish(
     the new space that way). If `switch` raises, the previous version stays current.
     """
     version = version or new_version()
-    files = render_files(classifier, person_ids, embedding_config, metrics, version, training_set)
+    files = render_files(
+        classifier, person_ids, embedding_config, metrics, version, training_set, open_set
+    )
     history = model_dir / HISTORY
     with publish_lock(model_dir):
         history.mkdir(parents=True, exist_ok=True)
@@ -276,7 +286,7 @@ def check_integrity(model_dir: Path, directory: Path, top_level: bool = False) -
             f"The manifest of model {directory.name} is damaged ({exc}). "
             "Run 'facestore retrain', or 'facestore model rollback' to an earlier version."
         ) from exc
-    for name in ARTIFACT_FILES:
+    for name in model_files(expected_files):
         candidates = [directory / name]
         top = model_dir / name
         if top_level and top.exists() and not top.is_symlink():
@@ -302,6 +312,11 @@ def check_integrity(model_dir: Path, directory: Path, top_level: bool = False) -
             f"{minor(built_with)}.*."
         )
     return dict(manifest)
+
+
+def model_files(manifest_files: Mapping[str, Any]) -> tuple[str, ...]:
+    """The files a version must have: the fixed set, plus the optional ones it lists."""
+    return (*ARTIFACT_FILES, *(n for n in OPTIONAL_FILES if n in manifest_files))
 
 
 def resolve_version_dir(model_dir: Path, version: str | None = None) -> Path:
@@ -342,7 +357,7 @@ def load_bundle(model_dir: Path, version: str | None = None) -> Bundle:
 def _load_version(model_dir: Path, version: str | None) -> Bundle:
     directory = resolve_version_dir(model_dir, version)
     manifest = check_integrity(model_dir, directory, top_level=version is None)
-    blobs = {name: (directory / name).read_bytes() for name in ARTIFACT_FILES}
+    blobs = {name: (directory / name).read_bytes() for name in model_files(manifest["files"])}
     if any(sha256_bytes(data) != manifest["files"][n] for n, data in blobs.items()):
         raise ModelIntegrityError(  # changed between the check and the read
             f"Model {directory.name} changed while it was being loaded. Try again."
@@ -356,7 +371,20 @@ def _load_version(model_dir: Path, version: str | None) -> Bundle:
         metrics=json.loads(blobs[METRICS_FILE]),
         manifest=manifest,
         training_set={int(f): p for f, p in json.loads(blobs[TRAINING_SET_FILE])},
+        open_set=_read_open_set(directory, blobs.get(OPEN_SET_FILE)),
     )
+
+
+def _read_open_set(directory: Path, data: bytes | None) -> OpenSetRule | None:
+    if data is None:
+        return None
+    try:
+        return OpenSetRule.from_bytes(data)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelIncompatibleError(
+            f"Model {directory.name} has an open-set rule this facestore cannot read ({exc}). "
+            "Run 'facestore retrain' to publish a model with this version."
+        ) from exc
 
 
 def published_summary(model_dir: Path) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from facestore.backbones import Backbone, Space, space_of
 from facestore.embedding import DEFAULT_LEASE_SECONDS, embed_pending
 from facestore.errors import BusyError, FacestoreError, ModelError
 from facestore.migrations.triggers import NOTIFY_CHANNEL
-from facestore.predict import DEFAULT_MIN_CONFIDENCE, Predictor
+from facestore.predict import Predictor
 from facestore.retrain import retrain
 from facestore.store import Store
 
@@ -51,7 +51,7 @@ class WatchOptions:
     retrain_cooldown: float = 300.0
     classifier: str = "auto"
     suggestions: bool = True
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    min_confidence: float | None = None  # None: the model's calibrated open-set rule
     batch_size: int = 32
     retrain: bool = True
     lease: float = DEFAULT_LEASE_SECONDS

@@ -1,12 +1,16 @@
 """The predictor: person_id + confidence for crops or cached vectors, with top-k and "unknown".
 
-Below the minimum confidence the answer is "unknown" (person_id None), with the
-best guesses still listed in top_k. The default, 0.2, was measured with
-bench/threshold.py (docs/benchmarks.md): with the seed SVC over 30 known people,
-0.2 was the lowest threshold at which no held-out known face was named wrongly,
-while it still named about 85% of them and turned away 52-72% of strangers.
-The SVC's probabilities spread thinner as people are added, so calibrate it on
-your own library with that script.
+The classifier chooses who: the most probable person (argmax of predict_proba; with
+SVC this can differ from SVC.predict() on borderline faces). The model's open-set
+rule (facestore.openset) decides whether the face is that person at all, from the
+face's distance to the person's centroid, calibrated at retrain to a target
+false-accept rate; "unknown" (person_id None) lists the best guesses in top_k all
+the same. `confidence` is the rule's estimate that the name is right.
+
+`min_confidence`, when given, overrides the calibrated threshold: a face is named
+when its confidence is at least that. Models published before the open-set rule
+have none; for them the classifier's top probability and the old default 0.2 are
+used, with a warning to retrain.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from facestore.store import Store, decode_vectors
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_CONFIDENCE = 0.2
+LEGACY_MIN_CONFIDENCE = 0.2  # models without an open-set rule
 DEFAULT_TOP_K = 3
 
 
@@ -76,6 +80,14 @@ class Predictor:
         self._settings = settings or BackboneSettings()
         if backbone is not None:
             check_space(bundle, backbone)
+        if bundle.open_set is None:
+            log.warning(
+                "Model %s has no open-set rule (published by an older facestore): 'unknown' "
+                "falls back to the classifier's probability below %.2f. Run 'facestore "
+                "retrain' to publish a model with the calibrated rule.",
+                bundle.version,
+                LEGACY_MIN_CONFIDENCE,
+            )
 
     @classmethod
     def load(
@@ -109,26 +121,43 @@ class Predictor:
         vectors: np.ndarray,
         labels: Sequence[str],
         top_k: int = DEFAULT_TOP_K,
-        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_confidence: float | None = None,
     ) -> list[Prediction]:
+        """Name or "unknown" per vector. min_confidence None: the model's calibrated rule."""
         if len(vectors) == 0:
             return []
+        vectors = np.asarray(vectors, dtype=np.float32)
         classifier = self.bundle.classifier
-        probabilities = classifier.predict_proba(np.asarray(vectors, dtype=np.float32))
-        person_ids = [self.bundle.person_ids[int(c)] for c in classifier.classes_]
+        probabilities = classifier.predict_proba(vectors)
+        classes = [int(c) for c in classifier.classes_]
+        rule = self.bundle.open_set
+        if rule is None:
+            confidences = probabilities
+            accepted = probabilities >= (
+                LEGACY_MIN_CONFIDENCE if min_confidence is None else min_confidence
+            )
+        else:
+            distances = rule.distances(vectors)[:, classes]
+            confidences = rule.confidence(distances)
+            accepted = rule.accepts(distances, min_confidence)
         predictions = []
-        for label, row in zip(labels, probabilities, strict=True):
-            order = np.argsort(-row, kind="stable")[: max(1, top_k)]
+        rows = zip(labels, probabilities, confidences, accepted, strict=True)
+        for label, proba, conf, ok in rows:
+            order = np.argsort(-proba, kind="stable")[: max(1, top_k)]
             ranked = [
-                {"person_id": person_ids[i], "confidence": round(float(row[i]), 6)} for i in order
+                {
+                    "person_id": self.bundle.person_ids[classes[i]],
+                    "confidence": round(float(conf[i]), 6),
+                    "probability": round(float(proba[i]), 6),
+                }
+                for i in order
             ]
-            best = ranked[0]
-            known = best["confidence"] >= min_confidence
+            best = int(order[0])
             predictions.append(
                 Prediction(
                     input=label,
-                    person_id=best["person_id"] if known else None,
-                    confidence=best["confidence"],
+                    person_id=ranked[0]["person_id"] if ok[best] else None,
+                    confidence=ranked[0]["confidence"],
                     top_k=ranked,
                 )
             )
@@ -138,7 +167,7 @@ class Predictor:
         self,
         crops: Sequence[tuple[str, bytes]],
         top_k: int = DEFAULT_TOP_K,
-        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_confidence: float | None = None,
     ) -> list[Prediction]:
         """Predict for (label, image bytes) pairs; undecodable ones get an error entry."""
         images, labels, failed = [], [], {}
@@ -158,7 +187,7 @@ def predict_faces(
     predictor: Predictor,
     face_ids: Sequence[int],
     top_k: int = DEFAULT_TOP_K,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
 ) -> list[Prediction]:
     """Predict for faces of the database, reusing cached vectors of the model's space."""
     cached = store.vectors_of(predictor.space_hash, face_ids)

@@ -14,9 +14,11 @@ from facestore import artifacts
 from facestore.backbones import Space
 from facestore.errors import TrainingError
 from facestore.locks import retrain_lock
-from facestore.store import Store
+from facestore.openset import DEFAULT_FAR
+from facestore.store import Store, TrainingRows
 from facestore.training import (
     ClassifierFactory,
+    Dataset,
     build_dataset,
     classifier_factory,
     fit,
@@ -37,6 +39,8 @@ class RetrainReport:
     samples_dropped: int
     seconds: float
     classifier: str
+    open_set: dict[str, Any] | None = None
+    validation_open_set: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -48,7 +52,24 @@ class RetrainReport:
             "classes_dropped": self.classes_dropped,
             "samples_dropped": self.samples_dropped,
             "seconds": round(self.seconds, 3),
+            "classifier": self.classifier,
+            "open_set": self.open_set,
+            "validation_open_set": self.validation_open_set,
         }
+
+
+def library_dataset(
+    store: Store, space: Space | None = None
+) -> tuple[Space, TrainingRows, Dataset]:
+    """The verified faces' vectors of a space (default: the active one), as a Dataset."""
+    space = space or store.active_space()
+    if space is None:
+        raise TrainingError(
+            "No embedding space is active yet, so there are no vectors to train on. "
+            "Run 'facestore embed' (or 'facestore train') first."
+        )
+    rows = store.training_rows(space.config_hash)
+    return space, rows, build_dataset(rows.face_ids, rows.person_ids, rows.vectors)
 
 
 def retrain(
@@ -58,6 +79,7 @@ def retrain(
     *,
     val_fraction: float = 0.2,
     seed: int = 42,
+    far: float = DEFAULT_FAR,
     keep: int = artifacts.DEFAULT_KEEP,
     space: Space | None = None,
     switch: Callable[[Callable[[], None]], None] | None = None,
@@ -70,14 +92,7 @@ def retrain(
     retrain holds the lock (database-wide on PostgreSQL), BusyError, nothing published.
     """
     started = time.perf_counter()
-    space = space or store.active_space()
-    if space is None:
-        raise TrainingError(
-            "No embedding space is active yet, so there are no vectors to train on. "
-            "Run 'facestore embed' (or 'facestore train') first."
-        )
-    rows = store.training_rows(space.config_hash)
-    dataset = build_dataset(rows.face_ids, rows.person_ids, rows.vectors)
+    space, rows, dataset = library_dataset(store, space)
     if isinstance(classifier, str):
         resolved = resolve_name(classifier, len(dataset.labels))
         name, factory = resolved, classifier_factory(resolved)
@@ -93,7 +108,7 @@ def retrain(
         space.label,
     )
     with retrain_lock(store.engine, model_dir):  # one at a time, database-wide
-        result = fit(dataset, factory, val_fraction=val_fraction, seed=seed)
+        result = fit(dataset, factory, val_fraction=val_fraction, seed=seed, far=far)
         embedding_config = {
             **space.config,
             "backbone": space.backbone,
@@ -117,6 +132,7 @@ def retrain(
             keep=keep,
             training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
             switch=switch,
+            open_set=result.open_set,
         )
     return RetrainReport(
         version=version,
@@ -128,4 +144,6 @@ def retrain(
         samples_dropped=dataset.dropped_samples,
         seconds=time.perf_counter() - started,
         classifier=name,
+        open_set=metrics["open_set"],
+        validation_open_set=metrics["validation_open_set"],
     )

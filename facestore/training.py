@@ -30,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from facestore.errors import TrainingError
+from facestore.openset import DEFAULT_FAR, OpenSetRule, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,16 @@ def lda(seed: int, n_train: int) -> LinearDiscriminantAnalysis:
     return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
 
 
-# `auto` uses the seed SVC up to this many kept vectors (validation plus refit take
-# 21 s at 4000 and 134 s at 10000 on the 2-core machine; bench/retrain.py), and
-# shrinkage LDA above it.
-AUTO_SVC_MAX_VECTORS = 4000
+# `auto` is shrinkage LDA at every size. Chosen on real dlib embeddings of ORL
+# (docs/accuracy.md): 5-fold accuracy lda 0.965, logreg 0.967, knn 0.966, svc 0.958,
+# centroid 0.936; of these, lda meets the retrain target (100k vectors, 5k people:
+# 49 s, 1 GB) while logreg takes 115 s and 4.9 GB and knn keeps every vector in the model.
+AUTO_CLASSIFIER = "lda"
 
 
 def resolve_name(name: str, n_vectors: int) -> str:
-    """The classifier `auto` stands for at this size; other names stand for themselves."""
-    if name != "auto":
-        return name
-    return "svc" if n_vectors <= AUTO_SVC_MAX_VECTORS else "lda"
+    """The classifier `auto` stands for; other names stand for themselves."""
+    return AUTO_CLASSIFIER if name == "auto" else name
 
 
 def auto(seed: int, n_train: int) -> Any:
@@ -234,15 +234,45 @@ def stratified_split(
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
 
 
-PREDICT_CHUNK = 2048
+PREDICT_CHUNK = 2048  # a 20k x 5k-class score matrix would take 800 MB
 
 
-def predict_in_chunks(model: Any, vectors: np.ndarray) -> np.ndarray:
-    """predict() a chunk at a time: a 20k x 5k-class score matrix would take 800 MB."""
+def predict_best(model: Any, vectors: np.ndarray) -> np.ndarray:
+    """The most probable class (argmax of predict_proba), a chunk at a time.
+
+    This is the predictor's rule. With SVC(probability=True) it can differ from
+    model.predict() on borderline faces (Platt scaling vs. one-vs-one votes).
+    """
     parts = [
-        model.predict(vectors[i : i + PREDICT_CHUNK]) for i in range(0, len(vectors), PREDICT_CHUNK)
+        model.classes_[model.predict_proba(vectors[i : i + PREDICT_CHUNK]).argmax(1)]
+        for i in range(0, len(vectors), PREDICT_CHUNK)
     ]
-    return np.concatenate(parts)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class OpenSetOutcome:
+    """Shares of held-out known faces: named right, named wrongly, left unknown."""
+
+    named_right: float
+    named_wrong: float
+    unknown: float
+
+    def as_json(self) -> dict[str, float]:
+        return {
+            "named_right": round(self.named_right, 4),
+            "named_wrong": round(self.named_wrong, 4),
+            "unknown": round(self.unknown, 4),
+        }
+
+
+def open_set_outcome(
+    predicted: np.ndarray, truth: np.ndarray, accepted: np.ndarray
+) -> OpenSetOutcome:
+    n = max(1, len(truth))
+    right = int(np.sum(accepted & (predicted == truth)))
+    wrong = int(np.sum(accepted & (predicted != truth)))
+    return OpenSetOutcome(right / n, wrong / n, (len(truth) - right - wrong) / n)
 
 
 @dataclass
@@ -253,6 +283,8 @@ class TrainResult:
     n_train: int
     n_val: int
     fit_seconds: float
+    open_set: OpenSetRule
+    val_open_set: OpenSetOutcome | None = None
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -264,26 +296,51 @@ class TrainResult:
             "samples_kept": len(self.dataset.labels),
             "samples_dropped": self.dataset.dropped_samples,
             "fit_seconds": round(self.fit_seconds, 3),
+            "open_set": self.open_set.describe(),
+            "validation_open_set": self.val_open_set.as_json() if self.val_open_set else None,
         }
 
 
 def fit(
-    dataset: Dataset, factory: ClassifierFactory, val_fraction: float = 0.2, seed: int = 42
+    dataset: Dataset,
+    factory: ClassifierFactory,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    far: float = DEFAULT_FAR,
 ) -> TrainResult:
-    """Validate on a stratified split, then refit on all kept samples for publishing."""
+    """Validate on a stratified split, then refit on all kept samples for publishing.
+
+    The open-set rule is calibrated on the published model's training vectors. On
+    the validation split, a rule calibrated on the training split measures how many
+    held-out known faces are named right, named wrongly or left unknown.
+    """
     started = time.perf_counter()
     train_idx, val_idx = stratified_split(dataset.labels, val_fraction, seed)
-    accuracy = None
+    n_classes = len(dataset.classes)
+    accuracy, val_open_set = None, None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*`probability` parameter", FutureWarning)
         if len(val_idx):
             model = factory(seed, len(train_idx))
             model.fit(dataset.vectors[train_idx], dataset.labels[train_idx])
-            predicted = predict_in_chunks(model, dataset.vectors[val_idx])
-            accuracy = float(np.mean(predicted == dataset.labels[val_idx]))
+            val_vectors, truth = dataset.vectors[val_idx], dataset.labels[val_idx]
+            predicted = predict_best(model, val_vectors)
+            accuracy = float(np.mean(predicted == truth))
             log.info("Validation accuracy %.4f on %d samples", accuracy, len(val_idx))
+            train_labels = dataset.labels[train_idx]
+            if np.bincount(train_labels, minlength=n_classes).min() >= MIN_SAMPLES_PER_CLASS:
+                rule = calibrate(dataset.vectors[train_idx], train_labels, n_classes, far)
+                distances = rule.distances(val_vectors)[np.arange(len(val_idx)), predicted]
+                val_open_set = open_set_outcome(predicted, truth, rule.accepts(distances))
         final = factory(seed, len(dataset.labels))
         final.fit(dataset.vectors, dataset.labels)
+    open_set = calibrate(dataset.vectors, dataset.labels, n_classes, far)
+    log.info(
+        "Open-set threshold %.4f at a false-accept target of %.1f%% (%s)",
+        open_set.threshold,
+        100 * far,
+        open_set.stats,
+    )
     return TrainResult(
         estimator=final,
         dataset=dataset,
@@ -291,4 +348,6 @@ def fit(
         n_train=len(train_idx),
         n_val=len(val_idx),
         fit_seconds=time.perf_counter() - started,
+        open_set=open_set,
+        val_open_set=val_open_set,
     )

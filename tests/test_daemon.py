@@ -16,7 +16,7 @@ from facestore.daemon import (
     WatchOptions,
     count_changes,
 )
-from facestore.store import Store
+from facestore.store import Store, decode_vectors
 from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec, sqlite_rows
 
 
@@ -186,3 +186,31 @@ def test_a_daemon_with_another_space_warns_once_and_keeps_serving(
     assert sqlite_rows(daemon_db, "SELECT DISTINCT space_hash FROM embedding") == [
         (daemon.space.config_hash,)
     ]
+
+
+def test_suggestions_follow_the_models_open_set_rule(daemon_db: Path, tmp_path: Path) -> None:
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock())  # no --min-confidence: the rule
+    daemon.reconcile()
+    sqlite_exec(
+        daemon_db,
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, NULL, 0)",
+        encode(face_image(1, 61)),  # a known person
+    )
+    sqlite_exec(
+        daemon_db,
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, NULL, 0)",
+        encode(face_image(77, 0)),  # nobody the model knows
+    )
+    daemon.reconcile()
+    rows = sqlite_rows(
+        daemon_db,
+        "SELECT face_id, person_id, confidence FROM face_suggestion WHERE face_id IN (16, 17)",
+    )
+    assert [(face_id, person_id) for face_id, person_id, _ in rows] == [(16, 1)]
+    assert daemon.predictor is not None and daemon.space is not None
+    cached = daemon.store.vectors_of(daemon.space.config_hash, [16, 17])
+    [known, stranger] = daemon.predictor.classify(
+        decode_vectors([cached[16], cached[17]]), ["16", "17"]
+    )
+    assert (known.person_id, stranger.person_id) == (1, None)
+    assert rows[0][2] == pytest.approx(known.confidence, abs=1e-6)

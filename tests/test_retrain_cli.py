@@ -13,6 +13,9 @@ from facestore.config import BackboneSettings
 from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec
 
 JSON_KEYS = {
+    "classifier",
+    "open_set",
+    "validation_open_set",
     "version",
     "accuracy",
     "n_train",
@@ -73,11 +76,17 @@ def test_retrain_json_artifacts_and_determinism(cli, embedded_db: Path, tmp_path
         "metrics.json",
         "version.txt",
         "manifest.json",
+        "open_set.npz",
     ):
         assert (model / name).is_file(), name
     before = {
         n: sha(model / n)
-        for n in ("classifier.pkl", "person_id_mapping.json", "embedding_config.json")
+        for n in (
+            "classifier.pkl",
+            "person_id_mapping.json",
+            "embedding_config.json",
+            "open_set.npz",
+        )
     }
     second = retrain_json(cli, embedded_db)
     assert second["version"] != first["version"]
@@ -274,3 +283,35 @@ def test_predict_refuses_a_model_of_another_space(cli, tmp_path: Path, weights_f
     config = json.loads(Path("model/embedding_config.json").read_text())
     assert f"trained in embedding space {config['config_hash']}" in result.output
     assert "facestore reembed" in result.output
+
+
+def test_evaluate_json_and_plot(cli, embedded_db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    plot = tmp_path / "eval.png"
+    result = cli("--db", embedded_db, "evaluate", "--json", "--plot", plot, "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["closed_set"]) == {"auto", "svc", "lda", "logreg", "knn", "centroid"}
+    assert report["faces"] == 24 and report["people"] == 4  # the one-face person is dropped
+    assert all(0 <= r["accuracy"] <= 1 for r in report["closed_set"].values())
+    open_set = report["open_set"]
+    assert open_set["classifier"] == "auto" and open_set["strangers_per_seed"] == 1
+    curve = open_set["curve"]
+    rejected = [p["strangers_rejected"] for p in curve]
+    named = [p["named_right"] + p["named_wrong"] for p in curve]
+    assert rejected == sorted(rejected, reverse=True) and named == sorted(named)
+    for p in curve:
+        assert p["named_right"] + p["named_wrong"] + p["unknown"] == pytest.approx(1, abs=1e-3)
+    assert open_set["calibrated"]["far_target"] == 0.03
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size == (1200, 500)
+
+
+def test_evaluate_needs_three_people(cli, tmp_path: Path, fake_registered) -> None:  # type: ignore[no-untyped-def]
+    path = make_app_db(tmp_path / "two.db", people=2, per_person=4)
+    assert cli("--db", path, "db", "upgrade").exit_code == 0
+    assert cli("--db", path, "embed", "--backbone", "fake").exit_code == 0
+    result = cli("--db", path, "evaluate")
+    assert result.exit_code == 1
+    assert "needs at least 3 people" in result.output and "Verify more people" in result.output

@@ -119,16 +119,16 @@ def test_unknown_classifier_name() -> None:
         classifier_factory("nope")
 
 
-def test_auto_is_the_seed_svc_for_small_libraries_and_centroid_above() -> None:
+def test_auto_is_shrinkage_lda_at_every_size() -> None:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from facestore.training import AUTO_SVC_MAX_VECTORS, auto, resolve_name
+    from facestore.training import auto, resolve_name
 
-    assert resolve_name("auto", AUTO_SVC_MAX_VECTORS) == "svc"
-    assert resolve_name("auto", AUTO_SVC_MAX_VECTORS + 1) == "lda"
+    assert resolve_name("auto", 10) == "lda"
+    assert resolve_name("auto", 10**6) == "lda"
     assert resolve_name("logreg", 10**6) == "logreg"
-    assert isinstance(auto(42, AUTO_SVC_MAX_VECTORS + 1), LinearDiscriminantAnalysis)
-    assert isinstance(auto(42, 100), Pipeline)
+    assert isinstance(auto(42, 100), LinearDiscriminantAnalysis)
+    assert isinstance(auto(42, 10**6), LinearDiscriminantAnalysis)
 
 
 def test_centroid_probabilities_are_a_softmax_of_cosines() -> None:

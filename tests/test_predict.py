@@ -1,0 +1,77 @@
+"""The predictor's open-set decisions, with models published the way retrain publishes them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facestore import artifacts
+from facestore.errors import ModelIntegrityError
+from facestore.predict import Predictor
+from facestore.training import build_dataset, classifier_factory, fit
+
+
+def published(tmp_path: Path, people: int = 12, per_person: int = 8) -> tuple[Path, np.ndarray]:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(people, 32)) * 4
+    labels = np.repeat(np.arange(people), per_person)
+    vectors = (centres[labels] + rng.normal(size=(len(labels), 32))).astype(np.float32)
+    person_ids = [f"p{label}" for label in labels]
+    dataset = build_dataset(list(range(len(labels))), person_ids, vectors)
+    result = fit(dataset, classifier_factory("auto"))
+    model_dir = tmp_path / "model"
+    artifacts.publish(
+        model_dir,
+        result.estimator,
+        dataset.classes,
+        {"config_hash": "h", "backbone": "fake"},
+        result.metrics(),
+        open_set=result.open_set,
+    )
+    return model_dir, centres
+
+
+def test_known_faces_are_named_and_a_stranger_is_unknown(tmp_path: Path) -> None:
+    model_dir, centres = published(tmp_path)
+    predictor = Predictor.load(model_dir)
+    stranger = np.full((1, 32), 9.0, dtype=np.float32)
+    known, nobody = predictor.classify(np.vstack([centres[3:4], stranger]), ["k", "s"])
+    assert known.person_id == "p3" and known.confidence > 0.9
+    assert nobody.person_id is None and nobody.top_k  # best guesses still listed
+    assert nobody.confidence == nobody.top_k[0]["confidence"] < 0.5
+    assert {"person_id", "confidence", "probability"} == set(known.top_k[0])
+
+
+def test_min_confidence_overrides_the_calibrated_rule(tmp_path: Path) -> None:
+    model_dir, centres = published(tmp_path)
+    predictor = Predictor.load(model_dir)
+    stranger = np.full((1, 32), 9.0, dtype=np.float32)
+    [forced] = predictor.classify(stranger, ["s"], min_confidence=0.0)
+    assert forced.person_id is not None
+    [refused] = predictor.classify(centres[3:4], ["k"], min_confidence=1.0)
+    assert refused.person_id is None
+
+
+def test_a_model_from_before_the_rule_falls_back_to_probability_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir, centres = published(tmp_path)
+    bundle = dataclasses.replace(artifacts.load_bundle(model_dir), open_set=None)
+    with caplog.at_level("WARNING"):
+        predictor = Predictor(bundle)
+    assert "has no open-set rule" in caplog.text and "facestore retrain" in caplog.text
+    [row] = predictor.classify(centres[3:4], ["k"])
+    assert row.person_id == "p3" and row.confidence == row.top_k[0]["probability"]
+
+
+def test_a_changed_open_set_file_fails_the_integrity_check(tmp_path: Path) -> None:
+    model_dir, _ = published(tmp_path)
+    target = (model_dir / "open_set.npz").resolve()
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="open_set.npz does not match the sha256"):
+        Predictor.load(model_dir)
