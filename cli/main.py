@@ -10,6 +10,7 @@ from facestore import __version__
 from facestore.cli.common import FacestoreGroup, configure_logging, location_options
 from facestore.cli.database import db
 from facestore.cli.embed import embed, import_command, status
+from facestore.cli.evaluate import evaluate_command
 from facestore.cli.model import model, predict, retrain_command, train
 from facestore.cli.spaces import prune, reembed_command
 from facestore.cli.watch import watch
@@ -55,6 +56,7 @@ main.add_command(import_command)
 main.add_command(retrain_command)
 main.add_command(train)
 main.add_command(predict)
+main.add_command(evaluate_command)
 main.add_command(model)
 main.add_command(watch)
 main.add_command(reembed_command)
