@@ -188,12 +188,14 @@ def open_set_curve(
         y_test = np.asarray([relabel[int(c)] for c in dataset.labels[test]], dtype=np.int64)
         known_guess = predict_best(model, dataset.vectors[test])
         stranger_guess = predict_best(model, dataset.vectors[strangers])
+        # distances to the chosen person do not depend on the target: compute them once
+        base = rule_from(centroids, calibration, far)
+        d_known = base.distances(dataset.vectors[test])[np.arange(len(test)), known_guess]
+        d_strangers = base.distances(dataset.vectors[strangers])[
+            np.arange(len(strangers)), stranger_guess
+        ]
         for target in targets:
             rule = rule_from(centroids, calibration, target)
-            d_known = rule.distances(dataset.vectors[test])[np.arange(len(test)), known_guess]
-            d_strangers = rule.distances(dataset.vectors[strangers])[
-                np.arange(len(strangers)), stranger_guess
-            ]
             outcome = open_set_outcome(known_guess, y_test, rule.accepts(d_known))
             rejected = float(np.mean(~rule.accepts(d_strangers))) if len(strangers) else 1.0
             per_target[target].append(

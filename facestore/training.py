@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from facestore.errors import TrainingError
-from facestore.openset import DEFAULT_FAR, OpenSetRule, calibrate
+from facestore.openset import DEFAULT_FAR, OpenSetRule, calibrate, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,15 @@ class CosineCentroid(ClassifierMixin, BaseEstimator):
         self.chunk = chunk
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CosineCentroid:
-        X = _unit_rows(np.asarray(X, dtype=np.float32))
+        X = unit_rows(np.asarray(X, dtype=np.float32))
         self.classes_, inverse = np.unique(y, return_inverse=True)
         sums = np.zeros((len(self.classes_), X.shape[1]), dtype=np.float64)
         np.add.at(sums, inverse, X)
-        self.centroids_ = _unit_rows(sums).astype(np.float32)
+        self.centroids_ = unit_rows(sums).astype(np.float32)
         return self
 
     def _similarities(self, X: np.ndarray) -> Iterator[np.ndarray]:
-        X = _unit_rows(np.asarray(X, dtype=np.float32))
+        X = unit_rows(np.asarray(X, dtype=np.float32))
         for start in range(0, len(X), self.chunk):
             yield X[start : start + self.chunk] @ self.centroids_.T
 
@@ -102,11 +102,6 @@ class CosineCentroid(ClassifierMixin, BaseEstimator):
             weights = np.exp(logits)
             parts.append(weights / weights.sum(1, keepdims=True))
         return np.concatenate(parts) if parts else np.zeros((0, len(self.classes_)))
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms == 0, 1, norms)
 
 
 def centroid(seed: int, n_train: int) -> CosineCentroid:

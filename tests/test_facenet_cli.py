@@ -139,7 +139,7 @@ def test_a_non_checkpoint_file_is_refused(tmp_path: Path) -> None:
 def test_unknown_backbone_lists_the_choices(cli, facenet_db: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("--db", facenet_db, "embed", "--backbone", "nope")
     assert result.exit_code == 2
-    assert "Unknown backbone 'nope'. Choose one of: casia-webface, vggface2" in result.output
+    assert "Unknown backbone 'nope'. Choose one of: casia-webface, dlib, vggface2" in result.output
 
 
 def test_space_hash_changes_with_the_weights(weights_file: Path, tmp_path: Path) -> None:
