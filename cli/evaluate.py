@@ -25,7 +25,13 @@ EVALUATED_BY_DEFAULT = ("auto", "svc", "lda", "logreg", "knn", "centroid")
     help="Classifier to measure (repeatable). The first one is used for the open-set "
     "curve. [default: all, the open-set curve with auto]",
 )
-@click.option("--folds", type=click.IntRange(min=2), default=DEFAULT_FOLDS, show_default=True)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=DEFAULT_FOLDS,
+    show_default=True,
+    help="Folds of the closed-set stratified k-fold (fewer if no person has that many faces).",
+)
 @click.option(
     "--seeds",
     type=click.IntRange(min=1),
