@@ -116,21 +116,19 @@ class Store:
         return self._space_where(embedding_space.c.config_hash == config_hash)
 
     def record_space(self, space: Space, conn: Connection) -> None:
-        exists = conn.execute(
-            sa.select(embedding_space.c.config_hash).where(
-                embedding_space.c.config_hash == space.config_hash
+        # ON CONFLICT: several workers starting at once may record the same space
+        # (a check-then-insert lost that race on PostgreSQL with a unique violation)
+        conn.execute(
+            _insert(conn)(embedding_space)
+            .values(
+                config_hash=space.config_hash,
+                backbone=space.backbone,
+                config_json=json.dumps(dict(space.config), sort_keys=True),
+                created_at=time.time(),
+                is_active=False,
             )
-        ).first()
-        if exists is None:
-            conn.execute(
-                embedding_space.insert().values(
-                    config_hash=space.config_hash,
-                    backbone=space.backbone,
-                    config_json=json.dumps(dict(space.config), sort_keys=True),
-                    created_at=time.time(),
-                    is_active=False,
-                )
-            )
+            .on_conflict_do_nothing(index_elements=[embedding_space.c.config_hash])
+        )
 
     def activate_space(self, space: Space, conn: Connection) -> None:
         self.record_space(space, conn)
