@@ -29,9 +29,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class FacestoreClickError(click.ClickException):
-    def __init__(self, error: FacestoreError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
+    """A library error as click shows it: the message, no traceback, exit 1."""
+
+
+class FacestoreSetupError(FacestoreClickError):
+    """A setup error (bad settings, wrong database): retrying cannot help, exit 2."""
+
+    exit_code = 2
+
+
+def click_error(error: FacestoreError) -> FacestoreClickError:
+    # exit_code is a class attribute in click's stubs: one class per code, not an assignment
+    cls = FacestoreSetupError if error.exit_code == 2 else FacestoreClickError
+    return cls(str(error))
 
 
 class FacestoreGroup(click.Group):
@@ -41,7 +51,7 @@ class FacestoreGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FacestoreError as exc:
-            raise FacestoreClickError(exc) from exc
+            raise click_error(exc) from exc
         except sqlalchemy.exc.OperationalError as exc:
             raise click.ClickException(
                 f"The database reported an error: {exc.orig}. Check that --db is the right "

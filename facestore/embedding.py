@@ -103,6 +103,7 @@ class EmbedReport:
     failed: int
     pending: int | None  # None: not counted (a queue-only pass)
     seconds: float
+    more: bool = False  # stopped at the deadline with work left
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -158,11 +159,16 @@ def _decoder(backbone: Backbone) -> Callable[[Crop], _Decoded]:
 
     def decode(crop: Crop) -> _Decoded:
         sha = crop_sha256(crop.blob)
+        if crop.error is not None:
+            return _Decoded(crop.face_id, sha, None, crop.error)
         try:
             image = decode_crop(crop.blob)
-            return _Decoded(crop.face_id, sha, prepare(image) if prepare else image, None)
         except ImageDecodeError as exc:
             return _Decoded(crop.face_id, sha, None, str(exc))
+        try:
+            return _Decoded(crop.face_id, sha, prepare(image) if prepare else image, None)
+        except Exception as exc:  # noqa: BLE001 - one odd image must not stop the batch
+            return _Decoded(crop.face_id, sha, None, f"the backbone cannot prepare it: {exc}")
 
     return decode
 
@@ -196,6 +202,79 @@ def _embed(backbone: Backbone, decoded: list[_Decoded]) -> np.ndarray:
     return vectors
 
 
+# A stop request waits for at most one chunk of the model's work (under a second on
+# the slowest machines measured; bench/shutdown.py).
+CHUNK_SECONDS = 0.5
+FIRST_CHUNK = 8
+
+
+class _Chunker:
+    """Splits a batch for the model into chunks of about CHUNK_SECONDS each, so that a
+    stop request is seen between chunks; on a fast device a chunk is the whole batch."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.size = min(batch_size, FIRST_CHUNK)
+
+    def chunks(self, items: list[_Decoded]) -> Iterator[list[_Decoded]]:
+        start = 0
+        while start < len(items):
+            chunk = items[start : start + self.size]
+            started = time.perf_counter()
+            yield chunk
+            per_face = (time.perf_counter() - started) / len(chunk)
+            self.size = max(1, min(self.batch_size, int(CHUNK_SECONDS / max(per_face, 1e-6))))
+            start += len(chunk)
+
+
+def _embed_batch(
+    backbone: Backbone,
+    decoded: list[_Decoded],
+    chunker: _Chunker,
+    stop: threading.Event | None,
+) -> tuple[list[VectorResult], list[FailureResult]] | None:
+    """Vectors for the decodable faces, failures for the rest; None if stopped meanwhile."""
+    results: list[VectorResult] = []
+    failures = [
+        FailureResult(d.face_id, d.crop_sha256, d.error) for d in decoded if d.error is not None
+    ]
+    for chunk in chunker.chunks([d for d in decoded if d.error is None]):
+        if stop is not None and stop.is_set():
+            return None
+        vectors, errors = _embed_isolated(backbone, chunk)
+        results += [VectorResult(d.face_id, d.crop_sha256, v) for d, v in vectors]
+        failures += [FailureResult(d.face_id, d.crop_sha256, e) for d, e in errors]
+    return results, failures
+
+
+def _embed_isolated(
+    backbone: Backbone, chunk: list[_Decoded]
+) -> tuple[list[tuple[_Decoded, np.ndarray]], list[tuple[_Decoded, str]]]:
+    """Embed a chunk; if the model fails on it, face by face, so one face fails alone.
+
+    If every face fails on its own too, the fault is not the faces' (a broken model,
+    device out of memory): that error is raised, and nothing is recorded as failed.
+    """
+    try:
+        return list(zip(chunk, _embed(backbone, chunk), strict=True)), []
+    except Exception as exc:  # noqa: BLE001 - decided below: a face's fault or the model's
+        if len(chunk) == 1:
+            raise
+        log.warning("The model failed on %d faces (%s); embedding them one by one", len(chunk), exc)
+    vectors: list[tuple[_Decoded, np.ndarray]] = []
+    errors: list[tuple[_Decoded, str]] = []
+    last: Exception | None = None
+    for d in chunk:
+        try:
+            vectors.append((d, _embed(backbone, [d])[0]))
+        except Exception as exc:  # noqa: BLE001
+            errors.append((d, f"the backbone failed on this face: {exc}"))
+            last = exc
+    if not vectors and last is not None:
+        raise last
+    return vectors, errors
+
+
 def embed_pending(
     store: Store,
     backbone: Backbone,
@@ -209,6 +288,7 @@ def embed_pending(
     target_space: bool = False,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     scan: bool = True,
+    deadline: float | None = None,
 ) -> EmbedReport:
     """Embed every pending verified face of the backbone's space. Resumable at any point.
 
@@ -219,6 +299,10 @@ def embed_pending(
     With scan=False (the daemon woken by a change) only the queue the triggers
     fill is worked through: no orphan sweep, no scan of the face table, no count
     of what is left (`pending` is None), so the cost does not grow with the store.
+    With a deadline (time.monotonic()), no new batch starts after it: the daemon
+    works in bounded slices, and `more` says the slice ended with work left.
+    A set `stop` is seen between chunks of a batch (about CHUNK_SECONDS of model
+    work); the unwritten faces go back to the queue.
     """
     started = time.perf_counter()
     space = space or space_of(backbone)
@@ -233,47 +317,49 @@ def embed_pending(
     if scan:
         store.sweep_orphans()
     decode = _decoder(backbone)
+    chunker = _Chunker(batch_size)
     embedded = failed = 0
+    more = False
     workers = workers or min(4, os.cpu_count() or 1)
     owner = lease_owner()
-    with (
-        ThreadPoolExecutor(workers, thread_name_prefix="facestore-decode") as pool,
-        _releasing(store, owner),
-    ):
-        batches = claimed_batches(
-            store, space.config_hash, batch_size, owner, lease_seconds, verified, scan
-        )
-        for decoded in _decode_ahead(batches, pool, decode):
-            if stop is not None and stop.is_set():
-                break
-            batch_started = time.perf_counter()
-            ok = [d for d in decoded if d.error is None]
-            vectors = _embed(backbone, ok) if ok else np.zeros((0, backbone.dim), np.float32)
-            results = [
-                VectorResult(d.face_id, d.crop_sha256, v) for d, v in zip(ok, vectors, strict=True)
-            ]
-            failures = [
-                FailureResult(d.face_id, d.crop_sha256, d.error)
-                for d in decoded
-                if d.error is not None
-            ]
-            outcome = store.write_results(space.config_hash, results, failures, owner)
-            for f in failures:
-                log.warning("Face %d failed to embed: %s", f.face_id, f.error)
-            embedded += outcome.embedded
-            failed += outcome.failed
-            log.info(
-                "Embedded %d faces in %.0f ms (%d failed, %d changed meanwhile)",
-                outcome.embedded,
-                (time.perf_counter() - batch_started) * 1000,
-                outcome.failed,
-                outcome.changed,
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="facestore-decode")
+    try:
+        with _releasing(store, owner):
+            batches = claimed_batches(
+                store, space.config_hash, batch_size, owner, lease_seconds, verified, scan
             )
-            if progress is not None:
-                progress(len(decoded))
+            for decoded in _decode_ahead(batches, pool, decode):
+                if stop is not None and stop.is_set():
+                    break
+                batch_started = time.perf_counter()
+                embedded_batch = _embed_batch(backbone, decoded, chunker, stop)
+                if embedded_batch is None:
+                    log.info("Stopping mid-batch; its %d faces go back to the queue", len(decoded))
+                    break
+                results, failures = embedded_batch
+                outcome = store.write_results(space.config_hash, results, failures, owner)
+                for f in failures:
+                    log.warning("Face %d failed to embed: %s", f.face_id, f.error)
+                embedded += outcome.embedded
+                failed += outcome.failed
+                log.info(
+                    "Embedded %d faces in %.0f ms (%d failed, %d changed meanwhile)",
+                    outcome.embedded,
+                    (time.perf_counter() - batch_started) * 1000,
+                    outcome.failed,
+                    outcome.changed,
+                )
+                if progress is not None:
+                    progress(len(decoded))
+                if deadline is not None and time.monotonic() >= deadline:
+                    more = True
+                    break
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return EmbedReport(
         embedded=embedded,
         failed=failed,
         pending=store.count_pending(space.config_hash, verified) if scan else None,
         seconds=time.perf_counter() - started,
+        more=more,
     )

@@ -12,6 +12,8 @@ still the face's current crop. An expired lease is claimed again.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -60,6 +62,44 @@ def decode_vectors(blobs: Sequence[bytes]) -> np.ndarray:
 class Crop:
     face_id: int
     blob: bytes
+    error: str | None = None  # why the stored value cannot be a crop (it is not image bytes)
+
+
+def crop_from(face_id: int, value: Any, sql_type: str | None = None) -> Crop:
+    """The crop of a face_crop_blob value of any type; anything but bytes carries an error.
+
+    sql_type is SQLite's typeof() of the value (the value itself is read CAST AS BLOB,
+    so TEXT that is not valid UTF-8 cannot fail the read).
+    """
+    if value is None:
+        return Crop(face_id, b"", "face_crop_blob is NULL: the app stored no crop for this face")
+    if isinstance(value, str):
+        data, kind = value.encode("utf-8", "surrogateescape"), "text"
+    elif isinstance(value, bytes | bytearray | memoryview):
+        data, kind = bytes(value), sql_type or "blob"
+    else:
+        data, kind = str(value).encode(), type(value).__name__
+    if kind == "blob":
+        return Crop(face_id, data)
+    hint = (
+        " (it looks like base64 of an image: store the decoded bytes)"
+        if _base64_image(data)
+        else ""
+    )
+    return Crop(
+        face_id,
+        data,
+        f"face_crop_blob holds {kind}, not image bytes{hint}: the app must store the crop "
+        "as a BLOB of JPEG, PNG or WebP data",
+    )
+
+
+def _base64_image(data: bytes) -> bool:
+    try:
+        head = base64.b64decode(data[:64], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return head.startswith((b"\xff\xd8", b"\x89PNG", b"RIFF"))
 
 
 @dataclass(frozen=True)
@@ -355,7 +395,6 @@ class Store:
             where = claimable(database_now(conn))
             if not conn.execute(sa.select(sa.exists().where(*where))).scalar():
                 return []  # nothing to do: take no write lock
-        face = self.face.table
         while True:
             with write_transaction(self.engine) as conn:
                 now = database_now(conn)
@@ -383,17 +422,59 @@ class Store:
                 )
                 if not ids:
                     return []
-                crops = {
-                    int(r.id): bytes(r.face_crop_blob or b"")
-                    for r in conn.execute(
-                        sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(ids))
-                    )
-                }
-                gone = [i for i in ids if i not in crops]
-                if gone:
+            # Read after the claim commits: the lease keeps the faces ours, and a row that
+            # cannot be read then fails alone, not the claim.
+            crops = self.read_crops(ids)
+            gone = [i for i in ids if i not in crops]
+            if gone:
+                with write_transaction(self.engine) as conn:
                     _drop_jobs(conn, space_hash, gone)
             if crops:  # else every face of this batch was deleted: take the next batch
-                return [Crop(face_id, crops[face_id]) for face_id in sorted(crops)]
+                return [crops[face_id] for face_id in sorted(crops)]
+
+    # --- crops --------------------------------------------------------------
+
+    def _crop_query(self, face_ids: Sequence[int]) -> sa.Select[Any]:
+        column = self.face.table.c.face_crop_blob
+        if self.engine.dialect.name == "sqlite":
+            # As BLOB, TEXT comes back as its bytes: invalid UTF-8 cannot fail the read.
+            value = sa.cast(column, sa.LargeBinary).label("crop")
+            kind = sa.func.typeof(column).label("crop_type")
+        else:
+            value, kind = column.label("crop"), sa.null().label("crop_type")
+        return sa.select(self.face.table.c.id, value, kind).where(
+            self.face.table.c.id.in_(list(face_ids))
+        )
+
+    def read_crops(self, face_ids: Sequence[int]) -> dict[int, Crop]:
+        """The crops of the faces still there. A row that cannot be read becomes a Crop
+        with an error; it never fails the others."""
+        try:
+            return self._read_crops(face_ids)
+        except sa.exc.DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            if len(face_ids) == 1:
+                reason = f"face_crop_blob cannot be read: {exc.orig}"
+                return {face_ids[0]: Crop(face_ids[0], b"", reason)}
+            log.warning("Reading %d crops failed (%s); reading them one by one", len(face_ids), exc)
+        crops: dict[int, Crop] = {}
+        for face_id in face_ids:
+            crops.update(self.read_crops([face_id]))
+        return crops
+
+    def _read_crops(self, face_ids: Sequence[int]) -> dict[int, Crop]:
+        with self.engine.connect() as conn:
+            return self._crop_rows(conn, face_ids)
+
+    def _crop_rows(
+        self, conn: Connection, face_ids: Sequence[int], lock: bool = False
+    ) -> dict[int, Crop]:
+        """face_id -> Crop; with lock, share-locks the rows, skipping those locked by others."""
+        query = self._crop_query(face_ids)
+        if lock:
+            query = query.with_for_update(read=True, skip_locked=True)
+        return {int(r.id): crop_from(int(r.id), r.crop, r.crop_type) for r in conn.execute(query)}
 
     def release(self, owner: str) -> int:
         """Give back every lease the owner still holds (a worker stopping early)."""
@@ -444,6 +525,63 @@ class Store:
         failures: Sequence[FailureResult],
         owner: str | None = None,
     ) -> WriteOutcome:
+        """Store a batch (see _write_batch). If the database refuses it for a reason other
+        than locks or the connection, each result is written alone, and one that is still
+        refused becomes that face's failure: no single row can fail a batch."""
+        try:
+            return self._write_batch(space_hash, vectors, failures, owner)
+        except sa.exc.DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            log.warning(
+                "Writing %d results failed (%s); writing them one by one",
+                len(vectors) + len(failures),
+                exc.orig,
+            )
+        results: list[VectorResult | FailureResult] = [*vectors, *failures]
+        outcomes = [self._write_one(space_hash, r, owner) for r in results]
+        return WriteOutcome(
+            sum(o.embedded for o in outcomes),
+            sum(o.failed for o in outcomes),
+            sum(o.changed for o in outcomes),
+        )
+
+    def _write_one(
+        self, space_hash: str, result: VectorResult | FailureResult, owner: str | None
+    ) -> WriteOutcome:
+        vectors = [result] if isinstance(result, VectorResult) else []
+        failures = [result] if isinstance(result, FailureResult) else []
+        try:
+            return self._write_batch(space_hash, vectors, failures, owner)
+        except sa.exc.DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            failure = FailureResult(
+                result.face_id, result.crop_sha256, f"the result could not be stored: {exc.orig}"
+            )
+        log.warning("Face %d: %s", failure.face_id, failure.error)
+        try:
+            with write_transaction(self.engine) as conn:
+                _drop_jobs(conn, space_hash, [failure.face_id])
+                self._record_failure(conn, space_hash, failure, time.time())
+        except sa.exc.DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            log.error(
+                "Face %d: its failure cannot be recorded either (%s); it is tried again later",
+                failure.face_id,
+                exc.orig,
+            )
+            return WriteOutcome(0, 0, 1)
+        return WriteOutcome(0, 1, 0)
+
+    def _write_batch(
+        self,
+        space_hash: str,
+        vectors: Sequence[VectorResult],
+        failures: Sequence[FailureResult],
+        owner: str | None = None,
+    ) -> WriteOutcome:
         """Store a batch, keeping only results whose crop is still the face's current crop.
 
         With an owner, also only the faces whose lease the owner still holds; their
@@ -457,7 +595,6 @@ class Store:
         ids = [r.face_id for r in vectors] + [r.face_id for r in failures]
         if not ids:
             return WriteOutcome(0, 0, 0)
-        face = self.face.table
         job = embedding_job.c
         now = time.time()
         with write_transaction(self.engine) as conn:
@@ -475,12 +612,8 @@ class Store:
                 )
                 ids = [i for i in ids if i in held]
             current = {
-                int(r.id): crop_sha256(r.face_crop_blob)
-                for r in conn.execute(
-                    sa.select(face.c.id, face.c.face_crop_blob)
-                    .where(face.c.id.in_(ids))
-                    .with_for_update(read=True, skip_locked=True)
-                )
+                face_id: crop_sha256(crop.blob)
+                for face_id, crop in self._crop_rows(conn, ids, lock=True).items()
             }
             good = [r for r in vectors if current.get(r.face_id) == r.crop_sha256]
             bad = [r for r in failures if current.get(r.face_id) == r.crop_sha256]
@@ -527,6 +660,7 @@ class Store:
     def _record_failure(
         self, conn: Connection, space_hash: str, failure: FailureResult, now: float
     ) -> None:
+        failure = FailureResult(failure.face_id, failure.crop_sha256, printable(failure.error))
         key = (embedding_failure.c.face_id == failure.face_id) & (
             embedding_failure.c.space_hash == space_hash
         )
@@ -631,10 +765,8 @@ class Store:
             return {int(r.face_id): bytes(r.vector) for r in conn.execute(query)}
 
     def crops_of(self, face_ids: Sequence[int]) -> dict[int, bytes]:
-        face = self.face.table
-        query = sa.select(face.c.id, face.c.face_crop_blob).where(face.c.id.in_(list(face_ids)))
-        with self.engine.connect() as conn:
-            return {int(r.id): bytes(r.face_crop_blob or b"") for r in conn.execute(query)}
+        """face_id -> crop bytes of the faces still there (an unusable value: its bytes)."""
+        return {i: crop.blob for i, crop in self.read_crops(face_ids).items()}
 
     def training_pairs(self, space_hash: str) -> dict[int, Any]:
         """face_id -> person_id of verified faces with a vector in the space (no vectors read)."""
@@ -765,6 +897,28 @@ def _wait_briefly_for_locks(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SET LOCAL lock_timeout = '500ms'"))
+
+
+MAX_ERROR_CHARS = 500
+
+
+def printable(error: str) -> str:
+    """An error message any database stores (PostgreSQL text cannot hold NUL), kept short."""
+    text = error.replace("\x00", "\\x00")
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def is_transient(exc: sa.exc.DBAPIError) -> bool:
+    """A failure of the database, not of a row: locks, a busy or lost connection, a full disk.
+
+    Retrying the batch later can help; splitting it cannot. (SQLite reports a TEXT value
+    that is not UTF-8 as an OperationalError too: that one is a row's fault.)
+    """
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    return "could not decode" not in str(exc.orig).lower()
 
 
 def _drop_jobs(conn: Connection, space_hash: str, face_ids: Sequence[int]) -> None:
