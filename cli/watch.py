@@ -36,6 +36,15 @@ DEFAULTS = WatchOptions()
     show_default=True,
     help="Seconds between reconciles on the timer, whatever the file events say.",
 )
+@click.option(
+    "--slice",
+    "work_slice",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULTS.work_slice,
+    show_default=True,
+    help="While a backlog lasts: seconds of embedding (plus the batch in progress) between "
+    "checks of the retrain policy and writes of new suggestions. Capped at --interval.",
+)
 @click.option("--poll", is_flag=True, help="Use the timer alone, no file events.")
 @click.option(
     "--debounce",
@@ -98,9 +107,10 @@ def watch(
     """Run beside the tagging app: keep the cache current, retrain, suggest.
 
     \b
-    Each reconcile: embed pending verified faces, then (unless --no-suggestions)
-    unverified ones; retrain when the labels changed enough; write
-    face_suggestion rows for unverified faces. Woken by a change it works the
+    Each reconcile embeds in slices of --slice seconds: verified faces first,
+    then (unless --no-suggestions) at least one batch of unverified ones; after
+    each slice it retrains when the labels changed enough and writes
+    face_suggestion rows for the unverified faces embedded so far. Woken by a change it works the
     queue facestore's triggers fill; every --interval it also scans the face
     table for anything not queued and sweeps orphans. SQLite files are watched
     for changes (events are hints; PRAGMA data_version decides); PostgreSQL
@@ -110,7 +120,8 @@ def watch(
     claims batches of faces with a lease, so no face is embedded twice, and
     the batch of a worker that dies is taken over when its lease expires.
 
-    SIGTERM or SIGINT finishes the current batch and exits 0. Exit status 2
+    SIGTERM or SIGINT stops within a second or so, mid-batch if need be (the
+    unwritten faces go back to the queue), and exits 0. Exit status 2
     means a configuration problem (do not restart); other failures exit 1.
     """
     exit_on_signals_while_starting()

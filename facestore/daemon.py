@@ -55,6 +55,16 @@ class WatchOptions:
     batch_size: int = 32
     retrain: bool = True
     lease: float = DEFAULT_LEASE_SECONDS
+    work_slice: float = 10.0  # seconds of embedding between retrain checks and suggestions
+
+    @property
+    def slice_seconds(self) -> float:
+        return min(self.work_slice, self.interval)
+
+
+# While a backlog lasts, verified faces get this share of each slice; unverified faces
+# the rest (always at least one batch), so that they get suggestions meanwhile.
+VERIFIED_SHARE = 0.75
 
 
 # --- the retrain policy: pure --------------------------------------------------
@@ -254,40 +264,69 @@ class Daemon:
         """One pass. scan=False (woken by a change): trust the queue the triggers fill.
 
         The timer's passes scan the face table (and sweep orphans) as the ground truth.
+        The embedding is done in slices of at most `slice_seconds` (plus the batch in
+        progress): after each slice the model is reloaded if another worker published
+        one, the retrain policy is evaluated and suggestions are written, so that none
+        of them waits for a backlog to clear.
         """
         started = time.perf_counter()
-        embedded = 0
+        embedded = slices = 0
         scan = self._follow_active_space() or scan
-        if self.backbone is not None and self.space is not None:
-            for verified in (True, False) if self.options.suggestions else (True,):
-                if self.stop.is_set():
-                    return
-                report = embed_pending(
-                    self.store,
-                    self.backbone,
-                    batch_size=self.options.batch_size,
-                    stop=self.stop,
-                    space=self.space,
-                    verified=verified,
-                    lease_seconds=self.options.lease,
-                    scan=scan,
-                )
-                embedded += report.embedded
-        elif scan:
-            self.store.sweep_orphans()
-        if self.stop.is_set():
+        if self.backbone is None or self.space is None:
+            if scan:
+                self.store.sweep_orphans()
+            self._between_slices()
             return
+        more = True
+        while more and not self.stop.is_set():
+            more, done = self._embed_slice(scan=scan and slices == 0)
+            embedded += done
+            slices += 1
+            if self.stop.is_set():
+                return
+            self._between_slices()
+        log.debug(
+            "Reconciled in %.0f ms (%d embedded in %d slices, %s)",
+            1000 * (time.perf_counter() - started),
+            embedded,
+            slices,
+            "scan" if scan else "queue only",
+        )
+
+    def _embed_slice(self, scan: bool) -> tuple[bool, int]:
+        """Embed for about one slice: verified faces first, then at least one batch of
+        unverified ones. Returns (work left, faces embedded)."""
+        assert self.backbone is not None and self.space is not None
+        now = time.monotonic()
+        end = now + self.options.slice_seconds
+        shares = [(True, end)]
+        if self.options.suggestions:
+            shares = [(True, now + VERIFIED_SHARE * self.options.slice_seconds), (False, end)]
+        more, embedded = False, 0
+        for verified, deadline in shares:
+            if self.stop.is_set():
+                break
+            report = embed_pending(
+                self.store,
+                self.backbone,
+                batch_size=self.options.batch_size,
+                stop=self.stop,
+                space=self.space,
+                verified=verified,
+                lease_seconds=self.options.lease,
+                scan=scan,
+                deadline=deadline,
+            )
+            more = more or report.more
+            embedded += report.embedded
+        return more, embedded
+
+    def _between_slices(self) -> None:
         self._load_model()  # another process may have published or rolled back
         if self.options.retrain:
             self.maybe_retrain()
         if self.options.suggestions and self.predictor is not None:
             self.suggest()
-        log.debug(
-            "Reconciled in %.0f ms (%d embedded, %s)",
-            1000 * (time.perf_counter() - started),
-            embedded,
-            "scan" if scan else "queue only",
-        )
 
     def maybe_retrain(self) -> None:
         if self.space is None:

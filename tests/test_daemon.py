@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from facestore.daemon import (
 )
 from facestore.store import Store, decode_vectors
 from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.processes import wait_for
 
 
 def test_count_changes() -> None:
@@ -214,3 +216,55 @@ def test_suggestions_follow_the_models_open_set_rule(daemon_db: Path, tmp_path: 
     )
     assert (known.person_id, stranger.person_id) == (1, None)
     assert rows[0][2] == pytest.approx(known.confidence, abs=1e-6)
+
+
+def test_a_backlog_starves_neither_retrains_nor_suggestions(
+    daemon_db: Path, tmp_path: Path
+) -> None:
+    """An app that adds faces faster than the daemon embeds: the queue never empties, yet
+    within one reconcile a model is published and suggestions are written."""
+    added = iter(range(10_000))
+
+    class AppOutpacesTheDaemon(FakeBackbone):
+        def embed_images(self, images):  # type: ignore[no-untyped-def]
+            for _ in range(len(images) + 2):  # each batch: more new faces than it embeds
+                n = next(added)
+                sqlite_exec(
+                    daemon_db,
+                    "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
+                    "VALUES (1, ?, ?, ?)",
+                    encode(face_image(n % 3, 100 + n)),
+                    n % 3,
+                    int(n % 4 != 0),  # one in four unverified
+                )
+            return super().embed_images(images)
+
+    store = Store(database.create_engine(f"sqlite:///{daemon_db}"))
+    options = WatchOptions(
+        retrain_min_changes=3,
+        retrain_cooldown=0,
+        classifier="logreg",
+        batch_size=4,
+        work_slice=0.3,
+        interval=60,
+    )
+    daemon = Daemon(store, tmp_path / "model", options, AppOutpacesTheDaemon())
+    seen: dict[str, int] = {}
+
+    def published_and_suggested() -> bool:
+        if artifacts.current_version(tmp_path / "model") is None:
+            return False
+        [(suggestions,)] = sqlite_rows(daemon_db, "SELECT count(*) FROM face_suggestion")
+        [(queued,)] = sqlite_rows(daemon_db, "SELECT count(*) FROM embedding_job")
+        seen.update(suggestions=suggestions, queued=queued)
+        return suggestions > 0
+
+    worker = threading.Thread(target=daemon.reconcile)
+    worker.start()
+    try:
+        wait_for(published_and_suggested, timeout=120, what="a model and suggestions")
+    finally:
+        daemon.stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert seen["queued"] > 0  # the backlog was still there

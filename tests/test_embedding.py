@@ -172,6 +172,36 @@ def test_a_stopped_run_gives_its_leases_back(make_app: MakeApp) -> None:
     assert embed_pending(app.store(), FakeBackbone()).embedded == 12
 
 
+def test_a_stop_is_seen_between_chunks_of_a_batch(make_app: MakeApp) -> None:
+    """SIGTERM mid-batch: the batch is abandoned after the model chunk in progress, its
+    faces go back to the queue, and the next run embeds them."""
+    app = make_app()
+    stop = threading.Event()
+    backbone = FakeBackbone()
+    real = backbone.embed_images
+    chunks: list[int] = []
+
+    def embed_then_stop(images):  # type: ignore[no-untyped-def]
+        chunks.append(len(images))
+        stop.set()  # the signal arrives while the model works on the first chunk
+        return real(images)
+
+    backbone.embed_images = embed_then_stop  # type: ignore[method-assign]
+    report = embed_pending(app.store(), backbone, batch_size=12, stop=stop)
+    assert chunks == [8] and report.embedded == 0  # 8 of the 12: the first chunk only
+    assert app.ids("embedding") == set()
+    assert app.rows("SELECT count(*) FROM embedding_job WHERE lease_owner IS NOT NULL") == [(0,)]
+    assert embed_pending(app.store(), FakeBackbone()).embedded == 12
+
+
+def test_a_deadline_ends_the_run_after_the_batch_in_progress(make_app: MakeApp) -> None:
+    app = make_app()
+    report = embed_pending(app.store(), FakeBackbone(), batch_size=5, deadline=0.0)
+    assert (report.embedded, report.more) == (5, True)
+    rest = embed_pending(app.store(), FakeBackbone(), batch_size=5)
+    assert (rest.embedded, rest.more, rest.pending) == (7, False, 0)
+
+
 def test_a_different_space_is_refused(make_app: MakeApp) -> None:
     store = make_app().store()
     embed_pending(store, FakeBackbone())
