@@ -24,6 +24,7 @@ from facestore.config import (
     resolve_db,
 )
 from facestore.errors import FacestoreError
+from facestore.timestamps import iso_utc
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,20 +61,70 @@ class FacestoreGroup(click.Group):
             ) from exc
 
 
+VERBOSE_HELP = "-v for progress logs, -vv for debug logs."
+LOG_FORMAT_HELP = "Log line format on stderr; json suits log collectors. [default: text]"
+
+
+def apply_logging(ctx: click.Context, verbose: int = 0, log_format: str | None = None) -> None:
+    """Configure logging from the global options and those given after the command."""
+    root = ctx.find_root()
+    verbosity = max(verbose, root.params.get("verbose") or 0)
+    if root.invoked_subcommand == "watch" or ctx.info_name == "watch":
+        verbosity = max(verbosity, 1)  # the daemon logs its lifecycle at INFO by default
+    configure_logging(verbosity, log_format or root.params.get("log_format") or "text")
+
+
+class FacestoreCommand(click.Command):
+    """A command that also takes the global -v and --log-format after its name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params += [
+            click.Option(["-v", "--verbose", "cmd_verbose"], count=True, help=VERBOSE_HELP),
+            click.Option(
+                ["--log-format", "cmd_log_format"],
+                type=click.Choice(["text", "json"]),
+                default=None,
+                help=LOG_FORMAT_HELP,
+            ),
+        ]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        verbose = ctx.params.pop("cmd_verbose", 0)
+        log_format = ctx.params.pop("cmd_log_format", None)
+        if verbose or log_format:
+            apply_logging(ctx, verbose, log_format)
+        return super().invoke(ctx)
+
+
+class CommandGroup(click.Group):
+    """A command group whose commands take -v and --log-format too."""
+
+    command_class = FacestoreCommand
+
+
 def location_options(func: F) -> F:
     """--db and --model-dir, accepted before or after the command name."""
-    func = click.option(
-        "--model-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Where published models live. [env: FACESTORE_MODEL_DIR; default: ./model]",
-    )(func)
+    func = model_dir_option(func)
     func = click.option(
         "--db",
         default=None,
-        help="The app's database: a SQLite file path or a SQLAlchemy URL. [env: FACESTORE_DB]",
+        envvar="FACESTORE_DB",
+        show_envvar=True,
+        help="The app's database: a SQLite file path or a SQLAlchemy URL.",
     )(func)
     return func
+
+
+def model_dir_option(func: F) -> F:
+    return click.option(
+        "--model-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar="FACESTORE_MODEL_DIR",
+        show_envvar=True,
+        help="Where published models live. [default: ./model]",
+    )(func)
 
 
 def backbone_options(func: F) -> F:
@@ -82,25 +133,32 @@ def backbone_options(func: F) -> F:
             click.option(
                 "--backbone",
                 default=None,
-                help="Backbone name: vggface2 (default), casia-webface, or a plugin. "
-                "[env: FACESTORE_BACKBONE]",
+                envvar="FACESTORE_BACKBONE",
+                show_envvar=True,
+                help="Backbone name: vggface2 (default), casia-webface, dlib, or a plugin.",
             ),
             click.option(
                 "--weights",
                 type=click.Path(dir_okay=False, path_type=Path),
                 default=None,
+                envvar="FACESTORE_WEIGHTS",
+                show_envvar=True,
                 help="Backbone weights file (e.g. 20180402-114759-vggface2.pt). If not given: "
-                "the torch hub cache, then a download. [env: FACESTORE_WEIGHTS]",
+                "the torch hub cache ($TORCH_HOME), then a download.",
             ),
             click.option(
                 "--device",
                 default=None,
-                help="auto (CUDA if available), cpu, cuda or cuda:N. [env: FACESTORE_DEVICE]",
+                envvar="FACESTORE_DEVICE",
+                show_envvar=True,
+                help="auto (CUDA if available), cpu, cuda or cuda:N. [default: auto]",
             ),
             click.option(
                 "--batch-size",
                 type=click.IntRange(min=1),
                 default=None,
+                envvar="FACESTORE_BATCH_SIZE",
+                show_envvar=True,
                 help="Faces per model batch. [default: 32]",
             ),
         ]
@@ -136,14 +194,21 @@ def configure_logging(verbosity: int, log_format: str = "text") -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("facestore").setLevel(level)
 
 
-class JsonFormatter(logging.Formatter):
+class TextFormatter(logging.Formatter):
+    """Log times as ISO 8601 UTC, the one format of every timestamp facestore prints."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return iso_utc(record.created) or ""
+
+
+class JsonFormatter(TextFormatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record),
@@ -186,12 +251,7 @@ def pass_settings(func: F) -> F:
 def pass_model_dir(func: F) -> F:
     """Decorator: resolve --model-dir (no database needed) and pass it as `model_dir`."""
 
-    @click.option(
-        "--model-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Where published models live. [env: FACESTORE_MODEL_DIR; default: ./model]",
-    )
+    @model_dir_option
     @click.pass_context
     @functools.wraps(func)
     def wrapper(ctx: click.Context, model_dir: Path | None, **kwargs: Any) -> Any:

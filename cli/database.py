@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from facestore import db as database
-from facestore.cli.common import pass_settings
+from facestore.cli.common import CommandGroup, pass_settings
 from facestore.config import Settings
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def db() -> None:
     """Install, inspect or remove facestore's tables and triggers in the app's database.
 
@@ -23,7 +23,7 @@ def db() -> None:
 @pass_settings
 def upgrade(settings: Settings, revision: str) -> None:
     """Create or update facestore's tables and triggers (default: to head)."""
-    engine = database.create_engine(settings.db_url)
+    engine = database.create_engine(settings.db_url, must_exist=True)
     database.upgrade(engine, revision)
     click.echo(f"facestore schema is at {database.current_revision(engine)}")
 
@@ -32,7 +32,7 @@ def upgrade(settings: Settings, revision: str) -> None:
 @pass_settings
 def current(settings: Settings) -> None:
     """Show the facestore schema revision of the database and the expected head."""
-    engine = database.create_engine(settings.db_url)
+    engine = database.create_engine(settings.db_url, must_exist=True)
     database.check_connection(engine)
     revision = database.current_revision(engine)
     head = database.head_revision()
@@ -45,6 +45,6 @@ def current(settings: Settings) -> None:
 @pass_settings
 def downgrade(settings: Settings, revision: str) -> None:
     """Downgrade to REVISION; 'base' removes every facestore table and trigger."""
-    engine = database.create_engine(settings.db_url)
+    engine = database.create_engine(settings.db_url, must_exist=True)
     database.downgrade(engine, revision)
     click.echo(f"facestore schema is at {database.current_revision(engine) or 'base'}")

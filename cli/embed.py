@@ -10,6 +10,7 @@ from facestore import db as database
 from facestore.artifacts import published_summary
 from facestore.backbones import build_backbone, space_of
 from facestore.cli.common import (
+    FacestoreCommand,
     backbone_options,
     backbone_settings,
     pass_settings,
@@ -18,19 +19,21 @@ from facestore.cli.common import (
 )
 from facestore.config import Settings
 from facestore.embedding import embed_pending
-from facestore.importer import count_files, import_folder
+from facestore.importer import check_folder, count_files, import_folder
 from facestore.status import collect_status, format_status
 from facestore.store import Store
+
+SHOW_SKIPPED = 20
 
 
 def open_store(settings: Settings) -> Store:
     """An engine on the database, refusing unless facestore's schema is at head."""
-    engine = database.create_engine(settings.db_url)
+    engine = database.create_engine(settings.db_url, must_exist=True)
     database.require_head(engine)
     return Store(engine)
 
 
-@click.command()
+@click.command(cls=FacestoreCommand)
 @backbone_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @pass_settings
@@ -63,7 +66,7 @@ def embed(
         )
 
 
-@click.command()
+@click.command(cls=FacestoreCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def status(settings: Settings, as_json: bool) -> None:
@@ -80,7 +83,7 @@ def status(settings: Settings, as_json: bool) -> None:
         click.echo(format_status(report))
 
 
-@click.command("import")
+@click.command("import", cls=FacestoreCommand)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @pass_settings
@@ -89,17 +92,53 @@ def import_command(settings: Settings, directory: Path, as_json: bool) -> None:
 
     The folder name is the person_id. JPEG, PNG and WebP files are stored as
     they are; other formats Pillow reads (PGM, BMP, TIFF) are stored as PNG.
+    Files that are not images, and files directly in DIRECTORY, are skipped and
+    listed.
     If the database has no 'face' table, a minimal one is created. Every run
     appends rows: importing a folder twice adds its faces twice.
     """
+    check_folder(directory)  # before the database file is created
     engine = database.create_engine(settings.db_url)
     database.check_connection(engine)
     with progress_bar(count_files(directory), "import", unit="file") as bar:
         report = import_folder(engine, directory, progress=bar)
     if as_json:
         print_json(report.as_json())
-    else:
+        return
+    click.echo(
+        f"imported {report.faces} faces of {report.people} people"
+        + (f", skipped {len(report.skipped)} files:" if report.skipped else "")
+    )
+    shown = report.skipped[:SHOW_SKIPPED]
+    for path in shown:
+        click.echo(f"  skipped {path}")
+    if len(report.skipped) > len(shown):
+        click.echo(f"  ... and {len(report.skipped) - len(shown)} more (--json lists them all)")
+
+
+@click.command(cls=FacestoreCommand)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_settings
+def failures(settings: Settings, limit: int | None, as_json: bool) -> None:
+    """List the faces that could not be embedded in the active space, and why.
+
+    Newest first: face_id, person_id, the reason, how many times the current
+    crop was tried, and when it last failed (ISO 8601 UTC). A failed face is
+    tried again when the app changes its crop. JSON: a list of {face_id,
+    person_id, error, attempts, failed_at}.
+    """
+    store = open_store(settings)
+    active = store.active_space()
+    rows = store.failures(active.config_hash, limit) if active else []
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no failed faces" + ("" if active else " (nothing embedded yet)"))
+    for row in rows:
         click.echo(
-            f"imported {report.faces} faces of {report.people} people"
-            + (f", skipped {len(report.skipped)} files" if report.skipped else "")
+            f"face {row['face_id']} (person {row['person_id']}): {row['error']} "
+            f"[{row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}, "
+            f"last {row['failed_at']}]"
         )

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from facestore.cli.common import far_option, pass_settings, print_json
+from facestore.cli.common import (
+    FacestoreCommand,
+    far_option,
+    pass_settings,
+    print_json,
+)
 from facestore.cli.embed import open_store
 from facestore.config import Settings
 from facestore.evaluate import DEFAULT_FOLDS, Evaluation, evaluate
@@ -16,7 +21,7 @@ from facestore.training import CLASSIFIERS, classifier_factory, resolve_name
 EVALUATED_BY_DEFAULT = ("auto", "svc", "lda", "logreg", "knn", "centroid")
 
 
-@click.command("evaluate")
+@click.command("evaluate", cls=FacestoreCommand)
 @click.option(
     "--classifier",
     "classifiers",

@@ -7,9 +7,15 @@ from pathlib import Path
 import click
 
 from facestore import __version__
-from facestore.cli.common import FacestoreGroup, configure_logging, location_options
+from facestore.cli.common import (
+    LOG_FORMAT_HELP,
+    VERBOSE_HELP,
+    FacestoreGroup,
+    apply_logging,
+    location_options,
+)
 from facestore.cli.database import db
-from facestore.cli.embed import embed, import_command, status
+from facestore.cli.embed import embed, failures, import_command, status
 from facestore.cli.evaluate import evaluate_command
 from facestore.cli.model import model, predict, retrain_command, train
 from facestore.cli.spaces import prune, reembed_command
@@ -18,13 +24,9 @@ from facestore.cli.watch import watch
 
 @click.group(cls=FacestoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @location_options
-@click.option("-v", "--verbose", count=True, help="-v for progress logs, -vv for debug logs.")
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
 @click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Log line format on stderr; json suits log collectors.",
+    "--log-format", type=click.Choice(["text", "json"]), default="text", help=LOG_FORMAT_HELP
 )
 @click.version_option(__version__, prog_name="facestore")
 @click.pass_context
@@ -42,16 +44,27 @@ def main(
       facestore --db photos.db import people/
       facestore --db photos.db train --upgrade
 
-    --db and --model-dir may be given before or after the command name.
+    Global options (--db, --model-dir, -v, --log-format) may be given before or
+    after the command name.
+
+    \b
+    Environment (an option given on the command line wins):
+      FACESTORE_DB          --db
+      FACESTORE_MODEL_DIR   --model-dir
+      FACESTORE_BACKBONE    --backbone
+      FACESTORE_WEIGHTS     --weights
+      FACESTORE_DEVICE      --device
+      FACESTORE_BATCH_SIZE  --batch-size
+      FACESTORE_WORKER_HOST this worker's host name in leases (watch)
+      TORCH_HOME            the torch hub cache searched for weights
     """
-    # The daemon logs its lifecycle at INFO by default.
-    daemon = ctx.invoked_subcommand == "watch"
-    configure_logging(max(verbose, 1) if daemon else verbose, log_format)
+    apply_logging(ctx)
 
 
 main.add_command(db)
 main.add_command(embed)
 main.add_command(status)
+main.add_command(failures)
 main.add_command(import_command)
 main.add_command(retrain_command)
 main.add_command(train)

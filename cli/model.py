@@ -11,6 +11,8 @@ from facestore import artifacts
 from facestore import db as database
 from facestore.backbones import build_backbone, space_of
 from facestore.cli.common import (
+    CommandGroup,
+    FacestoreCommand,
     backbone_options,
     backbone_settings,
     classifier_option,
@@ -31,6 +33,7 @@ from facestore.errors import DatabaseError, SchemaNotAtHeadError
 from facestore.importer import crop_bytes
 from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
 from facestore.retrain import RetrainReport, retrain
+from facestore.status import shown
 from facestore.store import Store
 
 
@@ -83,7 +86,7 @@ def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
     return "\n".join(lines)
 
 
-@click.command("retrain")
+@click.command("retrain", cls=FacestoreCommand)
 @training_options
 @pass_settings
 def retrain_command(
@@ -107,7 +110,7 @@ def retrain_command(
     print_json(report.as_json()) if as_json else click.echo(summary_lines(report))
 
 
-@click.command()
+@click.command(cls=FacestoreCommand)
 @backbone_options
 @training_options
 @click.option("--upgrade", is_flag=True, help="Run 'facestore db upgrade' first if needed.")
@@ -130,7 +133,7 @@ def train(
     Ends with a summary: faces used, classes kept and dropped, accuracy, and the
     model version.
     """
-    engine = database.create_engine(settings.db_url)
+    engine = database.create_engine(settings.db_url, must_exist=True)
     if upgrade:
         database.upgrade(engine)
     try:
@@ -151,7 +154,7 @@ def train(
         click.echo(summary_lines(report, embedded.embedded))
 
 
-@click.command()
+@click.command(cls=FacestoreCommand)
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--face-id",
@@ -211,7 +214,7 @@ def predict(
         ctx.exit(1)
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def model() -> None:
     """List published model versions, or roll back to one."""
 
@@ -230,7 +233,7 @@ def list_command(model_dir: Path, as_json: bool) -> None:
     for row in rows:
         mark = "*" if row["current"] else " "
         click.echo(
-            f"{mark} {row['version']}  {row['classifier']}  accuracy {row['accuracy']}  "
+            f"{mark} {row['version']}  {row['classifier']}  accuracy {shown(row['accuracy'])}  "
             f"classes {row['classes_kept']}  train {row['n_train']}"
         )
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from facestore.backbones import build_backbone, space_of
 from facestore.cli.common import (
+    FacestoreCommand,
     backbone_options,
     backbone_settings,
     classifier_option,
@@ -22,7 +25,12 @@ from facestore.errors import FacestoreError
 from facestore.reembed import ReembedReport, activate_recorded, reembed
 
 
-@click.command("reembed")
+def given_on_command_line(*names: str) -> bool:
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE for n in names)
+
+
+@click.command("reembed", cls=FacestoreCommand)
 @backbone_options
 @click.option(
     "--activate/--no-activate",
@@ -63,14 +71,22 @@ def reembed_command(
     """
     store = open_store(settings)
     if activate_only:
+        started = time.perf_counter()
         chosen = space_prefix
-        if backbone or weights:
+        if given_on_command_line("backbone", "weights"):  # not FACESTORE_* of the daemon
             chosen = space_of(
                 build_backbone(backbone_settings(backbone, weights, device, batch_size))
             ).config_hash
         version = activate_recorded(store, chosen, settings.model_dir, classifier)
         active = store.active_space()
-        report = ReembedReport(active.config_hash if active else "", 0, 0, True, version, 0.0)
+        report = ReembedReport(
+            active.config_hash if active else "",
+            0,
+            0,
+            True,
+            version,
+            time.perf_counter() - started,
+        )
     else:
         options = backbone_settings(backbone, weights, device, batch_size)
         model = build_backbone(options)
@@ -99,7 +115,7 @@ def reembed_command(
         )
 
 
-@click.command()
+@click.command(cls=FacestoreCommand)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_settings
 def prune(settings: Settings, yes: bool) -> None:

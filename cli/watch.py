@@ -9,6 +9,7 @@ import click
 
 from facestore.backbones import build_backbone
 from facestore.cli.common import (
+    FacestoreCommand,
     backbone_options,
     backbone_settings,
     classifier_option,
@@ -27,7 +28,7 @@ from facestore.daemon import (
 DEFAULTS = WatchOptions()
 
 
-@click.command()
+@click.command(cls=FacestoreCommand)
 @backbone_options
 @click.option(
     "--interval",

@@ -44,6 +44,7 @@ import sklearn
 from facestore import __version__
 from facestore.errors import ModelIncompatibleError, ModelIntegrityError, ModelNotFoundError
 from facestore.openset import OpenSetRule
+from facestore.timestamps import normalise
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ def history(model_dir: Path) -> list[dict[str, Any]]:
             {
                 "version": version,
                 "current": version == current,
-                "created_at": metrics.get("created_at"),
+                "created_at": normalise(metrics.get("created_at")),
                 "classifier": metrics.get("classifier"),
                 "accuracy": metrics.get("accuracy"),
                 "n_train": metrics.get("n_train"),

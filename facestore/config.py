@@ -54,7 +54,12 @@ def resolve_backbone(
     env: Mapping[str, str] = os.environ,
 ) -> BackboneSettings:
     weights_value = weights or env.get("FACESTORE_WEIGHTS") or None
-    size = batch_size or int(env.get("FACESTORE_BATCH_SIZE", DEFAULT_BATCH_SIZE))
+    try:
+        size = batch_size or int(env.get("FACESTORE_BATCH_SIZE") or DEFAULT_BATCH_SIZE)
+    except ValueError:
+        raise ConfigurationError(
+            f"FACESTORE_BATCH_SIZE must be a whole number, got {env['FACESTORE_BATCH_SIZE']!r}."
+        ) from None
     if size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {size}.")
     return BackboneSettings(

@@ -34,6 +34,7 @@ from facestore.errors import BusyError, FacestoreError, ModelError
 from facestore.migrations.triggers import NOTIFY_CHANNEL
 from facestore.predict import Predictor
 from facestore.retrain import retrain
+from facestore.status import shown
 from facestore.store import Store
 
 log = logging.getLogger(__name__)
@@ -361,7 +362,7 @@ class Daemon:
         log.info(
             "Retrain published model %s (accuracy %s, %d people, %.1fs)",
             report.version,
-            report.accuracy,
+            shown(report.accuracy),
             report.classes_kept,
             report.seconds,
         )

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,9 +19,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from facestore.errors import DatabaseError, DatabaseUnavailableError, SchemaNotAtHeadError
+from facestore.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    SchemaNotAtHeadError,
+)
 from facestore.locks import advisory_lock
 from facestore.schema import ALEMBIC_VERSION_TABLE, reflect_face_table
 
@@ -31,8 +38,14 @@ MIN_SQLITE = (3, 35)
 _BEGIN_MODE = "facestore_sqlite_begin"
 
 
-def create_engine(url: str) -> Engine:
-    """An engine with facestore's per-connection settings."""
+def create_engine(url: str, must_exist: bool = False) -> Engine:
+    """An engine with facestore's per-connection settings.
+
+    must_exist: refuse a SQLite path that is not there, rather than let SQLite create
+    an empty file (only 'facestore import' may create the app's database).
+    """
+    if must_exist:
+        require_file(url)
     if url.startswith("sqlite") and sqlite3.sqlite_version_info < MIN_SQLITE:
         raise DatabaseError(
             f"facestore needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for RETURNING "
@@ -53,6 +66,20 @@ def create_engine(url: str) -> Engine:
             "such as postgresql+psycopg://user@host/db."
         ) from exc
     return engine
+
+
+def require_file(url: str) -> None:
+    parsed = sa.engine.make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(str(parsed.database))
+    if not path.exists():
+        raise DatabaseError(
+            f"The database file {path} does not exist. Check --db / FACESTORE_DB; "
+            "'facestore import DIR' creates a new database from a folder of crops."
+        )
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory, not a database file. Check --db.")
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
@@ -79,20 +106,45 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+# PostgreSQL: no such database, bad password, no such role: setup errors, not outages
+SETUP_SQLSTATES = {"3D000", "28000", "28P01"}
+SETUP_MESSAGES = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
+
+
 def check_connection(engine: Engine) -> None:
+    """Connect and read: a file that is not a database, or a server that refuses us, is
+    a setup error (exit 2); a server that does not answer may come back (exit 1)."""
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        if engine.dialect.name != "sqlite":  # a server down or restarting: worth a retry
+            # SQLite reads the file header only on a real read: SELECT 1 would not notice
+            probe = "PRAGMA schema_version" if engine.dialect.name == "sqlite" else "SELECT 1"
+            conn.execute(sa.text(probe))
+    except sa.exc.DBAPIError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        if engine.dialect.name == "sqlite" and not isinstance(exc, sa.exc.OperationalError):
+            raise DatabaseError(
+                f"{engine.url.database} is not a SQLite database ({exc.orig}). Check --db / "
+                "FACESTORE_DB: it must be the tagging app's database file."
+            ) from exc
+        if engine.dialect.name != "sqlite" and not _is_setup_error(exc):
             raise DatabaseUnavailableError(
-                f"Cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+                f"Cannot reach the database {where}: "
                 f"{exc.orig}. Check that the server is up and --db / FACESTORE_DB is right."
             ) from exc
         raise DatabaseError(
-            f"Cannot open the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{exc.orig}. Check --db / FACESTORE_DB."
+            f"Cannot open the database {where}: {exc.orig}. Check --db / FACESTORE_DB"
+            + (
+                " and that the database exists (createdb NAME)."
+                if engine.dialect.name != "sqlite"
+                else "."
+            )
         ) from exc
+
+
+def _is_setup_error(exc: sa.exc.DBAPIError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) in SETUP_SQLSTATES:
+        return True
+    return any(m in str(exc.orig) for m in SETUP_MESSAGES)
 
 
 # --- migrations -------------------------------------------------------------
@@ -126,17 +178,42 @@ def require_head(engine: Engine) -> None:
         raise SchemaNotAtHeadError(current, head)
 
 
+def known_revisions() -> list[str]:
+    """facestore's revisions, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+@contextlib.contextmanager
+def _revision_errors(revision: str) -> Iterator[None]:
+    try:
+        yield
+    except CommandError as exc:
+        raise ConfigurationError(
+            f"Cannot migrate to {revision!r}: {exc}. Known revisions: base, "
+            f"{', '.join(known_revisions())} (head); 'head' is the newest."
+        ) from exc
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     check_connection(engine)
     reflect_face_table(engine)  # refuse before touching anything
-    with advisory_lock(engine, "migration"), engine.connect() as conn:
+    with (
+        _revision_errors(revision),
+        advisory_lock(engine, "migration"),
+        engine.connect() as conn,
+    ):
         command.upgrade(alembic_config(conn), revision)
         conn.commit()
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     check_connection(engine)
-    with advisory_lock(engine, "migration"), engine.connect() as conn:
+    with (
+        _revision_errors(revision),
+        advisory_lock(engine, "migration"),
+        engine.connect() as conn,
+    ):
         command.downgrade(alembic_config(conn), revision)
         conn.commit()
     if revision == "base":

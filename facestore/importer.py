@@ -76,6 +76,30 @@ def _people(root: Path) -> Iterator[tuple[str, list[Path]]]:
         yield folder.name, files
 
 
+def top_level_files(root: Path) -> list[Path]:
+    """Files directly in the folder: they belong to no person, so they are not imported."""
+    return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def check_folder(root: Path) -> None:
+    """Refuse, saying why, a folder that holds no person folder with files in it."""
+    if not root.is_dir():
+        raise FacestoreError(f"{root} is not a directory. Pass a folder of per-person folders.")
+    if any(files for _, files in _people(root)):
+        return
+    loose = top_level_files(root)
+    found = (
+        f"it holds {len(loose)} files directly ({', '.join(p.name for p in loose[:3])}"
+        f"{', ...' if len(loose) > 3 else ''}) and no person folder with files"
+        if loose
+        else "it holds no person folder with files"
+    )
+    raise FacestoreError(
+        f"Nothing to import from {root}: {found}. Put each person's crops in a folder named "
+        "by their person_id, e.g. DIR/17/a.jpg, DIR/17/b.png, DIR/42/c.jpg."
+    )
+
+
 def _person_id_converter(table: sa.Table) -> Callable[[str], Any]:
     try:
         python_type = table.c.person_id.type.python_type
@@ -98,9 +122,11 @@ def _person_id_converter(table: sa.Table) -> Callable[[str], Any]:
 def import_folder(
     engine: Engine, root: Path, progress: Callable[[int], None] | None = None
 ) -> ImportReport:
-    if not root.is_dir():
-        raise FacestoreError(f"{root} is not a directory. Pass a folder of per-person folders.")
+    check_folder(root)
     report = ImportReport()
+    for path in top_level_files(root):
+        report.skipped.append(str(path))
+        log.warning("Skipped %s: not in a person folder", path)
     if not sa.inspect(engine).has_table(FACE_TABLE):
         minimal_face_table(sa.MetaData()).create(engine)
         report.created_table = True

@@ -26,7 +26,7 @@ import numpy as np
 from facestore.artifacts import Bundle, load_bundle
 from facestore.backbones import Backbone, build_backbone, space_of
 from facestore.config import BackboneSettings
-from facestore.errors import FacestoreError, ImageDecodeError, ModelIncompatibleError
+from facestore.errors import FacestoreError, ImageDecodeError, SpaceMismatchError
 from facestore.images import decode_crop
 from facestore.store import Store, decode_vectors
 
@@ -60,7 +60,7 @@ def check_space(bundle: Bundle, backbone: Backbone) -> None:
     model_hash = bundle.embedding_config.get("config_hash")
     built = space_of(backbone)
     if built.config_hash != model_hash:
-        raise ModelIncompatibleError(
+        raise SpaceMismatchError(
             f"The model {bundle.version} was trained in embedding space {model_hash}, but the "
             f"configured backbone gives {built.config_hash} ({built.backbone}). Pass the weights "
             "the model was trained with, or move the model to these weights with "

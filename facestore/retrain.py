@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from facestore.errors import TrainingError
 from facestore.locks import retrain_lock
 from facestore.openset import DEFAULT_FAR
 from facestore.store import Store, TrainingRows
+from facestore.timestamps import now_iso
 from facestore.training import (
     ClassifierFactory,
     Dataset,
@@ -121,7 +121,7 @@ def retrain(
             "val_fraction": val_fraction,
             "seed": seed,
             "space": space.config_hash,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": now_iso(),
         }
         version = artifacts.publish(
             model_dir,

@@ -19,6 +19,11 @@ def collect_status(store: Store, model: dict[str, Any] | None) -> dict[str, Any]
     return report
 
 
+def shown(accuracy: float | None) -> str:
+    """An accuracy for people: n/a when the model had no validation split."""
+    return "n/a (no validation split)" if accuracy is None else f"{accuracy:.3f}"
+
+
 def format_status(report: dict[str, Any]) -> str:
     space = report["active_space"]
     model = report["model"]
@@ -33,7 +38,7 @@ def format_status(report: dict[str, Any]) -> str:
         + (f"{space['backbone']} {space['config_hash'][:12]}" if space else "none yet"),
         "model:        "
         + (
-            f"{model['version']} (accuracy {model['accuracy']})"
+            f"{model['version']} (accuracy {shown(model['accuracy'])})"
             if model
             else "none published yet (run 'facestore retrain')"
         ),

@@ -37,6 +37,7 @@ from facestore.schema import (
     face_suggestion,
 )
 from facestore.schema import reflect_face_table as _reflect
+from facestore.timestamps import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,8 @@ class Store:
                             .select_from(embedding_failure)
                             .where(embedding_failure.c.space_hash == row.config_hash)
                         ).scalar_one(),
-                        "created_at": row.created_at,
-                        "activated_at": row.activated_at,
+                        "created_at": iso_utc(row.created_at),
+                        "activated_at": iso_utc(row.activated_at),
                     }
                 )
         return result
@@ -756,6 +757,35 @@ class Store:
                 "failed": count(verified, in_space_fail, ~in_space_vec),
                 "stale": count(embedding.c.space_hash != space_hash, table=embedding),
             }
+
+    def failures(self, space_hash: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Faces whose current crop failed in the space, newest first, with the reason."""
+        face = self.face.table
+        failure = embedding_failure.c
+        query = (
+            sa.select(
+                failure.face_id,
+                face.c.person_id,
+                failure.error,
+                failure.attempts,
+                failure.failed_at,
+            )
+            .join(face, face.c.id == failure.face_id)
+            .where(failure.space_hash == space_hash)
+            .order_by(failure.failed_at.desc(), failure.face_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                {
+                    "face_id": int(r.face_id),
+                    "person_id": r.person_id,
+                    "error": r.error,
+                    "attempts": int(r.attempts),
+                    "failed_at": iso_utc(r.failed_at),
+                }
+                for r in conn.execute(query)
+            ]
 
     def vectors_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, bytes]:
         query = sa.select(embedding.c.face_id, embedding.c.vector).where(

@@ -90,6 +90,7 @@ def test_full_switch(cli, db_in_space_a: Path, store_for, tmp_path: Path) -> Non
     result = cli("--db", db_in_space_a, "reembed", "--activate-only", "--json")
     assert result.exit_code == 0, result.output
     switched = json.loads(result.stdout)
+    assert switched["seconds"] > 0  # it trained and published: a true figure, not 0.0
     after = status(cli, db_in_space_a)
     assert after["active_space"]["config_hash"] == space_b
     assert after["model"]["version"] == switched["model_version"] != model_a
@@ -101,7 +102,7 @@ def test_full_switch(cli, db_in_space_a: Path, store_for, tmp_path: Path) -> Non
     crop = tmp_path / "q.png"
     crop.write_bytes(encode(face_image(0, 9), "PNG"))
     refused = cli("predict", crop, "--weights", "A")
-    assert refused.exit_code == 1 and "facestore reembed" in refused.output
+    assert refused.exit_code == 2 and "facestore reembed" in refused.output
     assert cli("predict", crop, "--weights", "B").exit_code == 0
 
     # prune needs confirmation, then removes only the inactive space

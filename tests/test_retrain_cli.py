@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,9 @@ def embedded_db(tmp_path: Path, cli, fake_registered) -> Path:  # type: ignore[n
     assert cli("--db", path, "db", "upgrade").exit_code == 0
     assert cli("--db", path, "embed", "--backbone", "fake").exit_code == 0
     return path
+
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def retrain_json(cli, db: Path, *args: str) -> dict:  # type: ignore[no-untyped-def]
@@ -199,6 +203,7 @@ def test_model_list_and_rollback_show_in_status(cli, embedded_db: Path) -> None:
     second = retrain_json(cli, embedded_db, "--classifier", "logreg")["version"]
     listed = json.loads(cli("model", "list", "--json").stdout)
     assert [r["version"] for r in listed] == [second, first]
+    assert all(ISO_UTC.fullmatch(r["created_at"]) for r in listed)
     assert [r["current"] for r in listed] == [True, False]
     assert listed[0]["classifier"] == "logreg"
     assert cli("model", "rollback").stdout.strip() == f"current model is now {first}"
@@ -279,7 +284,7 @@ def test_predict_refuses_a_model_of_another_space(cli, tmp_path: Path, weights_f
     crop = tmp_path / "q.png"
     crop.write_bytes(encode(face_image(0, 9), "PNG"))
     result = cli("predict", crop, "--weights", other)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a space mismatch is a setup error, as the README says
     config = json.loads(Path("model/embedding_config.json").read_text())
     assert f"trained in embedding space {config['config_hash']}" in result.output
     assert "facestore reembed" in result.output

@@ -1,0 +1,197 @@
+"""What a new user hits: clear messages and the documented exit codes, never a traceback.
+
+Exit codes (README): 1 a problem with the data or the request, 2 a setup problem
+that retrying cannot fix. Subprocess runs check the whole stderr has no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from facestore.embedding import embed_pending
+from tests.backends import ADMIN_URL
+from tests.helpers import FakeBackbone, encode, face_image
+from tests.test_retrain_cli import ISO_UTC
+
+Cli = Callable[..., Result]
+
+
+def run(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "facestore", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def not_a_database(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n")
+    (tmp_path / "people" / "1").mkdir(parents=True)  # for import (the cwd is tmp_path)
+    (tmp_path / "people" / "1" / "a.png").write_bytes(encode(face_image(0, 0), "PNG"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["db", "upgrade"], ["import", "people"], ["watch", "--poll"], ["embed"]],
+)
+def test_a_file_that_is_not_a_database(cli: Cli, not_a_database: Path, command: list[str]):
+    result = cli("--db", not_a_database, *command)
+    assert result.exit_code == 2, result.output
+    assert "is not a SQLite database" in result.output and "Check --db" in result.output
+
+
+def test_no_traceback_in_a_real_process(not_a_database: Path) -> None:
+    proc = run("--db", not_a_database, "status")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is not a SQLite database" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["db", "downgrade", "bogus"], ["db", "upgrade", "9999"], ["db", "upgrade", "0009"]]
+)
+def test_an_unknown_revision_names_the_known_ones(cli: Cli, upgraded_db: Path, args: list[str]):
+    result = cli("--db", upgraded_db, *args)
+    assert result.exit_code == 2, result.output
+    assert "Known revisions: base, 0001, 0002, 0003 (head)" in result.output
+
+
+def test_a_bad_environment_value_is_reported_like_a_bad_option(cli: Cli, upgraded_db: Path):
+    result = cli("--db", upgraded_db, "embed", env={"FACESTORE_BATCH_SIZE": "abc"})
+    assert result.exit_code == 2
+    assert "FACESTORE_BATCH_SIZE" in result.output and "'abc'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "variables"),
+    [
+        (
+            ["embed"],
+            [
+                "FACESTORE_DB",
+                "FACESTORE_MODEL_DIR",
+                "FACESTORE_WEIGHTS",
+                "FACESTORE_BACKBONE",
+                "FACESTORE_DEVICE",
+                "FACESTORE_BATCH_SIZE",
+            ],
+        ),
+        (["status"], ["FACESTORE_DB", "FACESTORE_MODEL_DIR"]),
+        (["model", "list"], ["FACESTORE_MODEL_DIR"]),
+        ([], ["FACESTORE_WORKER_HOST", "TORCH_HOME", "FACESTORE_BATCH_SIZE"]),
+    ],
+)
+def test_help_shows_the_environment_variables(cli: Cli, command: list[str], variables: list[str]):
+    shown = cli(*command, "--help").output
+    assert [v for v in variables if v not in shown] == []
+
+
+def test_a_missing_database_file_is_never_created(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for command in (["status"], ["db", "upgrade"], ["db", "current"], ["embed"], ["retrain"]):
+        result = cli("--db", missing, *command)
+        assert result.exit_code == 2, (command, result.output)
+        assert f"The database file {missing} does not exist" in result.output
+        assert not missing.exists()
+
+
+def test_import_may_create_the_database(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "people" / "7").mkdir(parents=True)
+    (tmp_path / "people" / "7" / "a.png").write_bytes(encode(face_image(0, 0), "PNG"))
+    result = cli("--db", tmp_path / "new.db", "import", tmp_path / "people")
+    assert result.exit_code == 0 and "imported 1 faces of 1 people" in result.output
+
+
+def test_global_options_after_the_command(cli: Cli, upgraded_db: Path) -> None:
+    for args in (["-v"], ["--log-format", "json"], ["-vv", "--log-format", "text"]):
+        result = cli("status", "--db", upgraded_db, *args)
+        assert result.exit_code == 0, result.output
+
+
+def test_json_logs_and_status_times_are_iso_utc(upgraded_db: Path, store_for) -> None:  # type: ignore[no-untyped-def]
+    embed_pending(store_for(upgraded_db), FakeBackbone())
+    proc = run("status", "--json", "--db", upgraded_db, "-vv", "--log-format", "json")
+    assert proc.returncode == 0, proc.stderr
+    spaces = json.loads(proc.stdout)["spaces"]
+    assert ISO_UTC.fullmatch(spaces[0]["created_at"])
+    assert ISO_UTC.fullmatch(spaces[0]["activated_at"])
+    proc = run(
+        "retrain", "--db", upgraded_db, "--classifier", "logreg", "-v", "--log-format", "json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert any("Published model" in line["message"] for line in lines)
+    assert all(ISO_UTC.fullmatch(line["time"]) for line in lines)
+
+
+def test_a_flat_folder_says_why_nothing_was_imported(cli: Cli, tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("a.png", "b.png"):
+        (flat / name).write_bytes(encode(face_image(0, 0), "PNG"))
+    result = cli("--db", tmp_path / "new.db", "import", flat)
+    assert result.exit_code == 1
+    assert "holds 2 files directly (a.png, b.png) and no person folder" in result.output
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_skipped_files_are_listed(cli: Cli, tmp_path: Path) -> None:
+    root = tmp_path / "people"
+    (root / "3").mkdir(parents=True)
+    (root / "3" / "a.png").write_bytes(encode(face_image(0, 0), "PNG"))
+    (root / "3" / "notes.txt").write_text("not an image")
+    (root / "loose.png").write_bytes(encode(face_image(0, 1), "PNG"))
+    result = cli("--db", tmp_path / "new.db", "import", root)
+    assert result.exit_code == 0
+    assert "skipped 2 files:" in result.stdout
+    assert f"skipped {root / '3' / 'notes.txt'}" in result.stdout
+    assert f"skipped {root / 'loose.png'}" in result.stdout
+
+
+def test_failures_lists_each_failed_face_with_its_reason(
+    cli: Cli, tmp_path: Path, store_for
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.processes import app_db
+
+    db = app_db(tmp_path / "app.db", corrupt=["random", "empty"])
+    assert cli("--db", db, "failures").stdout.strip() == "no failed faces (nothing embedded yet)"
+    embed_pending(store_for(db), FakeBackbone())
+    rows = json.loads(cli("--db", db, "failures", "--json").stdout)
+    assert [(r["face_id"], r["attempts"]) for r in sorted(rows, key=lambda r: r["face_id"])] == [
+        (13, 1),
+        (14, 1),
+    ]
+    assert all(ISO_UTC.fullmatch(r["failed_at"]) for r in rows)
+    text = cli("--db", db, "failures").stdout
+    assert "face 14 (person 0): empty crop (0 bytes) [1 attempt, last " in text
+    assert len(json.loads(cli("--db", db, "failures", "--json", "--limit", "1").stdout)) == 1
+
+
+def test_a_postgresql_database_that_does_not_exist_is_a_setup_error(cli: Cli) -> None:
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/facestore_no_such_database"
+    result = cli("--db", url, "status")
+    assert result.exit_code == 2, result.output
+    assert "does not exist" in result.output and "createdb" in result.output
+
+
+def test_model_list_and_status_say_n_a_without_validation(
+    cli: Cli, upgraded_db: Path, store_for
+) -> None:  # type: ignore[no-untyped-def]
+    embed_pending(store_for(upgraded_db), FakeBackbone())
+    result = cli("--db", upgraded_db, "retrain", "--val-fraction", "0", "--classifier", "logreg")
+    assert result.exit_code == 0, result.output
+    assert "accuracy n/a" in cli("model", "list").stdout
+    assert "accuracy n/a" in cli("--db", upgraded_db, "status").stdout
+    assert "None" not in cli("model", "list").stdout
