@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,6 +21,7 @@ from facestore.status import collect_status
 from facestore.store import Crop, Store, VectorResult, crop_sha256
 from tests.backends import AppDatabase
 from tests.helpers import FakeBackbone, encode, face_image
+from tests.processes import wait_for
 
 MakeApp = Callable[..., AppDatabase]
 SPACE = space_of(FakeBackbone()).config_hash
@@ -127,10 +127,12 @@ def test_an_expired_lease_is_claimed_again_and_the_late_write_is_dropped(
 ) -> None:
     app = make_app()
     slow, other = app.store(), app.store()
-    batch = claim_all(slow, "elsewhere:1:slow", lease=0.5)
+    batch = claim_all(slow, "elsewhere:1:slow", lease=2)
     assert len(batch) == 12 and other.claim(SPACE, 100, "other", 60) == []
-    time.sleep(0.7)
-    taken = other.claim(SPACE, 100, "other", 60)
+    taken: list[Crop] = []
+    wait_for(
+        lambda: bool(taken.extend(other.claim(SPACE, 100, "other", 60)) or taken), 10, "expiry"
+    )
     assert [c.face_id for c in taken] == [c.face_id for c in batch]
     late = slow.write_results(SPACE, ones(batch), [], "elsewhere:1:slow")
     assert (late.embedded, late.changed) == (0, 12)

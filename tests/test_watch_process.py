@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
-from tests.processes import Watcher, app_db, model_version, wait_for
+from tests.processes import Watcher, app_db, model_version, patient, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +37,23 @@ def test_watch_embeds_retrains_suggests_and_stops_cleanly(
     watcher = Watcher(db, tmp_path, weights_file)
     watchers.append(watcher)
     # first pass: embeds the 9 faces and trains (9 new training faces >= 3)
-    wait_for(lambda: model_version(tmp_path) is not None, 60, "the first model")
+    wait_for(lambda: model_version(tmp_path) is not None, patient(15), "the first model")
     first = model_version(tmp_path)
 
     add_faces(db, 2, 5, verified=True, start=20)
     took = wait_for(
         lambda: sqlite_rows(db, "SELECT count(*) FROM embedding")[0][0] == 14,
-        10,
+        patient(5),
         "five new faces to be embedded",
     )
     print(f"5 new faces embedded in {took:.1f}s")
-    wait_for(lambda: model_version(tmp_path) != first, 30, "the retrain after 5 new faces")
+    wait_for(lambda: model_version(tmp_path) != first, patient(10), "the retrain after 5 new faces")
     second = model_version(tmp_path)
 
     sqlite_exec(db, "UPDATE face SET person_id = 0 WHERE id IN (4, 5, 6)")
-    took = wait_for(lambda: model_version(tmp_path) != second, 30, "a retrain after relabels")
+    took = wait_for(
+        lambda: model_version(tmp_path) != second, patient(10), "a retrain after relabels"
+    )
     print(f"relabel of 3 faces -> new model in {took:.1f}s")
 
     add_faces(db, None, 2, verified=False, start=40)
@@ -63,7 +65,7 @@ def test_watch_embeds_retrains_suggests_and_stops_cleanly(
             )[0][0]
             == 2
         ),
-        15,
+        patient(5),
         "suggestions for 2 unverified faces",
     )
     started = time.monotonic()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import sqlite_rows
-from tests.processes import Watcher, app_db, wait_for
+from tests.processes import Watcher, app_db, patient, wait_for
 from tests.reliability.conftest import FULL
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,7 @@ def test_app_and_daemon_share_the_database(
             for face_id, blob in faces.items()
         )
 
-    settle = wait_for(consistent, 10, "every verified face to have its one current vector")
+    settle = wait_for(consistent, patient(12), "every verified face to have its one current vector")
     deleted_vectors = sqlite_rows(
         db, "SELECT count(*) FROM embedding WHERE face_id NOT IN (SELECT id FROM face)"
     )

@@ -15,7 +15,7 @@ import pytest
 
 from facestore import artifacts
 from tests.helpers import sqlite_exec, sqlite_rows
-from tests.processes import Watcher, app_db, wait_for
+from tests.processes import Watcher, app_db, patient, wait_for
 from tests.reliability.conftest import FULL
 
 pytestmark = pytest.mark.slow
@@ -91,8 +91,8 @@ def test_kill_9_anywhere(tmp_path: Path, weights_file: Path, watchers: list[Watc
     watchers.append(final)
     wait_for(lambda: "Watching" in final.output(), 60, "the daemon to start")
     total = people * per_person
-    wait_for(lambda: len(vectors(db)) == total, 120, "the restarted daemon to finish")
-    wait_for(lambda: artifacts.current_version(model_dir) is not None, 60, "a model")
+    wait_for(lambda: len(vectors(db)) == total, patient(60), "the restarted daemon to finish")
+    wait_for(lambda: artifacts.current_version(model_dir) is not None, patient(12), "a model")
     assert final.stop() == 0
 
     assert sqlite_rows(db, "PRAGMA integrity_check") == [("ok",)]

@@ -23,7 +23,7 @@ from facestore.locks import retrain_lock
 from facestore.store import VectorResult, crop_sha256
 from tests.backends import AppDatabase, app_database
 from tests.helpers import encode, face_image
-from tests.processes import Watcher, wait_for
+from tests.processes import Watcher, patient, wait_for
 from tests.reliability.conftest import FULL
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_four_workers_embed_each_face_exactly_once(  # type: ignore[no-untyped-d
     app = big_postgres_app
     workers = [Watcher(app.url, tmp_path, weights_file, *WORKER_ARGS) for _ in range(4)]
     watchers.extend(workers)
-    seconds = wait_for(lambda: count(app) == FACES, 60 + FACES / 5, f"{FACES} vectors")
+    seconds = wait_for(lambda: count(app) == FACES, patient(FACES / 7), f"{FACES} vectors")
     for worker in workers:
         assert worker.stop() == 0, worker.output()
     shares = [embedded_by(w) for w in workers]
@@ -93,7 +93,7 @@ def test_a_worker_killed_mid_batch_is_taken_over_when_its_lease_expires(  # type
         Watcher(app.url, tmp_path, weights_file, *WORKER_ARGS, "--lease", lease) for _ in range(2)
     ]
     watchers.extend(others)
-    seconds = wait_for(lambda: count(app) == FACES, 60 + FACES / 5, f"{FACES} vectors")
+    seconds = wait_for(lambda: count(app) == FACES, patient(FACES / 7), f"{FACES} vectors")
     for worker in others:
         assert worker.stop() == 0, worker.output()
     figures(
