@@ -405,9 +405,11 @@ class Daemon:
     # -- the loop -----------------------------------------------------------------
 
     def _safe_reconcile(self, scan: bool = True) -> None:
+        """A database error (busy beyond the timeout, disk trouble, a statement the
+        database refuses) is logged and the pass retried: the daemon keeps serving."""
         try:
             self.reconcile(scan)
-        except sa.exc.OperationalError as exc:  # busy beyond the timeout, disk trouble
+        except sa.exc.DBAPIError as exc:
             log.error("Reconcile failed, retrying next interval: %s", exc.orig)
 
     def run(self) -> None:

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from facestore import artifacts
 from facestore import db as database
@@ -268,3 +269,17 @@ def test_a_backlog_starves_neither_retrains_nor_suggestions(
         worker.join(timeout=60)
     assert not worker.is_alive()
     assert seen["queued"] > 0  # the backlog was still there
+
+
+def test_a_database_error_in_a_pass_is_logged_and_the_daemon_goes_on(
+    daemon_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock())
+
+    def refused(scan: bool = True) -> None:
+        raise sa.exc.DataError("UPDATE ...", {}, ValueError("value too long"))
+
+    monkeypatch.setattr(daemon, "reconcile", refused)
+    with caplog.at_level("ERROR"):
+        daemon._safe_reconcile()
+    assert "Reconcile failed, retrying next interval: value too long" in caplog.text
