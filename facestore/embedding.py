@@ -9,6 +9,7 @@ several runs (processes, machines) share the queue without doing a face twice.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from PIL import Image
 
 from facestore.backbones import Backbone, Space, space_of
 from facestore.db import write_transaction
@@ -232,6 +234,7 @@ def _embed_batch(
     decoded: list[_Decoded],
     chunker: _Chunker,
     stop: threading.Event | None,
+    model_works: Callable[[], bool],
 ) -> tuple[list[VectorResult], list[FailureResult]] | None:
     """Vectors for the decodable faces, failures for the rest; None if stopped meanwhile."""
     results: list[VectorResult] = []
@@ -241,38 +244,58 @@ def _embed_batch(
     for chunk in chunker.chunks([d for d in decoded if d.error is None]):
         if stop is not None and stop.is_set():
             return None
-        vectors, errors = _embed_isolated(backbone, chunk)
+        vectors, errors = _embed_isolated(backbone, chunk, model_works)
         results += [VectorResult(d.face_id, d.crop_sha256, v) for d, v in vectors]
         failures += [FailureResult(d.face_id, d.crop_sha256, e) for d, e in errors]
     return results, failures
 
 
 def _embed_isolated(
-    backbone: Backbone, chunk: list[_Decoded]
+    backbone: Backbone, chunk: list[_Decoded], model_works: Callable[[], bool]
 ) -> tuple[list[tuple[_Decoded, np.ndarray]], list[tuple[_Decoded, str]]]:
     """Embed a chunk; if the model fails on it, face by face, so one face fails alone.
 
-    If every face fails on its own too, the fault is not the faces' (a broken model,
-    device out of memory): that error is raised, and nothing is recorded as failed.
+    If every face fails on its own too, and the model also fails on a plain probe
+    image, the fault is not the faces' (a broken model, a device out of memory): that
+    error is raised, and nothing is recorded as failed.
     """
     try:
         return list(zip(chunk, _embed(backbone, chunk), strict=True)), []
     except Exception as exc:  # noqa: BLE001 - decided below: a face's fault or the model's
-        if len(chunk) == 1:
-            raise
-        log.warning("The model failed on %d faces (%s); embedding them one by one", len(chunk), exc)
+        if len(chunk) > 1:
+            log.warning("The model failed on %d faces (%s); one by one now", len(chunk), exc)
+        first = exc
     vectors: list[tuple[_Decoded, np.ndarray]] = []
     errors: list[tuple[_Decoded, str]] = []
-    last: Exception | None = None
-    for d in chunk:
+    for d in chunk if len(chunk) > 1 else []:
         try:
             vectors.append((d, _embed(backbone, [d])[0]))
         except Exception as exc:  # noqa: BLE001
             errors.append((d, f"the backbone failed on this face: {exc}"))
-            last = exc
-    if not vectors and last is not None:
-        raise last
+    if len(chunk) == 1:
+        errors = [(chunk[0], f"the backbone failed on this face: {first}")]
+    if not vectors and not model_works():
+        raise first
     return vectors, errors
+
+
+PROBE_SIZE = (112, 112)
+
+
+def _probe(backbone: Backbone, decode: Callable[[Crop], _Decoded]) -> Callable[[], bool]:
+    """Whether the model embeds a plain grey image now; asked only when faces fail."""
+    image = io.BytesIO()
+    Image.new("RGB", PROBE_SIZE, (128, 128, 128)).save(image, "PNG")
+    probe = Crop(0, image.getvalue())
+
+    def model_works() -> bool:
+        prepared = decode(probe)
+        try:
+            return prepared.error is None and len(_embed(backbone, [prepared])) == 1
+        except Exception:  # noqa: BLE001 - the answer is "no"
+            return False
+
+    return model_works
 
 
 def embed_pending(
@@ -318,6 +341,7 @@ def embed_pending(
         store.sweep_orphans()
     decode = _decoder(backbone)
     chunker = _Chunker(batch_size)
+    model_works = _probe(backbone, decode)
     embedded = failed = 0
     more = False
     workers = workers or min(4, os.cpu_count() or 1)
@@ -332,7 +356,7 @@ def embed_pending(
                 if stop is not None and stop.is_set():
                     break
                 batch_started = time.perf_counter()
-                embedded_batch = _embed_batch(backbone, decoded, chunker, stop)
+                embedded_batch = _embed_batch(backbone, decoded, chunker, stop, model_works)
                 if embedded_batch is None:
                     log.info("Stopping mid-batch; its %d faces go back to the queue", len(decoded))
                     break

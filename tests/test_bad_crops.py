@@ -191,6 +191,29 @@ def test_a_face_the_model_fails_on_fails_alone(make_app: Callable[..., AppDataba
     assert "backbone failed on this face: no face found" in failures(app)[13]
 
 
+def test_a_lone_face_the_model_fails_on_fails_alone(make_app: Callable[..., AppDatabase]) -> None:
+    """A chunk of one face (or of bad faces only): the model is probed on a plain image;
+    it works, so the faces are at fault and are recorded, not retried forever."""
+
+    class FailsOnFace13(FakeBackbone):
+        def embed_images(self, images):  # type: ignore[no-untyped-def]
+            if any(image.size == (61, 61) for image in images):
+                raise ValueError("no face found")
+            return super().embed_images(images)
+
+    app = make_app()
+    store = app.store()
+    embed_pending(store, FakeBackbone(), batch_size=32)
+    app.exec(
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
+        "VALUES (1, :blob, 0, true)",
+        blob=encode(face_image(0, 0, size=(61, 61)), "PNG"),
+    )
+    report = embed_pending(store, FailsOnFace13(), batch_size=32)
+    assert (report.embedded, report.failed) == (0, 1)
+    assert "no face found" in failures(app)[13]
+
+
 def test_a_model_that_fails_on_every_face_raises_and_records_nothing(
     make_app: Callable[..., AppDatabase],
 ) -> None:
