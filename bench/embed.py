@@ -53,7 +53,7 @@ def main() -> None:
 
     batches = max(1, args.faces // args.batch_size)
     # the same kind of input as the pipeline: real crops, decoded and preprocessed
-    first = store.crops_of(list(range(1, args.batch_size + 1))).values()
+    first = store.library.crops_of(list(range(1, args.batch_size + 1))).values()
     tensor = np.stack([backbone.prepare(decode_crop(blob)) for blob in first])  # type: ignore[attr-defined]
 
     def raw_model() -> float:

@@ -54,7 +54,7 @@ def embed(
     store = open_store(settings)
     options = backbone_settings(backbone, weights, device, batch_size)
     model = build_backbone(options)
-    total = store.count_pending(space_of(model).config_hash)
+    total = store.queue.count_pending(space_of(model).config_hash)
     with progress_bar(total, "embed") as bar:
         report = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
     if as_json:
@@ -129,16 +129,15 @@ def failures(settings: Settings, limit: int | None, as_json: bool) -> None:
     person_id, error, attempts, failed_at}.
     """
     store = open_store(settings)
-    active = store.active_space()
-    rows = store.failures(active.config_hash, limit) if active else []
+    active = store.spaces.active()
+    rows = store.library.failures(active.config_hash, limit) if active else []
     if as_json:
-        print_json(rows)
+        print_json([row.as_json() for row in rows])
         return
     if not rows:
         click.echo("no failed faces" + ("" if active else " (nothing embedded yet)"))
     for row in rows:
         click.echo(
-            f"face {row['face_id']} (person {row['person_id']}): {row['error']} "
-            f"[{row['attempts']} attempt{'s' if row['attempts'] != 1 else ''}, "
-            f"last {row['failed_at']}]"
+            f"face {row.face_id} (person {row.person_id}): {row.error} "
+            f"[{row.attempts} attempt{'s' if row.attempts != 1 else ''}, last {row.failed_at}]"
         )

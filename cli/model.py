@@ -143,7 +143,7 @@ def train(
     store = Store(engine)
     options = backbone_settings(backbone, weights, device, batch_size)
     model = build_backbone(options)
-    with progress_bar(store.count_pending(space_of(model).config_hash), "embed") as bar:
+    with progress_bar(store.queue.count_pending(space_of(model).config_hash), "embed") as bar:
         embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
     report = retrain(
         store, settings.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far

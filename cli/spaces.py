@@ -78,7 +78,7 @@ def reembed_command(
                 build_backbone(backbone_settings(backbone, weights, device, batch_size))
             ).config_hash
         version = activate_recorded(store, chosen, settings.model_dir, classifier)
-        active = store.active_space()
+        active = store.spaces.active()
         report = ReembedReport(
             active.config_hash if active else "",
             0,
@@ -90,7 +90,7 @@ def reembed_command(
     else:
         options = backbone_settings(backbone, weights, device, batch_size)
         model = build_backbone(options)
-        total = store.count_pending(space_of(model).config_hash)
+        total = store.queue.count_pending(space_of(model).config_hash)
         with progress_bar(total, "reembed") as bar:
             report = reembed(
                 store,
@@ -124,8 +124,8 @@ def prune(settings: Settings, yes: bool) -> None:
     The active space is never touched. Asks for confirmation unless --yes.
     """
     store = open_store(settings)
-    inactive = [s for s in store.spaces() if not s["active"]]
-    vectors = sum(s["vectors"] for s in inactive)
+    inactive = [s for s in store.spaces.summaries() if not s.active]
+    vectors = sum(s.vectors for s in inactive)
     if not inactive:
         click.echo("nothing to prune: only the active space is stored")
         return
@@ -136,8 +136,8 @@ def prune(settings: Settings, yes: bool) -> None:
                 "Pass --yes to confirm when not running interactively."
             )
         click.confirm(f"Delete {vectors} vectors of {len(inactive)} inactive space(s)?", abort=True)
-    counts = store.prune_inactive()
+    counts = store.spaces.prune_inactive()
     click.echo(
-        f"pruned {counts['vectors']} vectors and {counts['failures']} failures "
-        f"of {counts['spaces']} inactive space(s)"
+        f"pruned {counts.vectors} vectors and {counts.failures} failures "
+        f"of {counts.spaces} inactive space(s)"
     )

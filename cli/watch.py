@@ -127,7 +127,7 @@ def watch(
     """
     exit_on_signals_while_starting()
     store = open_store(settings)
-    active = store.active_space()
+    active = store.spaces.active()
     chosen = backbone or (active.backbone if active else None)
     options_backbone = backbone_settings(chosen, weights, device, batch_size)
     embedder = build_backbone(options_backbone)

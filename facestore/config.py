@@ -36,6 +36,11 @@ class Settings:
     backbone: BackboneSettings = field(default_factory=BackboneSettings)
 
 
+def configured_worker_host(env: Mapping[str, str] = os.environ) -> str | None:
+    """FACESTORE_WORKER_HOST: this worker's machine name in leases, where hostnames clash."""
+    return env.get("FACESTORE_WORKER_HOST") or None
+
+
 def resolve_db(option: str | None, env: Mapping[str, str] = os.environ) -> str:
     value = option or env.get("FACESTORE_DB")
     if not value:

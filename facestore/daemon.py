@@ -206,7 +206,7 @@ class Daemon:
 
     def _choose_backbone(self, backbone: Backbone | None) -> tuple[Backbone | None, Space | None]:
         """The embedder of the active space, or None (keep serving without embedding)."""
-        active = self.store.active_space()
+        active = self.store.spaces.active()
         if backbone is None:
             return None, active
         configured = space_of(backbone)
@@ -251,7 +251,7 @@ class Daemon:
 
     def _follow_active_space(self) -> bool:
         """After a reembed elsewhere activates another space, serve that one. Changed?"""
-        active = self.store.active_space()
+        active = self.store.spaces.active()
         if active is not None and (
             self.space is None or active.config_hash != self.space.config_hash
         ):
@@ -275,7 +275,7 @@ class Daemon:
         scan = self._follow_active_space() or scan
         if self.backbone is None or self.space is None:
             if scan:
-                self.store.sweep_orphans()
+                self.store.cache.sweep_orphans()
             self._between_slices()
             return
         more = True
@@ -332,7 +332,7 @@ class Daemon:
     def maybe_retrain(self) -> None:
         if self.space is None:
             return
-        current = self.store.training_pairs(self.space.config_hash)
+        current = self.store.library.training_pairs(self.space.config_hash)
         trained = self.predictor.bundle.training_set if self.predictor else {}
         changes = count_changes(trained, current)
         if changes == 0:
@@ -372,7 +372,7 @@ class Daemon:
         """Suggestions for unverified faces not yet considered by the current model."""
         if self.predictor is None or self.space is None:
             return 0
-        rows = self.store.unverified_vectors(self.space.config_hash)
+        rows = self.store.suggestions.unverified_vectors(self.space.config_hash)
         fresh = [
             (face_id, sha, vector)
             for face_id, sha, vector in rows
@@ -391,7 +391,7 @@ class Daemon:
             for p in predictions
             if p.person_id is not None
         ]
-        written = self.store.write_suggestions(
+        written = self.store.suggestions.write(
             self.predictor.version,
             [face_id for face_id, _, _ in fresh],
             suggestions,

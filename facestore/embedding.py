@@ -12,10 +12,8 @@ import contextlib
 import io
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,37 +25,23 @@ import sqlalchemy as sa
 from PIL import Image
 
 from facestore.backbones import Backbone, Space, space_of
-from facestore.db import write_transaction
 from facestore.errors import ImageDecodeError, SpaceMismatchError
 from facestore.images import decode_crop
-from facestore.store import Crop, FailureResult, Store, VectorResult, crop_sha256
+from facestore.store import (
+    Crop,
+    FailureResult,
+    LeaseOwner,
+    Store,
+    VectorResult,
+    crop_sha256,
+    worker_host,
+)
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
 
 DEFAULT_LEASE_SECONDS = 120.0
-
-
-def worker_host() -> str:
-    """Which machine this worker is, for leases: FACESTORE_WORKER_HOST, else hostname/pid-ns.
-
-    The pid namespace tells apart containers that share a hostname, whose pids
-    mean nothing to each other.
-    """
-    configured = os.environ.get("FACESTORE_WORKER_HOST")
-    if configured:
-        return configured.replace(":", "_")
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
-    return f"{socket.gethostname()}/{namespace}"
-
-
-def lease_owner() -> str:
-    """host:pid:random, unique per run, readable in `embedding_job.lease_owner`."""
-    return f"{worker_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def process_alive(pid: int) -> bool:
@@ -86,16 +70,16 @@ def claimed_batches(
     then does not grow with the number of faces. Leases of killed workers on
     this host are freed at once; other hosts' expire.
     """
-    released = store.release_dead(worker_host(), process_alive)
+    released = store.queue.release_dead(worker_host(), process_alive)
     if released:
         log.info("Freed %d faces leased by workers on this host that are gone", released)
     if scan:
-        store.enqueue_pending(space_hash, verified)
+        store.queue.enqueue_pending(space_hash, verified)
     while True:
-        batch = store.claim(space_hash, batch_size, owner, lease_seconds, verified)
+        batch = store.queue.claim(space_hash, batch_size, owner, lease_seconds, verified)
         if batch:
             yield batch
-        elif not scan or store.enqueue_pending(space_hash, verified) == 0:
+        elif not scan or store.queue.enqueue_pending(space_hash, verified) == 0:
             return
 
 
@@ -131,7 +115,7 @@ def _releasing(store: Store, owner: str) -> Iterator[None]:
         yield
     finally:
         try:
-            released = store.release(owner)
+            released = store.queue.release(owner)
         except sa.exc.SQLAlchemyError as exc:  # they expire anyway
             log.warning("Could not release leases (they will expire): %s", exc)
         else:
@@ -141,10 +125,9 @@ def _releasing(store: Store, owner: str) -> Iterator[None]:
 
 def ensure_active_space(store: Store, space: Space) -> None:
     """Record the space on first use; refuse to mix it with a different active space."""
-    active = store.active_space()
+    active = store.spaces.active()
     if active is None:
-        with write_transaction(store.engine) as conn:
-            store.activate_space(space, conn)
+        store.spaces.activate(space)
         log.info("Recorded %s as the active embedding space", space.label)
         return
     if active.config_hash != space.config_hash:
@@ -330,22 +313,21 @@ def embed_pending(
     started = time.perf_counter()
     space = space or space_of(backbone)
     if target_space:
-        with write_transaction(store.engine) as conn:
-            store.record_space(space, conn)
+        store.spaces.record(space)
     else:
         ensure_active_space(store, space)
     device_info = getattr(backbone, "device_info", None)
     if isinstance(device_info, dict):
-        store.record_device_info(space.config_hash, device_info)
+        store.spaces.record_device_info(space.config_hash, device_info)
     if scan:
-        store.sweep_orphans()
+        store.cache.sweep_orphans()
     decode = _decoder(backbone)
     chunker = _Chunker(batch_size)
     model_works = _probe(backbone, decode)
     embedded = failed = 0
     more = False
     workers = workers or min(4, os.cpu_count() or 1)
-    owner = lease_owner()
+    owner = str(LeaseOwner.new())
     pool = ThreadPoolExecutor(workers, thread_name_prefix="facestore-decode")
     try:
         with _releasing(store, owner):
@@ -361,7 +343,7 @@ def embed_pending(
                     log.info("Stopping mid-batch; its %d faces go back to the queue", len(decoded))
                     break
                 results, failures = embedded_batch
-                outcome = store.write_results(space.config_hash, results, failures, owner)
+                outcome = store.cache.write_results(space.config_hash, results, failures, owner)
                 for f in failures:
                     log.warning("Face %d failed to embed: %s", f.face_id, f.error)
                 embedded += outcome.embedded
@@ -383,7 +365,7 @@ def embed_pending(
     return EmbedReport(
         embedded=embedded,
         failed=failed,
-        pending=store.count_pending(space.config_hash, verified) if scan else None,
+        pending=store.queue.count_pending(space.config_hash, verified) if scan else None,
         seconds=time.perf_counter() - started,
         more=more,
     )

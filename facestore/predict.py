@@ -190,7 +190,7 @@ def predict_faces(
     min_confidence: float | None = None,
 ) -> list[Prediction]:
     """Predict for faces of the database, reusing cached vectors of the model's space."""
-    cached = store.vectors_of(predictor.space_hash, face_ids)
+    cached = store.library.vectors_of(predictor.space_hash, face_ids)
     hits = [i for i in face_ids if i in cached]
     results = predictor.classify(
         decode_vectors([cached[i] for i in hits]),
@@ -200,7 +200,7 @@ def predict_faces(
     )
     missing = [i for i in face_ids if i not in cached]
     if missing:
-        crops = store.crops_of(missing)
+        crops = store.library.crops_of(missing)
         absent = [i for i in missing if i not in crops]
         if absent:
             raise FacestoreError(

@@ -80,7 +80,7 @@ def build_space(
 
 def activate(store: Store, space: Space, model_dir: Path, classifier: str = "auto") -> str:
     """Train in the (complete) space, publish, and activate it together with the model."""
-    missing = store.count_pending(space.config_hash)
+    missing = store.queue.count_pending(space.config_hash)
     if missing:
         raise ConfigurationError(
             f"Space {space.label} still lacks {missing} verified faces. Run "
@@ -91,7 +91,7 @@ def activate(store: Store, space: Space, model_dir: Path, classifier: str = "aut
         model_dir,
         classifier,
         space=space,
-        switch=lambda make_current: store.activate_with(space, make_current),
+        switch=lambda make_current: store.spaces.activate_with(space, make_current),
     )
     log.info("Activated space %s with model %s", space.label, report.version)
     return report.version
@@ -109,7 +109,7 @@ def reembed(
 ) -> ReembedReport:
     started = time.perf_counter()
     space, embedded, failed = build_space(store, backbone, batch_size=batch_size, progress=progress)
-    active = store.active_space()
+    active = store.spaces.active()
     version = None
     already_active = active is not None and active.config_hash == space.config_hash
     if activate_space and not already_active:
@@ -128,15 +128,15 @@ def activate_recorded(
     store: Store, config_hash: str | None, model_dir: Path, classifier: str = "auto"
 ) -> str:
     """The later switch after `reembed --no-activate`: the newest complete other space."""
-    candidates = [s for s in store.spaces() if not s["active"]]
+    candidates = [s for s in store.spaces.summaries() if not s.active]
     if config_hash:
-        candidates = [s for s in candidates if s["config_hash"].startswith(config_hash)]
+        candidates = [s for s in candidates if s.config_hash.startswith(config_hash)]
     if not candidates:
         raise ConfigurationError(
             "There is no inactive embedding space to activate. Build one with "
             "'facestore reembed --no-activate --weights NEW.pt'."
         )
     chosen = candidates[-1]
-    space = store.space(chosen["config_hash"])
+    space = store.spaces.get(chosen.config_hash)
     assert space is not None
     return activate(store, space, model_dir, classifier)

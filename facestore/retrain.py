@@ -62,13 +62,13 @@ def library_dataset(
     store: Store, space: Space | None = None
 ) -> tuple[Space, TrainingRows, Dataset]:
     """The verified faces' vectors of a space (default: the active one), as a Dataset."""
-    space = space or store.active_space()
+    space = space or store.spaces.active()
     if space is None:
         raise TrainingError(
             "No embedding space is active yet, so there are no vectors to train on. "
             "Run 'facestore embed' (or 'facestore train') first."
         )
-    rows = store.training_rows(space.config_hash)
+    rows = store.library.training_rows(space.config_hash)
     return space, rows, build_dataset(rows.face_ids, rows.person_ids, rows.vectors)
 
 
@@ -113,7 +113,7 @@ def retrain(
             **space.config,
             "backbone": space.backbone,
             "config_hash": space.config_hash,
-            "device": store.device_info(space.config_hash),
+            "device": store.spaces.device_info(space.config_hash),
         }
         metrics = {
             **result.metrics(),

@@ -8,14 +8,15 @@ from facestore.store import Store
 
 
 def collect_status(store: Store, model: dict[str, Any] | None) -> dict[str, Any]:
-    active = store.active_space()
-    report: dict[str, Any] = store.counts(active.config_hash if active else None)
+    active = store.spaces.active()
+    report: dict[str, Any] = store.library.counts(active.config_hash if active else None).as_json()
     report["active_space"] = (
         {"backbone": active.backbone, "config_hash": active.config_hash} if active else None
     )
     report["model"] = model
-    report["queue"] = store.count_queued(active.config_hash) if active else None
-    report["spaces"] = store.spaces()
+    queue = store.queue.count_queued(active.config_hash) if active else None
+    report["queue"] = queue.as_json() if queue else None
+    report["spaces"] = [s.as_json() for s in store.spaces.summaries()]
     return report
 
 

@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from click.testing import Result
 
 from facestore.embedding import embed_pending
-from facestore.store import FailureResult, Store, VectorResult, crop_from
+from facestore.store import FailureResult, VectorResult, crop_from
+from facestore.store.cache import Cache
+from facestore.store.database import Database
 from tests.backends import AppDatabase
 from tests.helpers import FakeBackbone, encode, face_image
 from tests.processes import Watcher, wait_for
@@ -136,14 +138,14 @@ def test_a_row_the_database_refuses_to_store_fails_alone(
     app = make_app()
     store = app.store()
     refused = 5
-    real = Store._write_batch
+    real = Cache._write_batch
 
-    def refuse_face_5(self: Store, space: str, vectors, failures, owner=None):  # type: ignore[no-untyped-def]
+    def refuse_face_5(self: Cache, space: str, vectors, failures, owner=None):  # type: ignore[no-untyped-def]
         if any(r.face_id == refused for r in vectors):
             raise sa.exc.DataError("INSERT ...", {}, ValueError("value out of range"))
         return real(self, space, vectors, failures, owner)
 
-    monkeypatch.setattr(Store, "_write_batch", refuse_face_5)
+    monkeypatch.setattr(Cache, "_write_batch", refuse_face_5)
     report = embed_pending(store, FakeBackbone(), batch_size=32)
     assert (report.embedded, report.failed) == (11, 1)
     assert app.ids("embedding") == set(range(1, 13)) - {refused}
@@ -158,14 +160,14 @@ def test_a_row_that_cannot_be_read_fails_alone(
     write's check of the current crop) is done row by row; the row fails alone."""
     app = make_app()
     store = app.store()
-    real = Store._crop_rows
+    real = Database.crop_rows
 
-    def unreadable_face_7(self: Store, conn, face_ids, lock=False):  # type: ignore[no-untyped-def]
+    def unreadable_face_7(self: Database, conn, face_ids, lock=False):  # type: ignore[no-untyped-def]
         if 7 in face_ids:
             raise sa.exc.DataError("SELECT ...", {}, ValueError("cannot decode"))
         return real(self, conn, face_ids, lock)
 
-    monkeypatch.setattr(Store, "_crop_rows", unreadable_face_7)
+    monkeypatch.setattr(Database, "crop_rows", unreadable_face_7)
     report = embed_pending(store, FakeBackbone(), batch_size=32)
     assert (report.embedded, report.failed) == (11, 1)
     assert "cannot decode" in failures(app)[7]
@@ -238,10 +240,12 @@ def test_results_are_stored_with_a_printable_error(
     (space,) = app.rows("SELECT config_hash FROM embedding_space")[0]
     (sha,) = app.rows("SELECT crop_sha256 FROM embedding WHERE face_id = 1")[0]
     app.exec("DELETE FROM embedding WHERE face_id = 1")
-    outcome = store.write_results(space, [], [FailureResult(1, sha, "bad \x00 byte" + "x" * 900)])
+    outcome = store.cache.write_results(
+        space, [], [FailureResult(1, sha, "bad \x00 byte" + "x" * 900)]
+    )
     assert outcome.failed == 1
     error = failures(app)[1]
     assert "\x00" not in error and "bad \\x00 byte" in error and len(error) <= 500
     vector = VectorResult(1, sha, np.zeros(FakeBackbone.dim, np.float32))
-    assert store.write_results(space, [vector], []).embedded == 1
+    assert store.cache.write_results(space, [vector], []).embedded == 1
     assert failures(app) == {}

@@ -184,7 +184,9 @@ def test_a_daemon_with_another_space_warns_once_and_keeps_serving(
         daemon.reconcile()
         daemon.reconcile()
     assert caplog.text.count("Not embedding; still serving the active space") == 1
-    assert daemon.space is not None and daemon.space.config_hash == store.active_space().config_hash
+    assert (
+        daemon.space is not None and daemon.space.config_hash == store.spaces.active().config_hash
+    )
     assert artifacts.current_version(tmp_path / "model") is not None  # trained in the active space
     assert sqlite_rows(daemon_db, "SELECT DISTINCT space_hash FROM embedding") == [
         (daemon.space.config_hash,)
@@ -211,7 +213,7 @@ def test_suggestions_follow_the_models_open_set_rule(daemon_db: Path, tmp_path: 
     )
     assert [(face_id, person_id) for face_id, person_id, _ in rows] == [(16, 1)]
     assert daemon.predictor is not None and daemon.space is not None
-    cached = daemon.store.vectors_of(daemon.space.config_hash, [16, 17])
+    cached = daemon.store.library.vectors_of(daemon.space.config_hash, [16, 17])
     [known, stranger] = daemon.predictor.classify(
         decode_vectors([cached[16], cached[17]]), ["16", "17"]
     )

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from facestore.backbones import space_of
-from facestore.embedding import claimed_batches, embed_pending, worker_host
+from facestore.embedding import claimed_batches, embed_pending
 from facestore.errors import SpaceMismatchError
 from facestore.status import collect_status
-from facestore.store import Crop, Store, VectorResult, crop_sha256
+from facestore.store import Crop, Store, VectorResult, crop_sha256, worker_host
 from tests.backends import AppDatabase
 from tests.helpers import FakeBackbone, encode, face_image
 from tests.processes import wait_for
@@ -77,8 +77,8 @@ def test_edited_crop_is_embedded_again_from_the_new_bytes(make_app: MakeApp) -> 
 
 
 def claim_all(store: Store, owner: str, lease: float = 60, limit: int = 100) -> list[Crop]:
-    store.enqueue_pending(SPACE)
-    return store.claim(SPACE, limit, owner, lease)
+    store.queue.enqueue_pending(SPACE)
+    return store.queue.claim(SPACE, limit, owner, lease)
 
 
 def ones(batch: list[Crop]) -> list[VectorResult]:
@@ -91,7 +91,7 @@ def test_a_vector_computed_from_an_old_crop_is_not_written(make_app: MakeApp) ->
     batch = claim_all(store, "me")
     old = batch[0]
     app.exec("UPDATE face SET face_crop_blob = :b WHERE id = :id", b=b"\x01\x02", id=old.face_id)
-    outcome = store.write_results(SPACE, ones(batch), [], "me")
+    outcome = store.cache.write_results(SPACE, ones(batch), [], "me")
     assert (outcome.embedded, outcome.changed) == (len(batch) - 1, 1)
     assert app.rows("SELECT 1 FROM embedding WHERE face_id = :id", id=old.face_id) == []
     # the changed face is queued again and embedded from its new bytes
@@ -110,14 +110,14 @@ def test_finding_changes_reads_no_crop_of_an_unchanged_face(make_app: MakeApp) -
 def test_claims_page_by_id_and_never_overlap(make_app: MakeApp) -> None:
     app = make_app()
     one, two = app.store(), app.store()  # two workers, two engines
-    one.enqueue_pending(SPACE)
-    got = [one.claim(SPACE, 5, "one", 60), two.claim(SPACE, 5, "two", 60)]
-    got.append(one.claim(SPACE, 5, "one", 60))
+    one.queue.enqueue_pending(SPACE)
+    got = [one.queue.claim(SPACE, 5, "one", 60), two.queue.claim(SPACE, 5, "two", 60)]
+    got.append(one.queue.claim(SPACE, 5, "one", 60))
     assert [len(b) for b in got] == [5, 5, 2]
     ids = [c.face_id for b in got for c in b]
     assert ids == sorted(ids) and len(set(ids)) == 12
     assert all(isinstance(c, Crop) and c.blob for b in got for c in b)
-    assert two.claim(SPACE, 5, "two", 60) == []  # all leased
+    assert two.queue.claim(SPACE, 5, "two", 60) == []  # all leased
     owners = dict(app.rows("SELECT face_id, lease_owner FROM embedding_job"))
     assert {owners[c.face_id] for c in got[1]} == {"two"}
 
@@ -128,16 +128,18 @@ def test_an_expired_lease_is_claimed_again_and_the_late_write_is_dropped(
     app = make_app()
     slow, other = app.store(), app.store()
     batch = claim_all(slow, "elsewhere:1:slow", lease=2)
-    assert len(batch) == 12 and other.claim(SPACE, 100, "other", 60) == []
+    assert len(batch) == 12 and other.queue.claim(SPACE, 100, "other", 60) == []
     taken: list[Crop] = []
     wait_for(
-        lambda: bool(taken.extend(other.claim(SPACE, 100, "other", 60)) or taken), 10, "expiry"
+        lambda: bool(taken.extend(other.queue.claim(SPACE, 100, "other", 60)) or taken),
+        10,
+        "expiry",
     )
     assert [c.face_id for c in taken] == [c.face_id for c in batch]
-    late = slow.write_results(SPACE, ones(batch), [], "elsewhere:1:slow")
+    late = slow.cache.write_results(SPACE, ones(batch), [], "elsewhere:1:slow")
     assert (late.embedded, late.changed) == (0, 12)
     assert app.rows("SELECT count(*) FROM embedding") == [(0,)]
-    assert other.write_results(SPACE, ones(taken), [], "other").embedded == 12
+    assert other.cache.write_results(SPACE, ones(taken), [], "other").embedded == 12
     assert app.rows("SELECT count(*) FROM embedding_job") == [(0,)]
 
 
@@ -215,7 +217,7 @@ def test_a_different_space_is_refused(make_app: MakeApp) -> None:
 def test_person_id_keeps_its_type(make_app: MakeApp, text_ids: bool) -> None:
     store = make_app(text_ids=text_ids).store()
     embed_pending(store, FakeBackbone())
-    rows = store.training_rows(SPACE)
+    rows = store.library.training_rows(SPACE)
     assert len(rows.person_ids) == 12
     assert {type(p) for p in rows.person_ids} == {str if text_ids else int}
     assert rows.vectors.shape == (12, 512)
@@ -237,13 +239,13 @@ def test_status_counts(make_app: MakeApp, with_verified: bool) -> None:
 
 def test_concurrent_claimers_take_every_face_exactly_once(make_app: MakeApp) -> None:
     app = make_app(people=10, per_person=20)
-    app.store().enqueue_pending(SPACE)
+    app.store().queue.enqueue_pending(SPACE)
     taken: dict[str, list[int]] = {}
 
     def worker(name: str) -> None:
         store = app.store()
         mine = taken.setdefault(name, [])
-        while batch := store.claim(SPACE, 3, name, 60):
+        while batch := store.queue.claim(SPACE, 3, name, 60):
             mine += [c.face_id for c in batch]
 
     threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]

@@ -80,8 +80,8 @@ def test_emptying_the_face_table_leaves_nothing_behind(make_app: MakeApp) -> Non
     store = app.store()
     embed_pending(store, FakeBackbone())
     embed_pending(store, FakeBackbone(), verified=False)
-    store.write_suggestions("v1", [], [(13, 0, 0.9)])
-    store.enqueue_pending(space_of(FakeBackbone(salt=1)).config_hash)
+    store.suggestions.write("v1", [], [(13, 0, 0.9)])
+    store.queue.enqueue_pending(space_of(FakeBackbone(salt=1)).config_hash)
     assert all(app.ids(table) for table in OWN_ROWS)
     app.exec("TRUNCATE face" if app.dialect == "postgresql" else "DELETE FROM face")
     assert {table: app.ids(table) for table in OWN_ROWS} == dict.fromkeys(OWN_ROWS, set())
@@ -90,7 +90,7 @@ def test_emptying_the_face_table_leaves_nothing_behind(make_app: MakeApp) -> Non
 
 def test_verifying_a_face_drops_its_suggestion(make_app: MakeApp) -> None:
     app = make_app(unverified=2)
-    app.store().write_suggestions("v1", [], [(13, 0, 0.9), (14, 1, 0.8)])
+    app.store().suggestions.write("v1", [], [(13, 0, 0.9), (14, 1, 0.8)])
     app.exec("UPDATE face SET verified = :yes WHERE id = 13", yes=True)
     assert app.ids("face_suggestion") == {14}
 
@@ -113,7 +113,7 @@ def test_orphans_left_without_triggers_are_swept(embedded: AppDatabase) -> None:
     embedded.exec(f"DROP TRIGGER facestore_face_delete{on_face}")
     embedded.exec("DELETE FROM face WHERE id IN (1, 2)")
     assert {1, 2} <= embedded.ids("embedding")
-    assert embedded.store().sweep_orphans() == 2
+    assert embedded.store().cache.sweep_orphans() == 2
     assert {1, 2}.isdisjoint(embedded.ids("embedding"))
 
 
@@ -183,7 +183,7 @@ def test_a_queue_scan_never_waits_long_on_the_apps_open_transaction(tmp_path: Pa
             conn.exec_driver_sql("BEGIN")
             conn.exec_driver_sql("UPDATE face SET verified = true WHERE id = 13")
             started = time.monotonic()
-            assert store.enqueue_pending(SPACE, verified=False) == 0
+            assert store.queue.enqueue_pending(SPACE, verified=False) == 0
             waited = time.monotonic() - started
             conn.exec_driver_sql("COMMIT")
         assert 0.4 < waited < 3

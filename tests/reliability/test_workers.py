@@ -18,7 +18,6 @@ import pytest
 
 from facestore import artifacts
 from facestore.backbones import Space
-from facestore.db import write_transaction
 from facestore.locks import retrain_lock
 from facestore.store import VectorResult, crop_sha256
 from tests.backends import AppDatabase, app_database
@@ -119,13 +118,12 @@ def fill_vectors(app: AppDatabase, people: int, per_person: int) -> None:
     centres = rng.normal(size=(people, 512))
     store = app.store()
     space = Space("synthetic", "synthetic-space", {})
-    with write_transaction(store.engine) as conn:
-        store.activate_space(space, conn)
+    store.spaces.activate(space)
     vectors = [
         VectorResult(int(face_id), crop_sha256(crop), centres[person] + rng.normal(size=512))
         for face_id, person in rows
     ]
-    assert store.write_results(space.config_hash, vectors, []).embedded == len(rows)
+    assert store.cache.write_results(space.config_hash, vectors, []).embedded == len(rows)
 
 
 def retrain_process(app: AppDatabase, model_dir: Path) -> subprocess.Popen[str]:

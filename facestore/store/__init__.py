@@ -1,0 +1,101 @@
+"""The embedding cache beside the app's `face` table, in parts with one job each.
+
+    store = Store(engine)
+    store.spaces       embedding spaces: active(), record(), activate(), summaries()
+    store.queue        the work queue: enqueue_pending(), claim(), release()
+    store.cache        guarded writes: write_results(), sweep_orphans()
+    store.library      reads: counts(), failures(), training_rows(), vectors_of()
+    store.suggestions  face_suggestion: unverified_vectors(), write()
+    store.transaction()  one write transaction; nested use becomes a savepoint
+
+Every part writes through `store.transaction()`. Nothing here decodes images or
+runs a model, so no transaction is held across that work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import Connection, Engine
+
+from facestore.schema import FaceTable
+from facestore.store.cache import Cache
+from facestore.store.database import Database
+from facestore.store.dialect import LOCK_NOT_AVAILABLE, database_now, is_transient
+from facestore.store.library import Library
+from facestore.store.queue import UNVERIFIED, VERIFIED_FIRST, LeaseOwner, WorkQueue, worker_host
+from facestore.store.records import (
+    VECTOR_DTYPE,
+    CacheCounts,
+    Crop,
+    FailureResult,
+    FailureRow,
+    PruneCounts,
+    QueueCounts,
+    SpaceSummary,
+    TrainingRows,
+    VectorResult,
+    WriteOutcome,
+    crop_from,
+    crop_sha256,
+    decode_vectors,
+    encode_vector,
+    printable,
+)
+from facestore.store.spaces import Spaces
+from facestore.store.suggestions import Suggestions
+
+
+class Store:
+    """The cache of one database: its parts share one engine and one transaction API."""
+
+    def __init__(self, engine: Engine, face: FaceTable | None = None) -> None:
+        self.db = Database(engine, face)
+        self.spaces = Spaces(self.db)
+        self.queue = WorkQueue(self.db)
+        self.cache = Cache(self.db)
+        self.library = Library(self.db)
+        self.suggestions = Suggestions(self.db)
+
+    @property
+    def engine(self) -> Engine:
+        return self.db.engine
+
+    @property
+    def face(self) -> FaceTable:
+        """The app's face table, reflected on first use."""
+        return self.db.face
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.db.transaction() as conn:
+            yield conn
+
+
+__all__ = [
+    "LOCK_NOT_AVAILABLE",
+    "UNVERIFIED",
+    "VECTOR_DTYPE",
+    "VERIFIED_FIRST",
+    "CacheCounts",
+    "Crop",
+    "FailureResult",
+    "FailureRow",
+    "LeaseOwner",
+    "PruneCounts",
+    "QueueCounts",
+    "SpaceSummary",
+    "Store",
+    "TrainingRows",
+    "VectorResult",
+    "WriteOutcome",
+    "crop_from",
+    "crop_sha256",
+    "database_now",
+    "decode_vectors",
+    "encode_vector",
+    "is_transient",
+    "printable",
+    "worker_host",
+]

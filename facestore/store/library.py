@@ -1,0 +1,133 @@
+"""Reads of what is stored for the app's faces: counts, failures, vectors, training rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from facestore.schema import FaceTable, embedding, embedding_failure
+from facestore.store.database import Database
+from facestore.store.records import CacheCounts, FailureRow, TrainingRows, decode_vectors
+from facestore.timestamps import iso_utc
+
+
+class Library:
+    """Read-only views of the cache joined with the app's face table."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def engine(self) -> Engine:
+        return self.db.engine
+
+    @property
+    def face(self) -> FaceTable:
+        return self.db.face
+
+    def counts(self, space_hash: str | None) -> CacheCounts:
+        face = self.face.table
+        verified = self.face.verified_clause
+        with self.engine.connect() as conn:
+
+            def count(*where: Any, table: Any = face) -> int:
+                query = sa.select(sa.func.count()).select_from(table).where(*where)
+                return int(conn.execute(query).scalar_one())
+
+            faces = count()
+            n_verified = count(verified)
+            if space_hash is None:
+                return CacheCounts(
+                    faces=faces,
+                    verified=n_verified,
+                    embedded=0,
+                    pending=n_verified,
+                    failed=0,
+                    stale=count(table=embedding),
+                )
+            in_space_vec = sa.exists().where(
+                embedding.c.face_id == face.c.id, embedding.c.space_hash == space_hash
+            )
+            in_space_fail = sa.exists().where(
+                embedding_failure.c.face_id == face.c.id,
+                embedding_failure.c.space_hash == space_hash,
+            )
+            return CacheCounts(
+                faces=faces,
+                verified=n_verified,
+                embedded=count(verified, in_space_vec),
+                pending=count(*self.db.pending_filter(space_hash)),
+                failed=count(verified, in_space_fail, ~in_space_vec),
+                stale=count(embedding.c.space_hash != space_hash, table=embedding),
+            )
+
+    def failures(self, space_hash: str, limit: int | None = None) -> list[FailureRow]:
+        """Faces whose current crop failed in the space, newest first, with the reason."""
+        face = self.face.table
+        failure = embedding_failure.c
+        query = (
+            sa.select(
+                failure.face_id,
+                face.c.person_id,
+                failure.error,
+                failure.attempts,
+                failure.failed_at,
+            )
+            .join(face, face.c.id == failure.face_id)
+            .where(failure.space_hash == space_hash)
+            .order_by(failure.failed_at.desc(), failure.face_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                FailureRow(
+                    face_id=int(r.face_id),
+                    person_id=r.person_id,
+                    error=r.error,
+                    attempts=int(r.attempts),
+                    failed_at=iso_utc(r.failed_at),
+                )
+                for r in conn.execute(query)
+            ]
+
+    def vectors_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, bytes]:
+        query = sa.select(embedding.c.face_id, embedding.c.vector).where(
+            embedding.c.space_hash == space_hash, embedding.c.face_id.in_(list(face_ids))
+        )
+        with self.engine.connect() as conn:
+            return {int(r.face_id): bytes(r.vector) for r in conn.execute(query)}
+
+    def crops_of(self, face_ids: Sequence[int]) -> dict[int, bytes]:
+        """face_id -> crop bytes of the faces still there (an unusable value: its bytes)."""
+        return {i: crop.blob for i, crop in self.db.read_crops(face_ids).items()}
+
+    def training_pairs(self, space_hash: str) -> dict[int, Any]:
+        """face_id -> person_id of verified faces with a vector in the space (no vectors read)."""
+        face = self.face.table
+        query = (
+            sa.select(embedding.c.face_id, face.c.person_id)
+            .join(face, face.c.id == embedding.c.face_id)
+            .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
+        )
+        with self.engine.connect() as conn:
+            return {int(r.face_id): r.person_id for r in conn.execute(query)}
+
+    def training_rows(self, space_hash: str) -> TrainingRows:
+        """Vectors of the space for verified faces, labelled with their current person_id."""
+        face = self.face.table
+        query = (
+            sa.select(embedding.c.face_id, face.c.person_id, embedding.c.vector)
+            .join(face, face.c.id == embedding.c.face_id)
+            .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
+            .order_by(embedding.c.face_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return TrainingRows(
+            face_ids=[int(r.face_id) for r in rows],
+            person_ids=[r.person_id for r in rows],
+            vectors=decode_vectors([r.vector for r in rows]),
+        )

@@ -1,0 +1,167 @@
+"""The store's value types: crops, results, counts and summaries, and vector bytes. Pure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+VECTOR_DTYPE = np.dtype("<f4")
+
+
+def crop_sha256(blob: bytes | None) -> str:
+    return hashlib.sha256(blob or b"").hexdigest()
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def decode_vectors(blobs: Sequence[bytes]) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([np.frombuffer(b, dtype=VECTOR_DTYPE) for b in blobs]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Crop:
+    face_id: int
+    blob: bytes
+    error: str | None = None  # why the stored value cannot be a crop (it is not image bytes)
+
+
+def crop_from(face_id: int, value: Any, sql_type: str | None = None) -> Crop:
+    """The crop of a face_crop_blob value of any type; anything but bytes carries an error.
+
+    sql_type is SQLite's typeof() of the value (the value itself is read CAST AS BLOB,
+    so TEXT that is not valid UTF-8 cannot fail the read).
+    """
+    if value is None:
+        return Crop(face_id, b"", "face_crop_blob is NULL: the app stored no crop for this face")
+    if isinstance(value, str):
+        data, kind = value.encode("utf-8", "surrogateescape"), "text"
+    elif isinstance(value, bytes | bytearray | memoryview):
+        data, kind = bytes(value), sql_type or "blob"
+    else:
+        data, kind = str(value).encode(), type(value).__name__
+    if kind == "blob":
+        return Crop(face_id, data)
+    hint = (
+        " (it looks like base64 of an image: store the decoded bytes)"
+        if _base64_image(data)
+        else ""
+    )
+    return Crop(
+        face_id,
+        data,
+        f"face_crop_blob holds {kind}, not image bytes{hint}: the app must store the crop "
+        "as a BLOB of JPEG, PNG or WebP data",
+    )
+
+
+def _base64_image(data: bytes) -> bool:
+    try:
+        head = base64.b64decode(data[:64], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return head.startswith((b"\xff\xd8", b"\x89PNG", b"RIFF"))
+
+
+@dataclass(frozen=True)
+class VectorResult:
+    face_id: int
+    crop_sha256: str
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class FailureResult:
+    face_id: int
+    crop_sha256: str
+    error: str
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    embedded: int
+    failed: int
+    changed: int  # results dropped because the crop changed while they were computed
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    face_ids: list[int]
+    person_ids: list[Any]
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpaceSummary:
+    """One embedding space: its vectors, the verified faces it lacks, its failures."""
+
+    backbone: str
+    config_hash: str
+    active: bool
+    vectors: int
+    missing: int
+    failed: int
+    created_at: str | None  # ISO 8601 UTC
+    activated_at: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CacheCounts:
+    faces: int
+    verified: int
+    embedded: int
+    pending: int
+    failed: int
+    stale: int  # vectors of other spaces
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    queued: int
+    leased: int  # under a live lease
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PruneCounts:
+    vectors: int
+    failures: int
+    spaces: int
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    face_id: int
+    person_id: Any
+    error: str
+    attempts: int
+    failed_at: str | None  # ISO 8601 UTC
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MAX_ERROR_CHARS = 500
+
+
+def printable(error: str) -> str:
+    """An error message any database stores (PostgreSQL text cannot hold NUL), kept short."""
+    text = error.replace("\x00", "\\x00")
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"

@@ -1,0 +1,91 @@
+"""face_suggestion: the model's guesses for unverified faces, which the app reads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from facestore.schema import FaceTable, embedding
+from facestore.store.database import Database
+from facestore.store.dialect import wait_briefly_for_locks
+from facestore.store.records import VECTOR_DTYPE
+
+
+class Suggestions:
+    """The unverified faces' vectors in, their suggestion rows out."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def engine(self) -> Engine:
+        return self.db.engine
+
+    @property
+    def face(self) -> FaceTable:
+        return self.db.face
+
+    def unverified_vectors(self, space_hash: str) -> list[tuple[int, str, np.ndarray]]:
+        """(face_id, crop sha256, vector) of unverified faces with a vector in the space."""
+        face = self.face.table
+        query = (
+            sa.select(embedding.c.face_id, embedding.c.crop_sha256, embedding.c.vector)
+            .join(face, face.c.id == embedding.c.face_id)
+            .where(embedding.c.space_hash == space_hash, ~self.face.verified_clause)
+            .order_by(embedding.c.face_id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                (int(r.face_id), r.crop_sha256, np.frombuffer(r.vector, dtype=VECTOR_DTYPE))
+                for r in conn.execute(query)
+            ]
+
+    def write(
+        self,
+        model_version: str,
+        considered: Sequence[int],
+        suggestions: Sequence[tuple[int, Any, float]],
+        replace_all: bool = False,
+    ) -> int:
+        """Replace the suggestions of the considered faces (or all) with new rows.
+
+        Rows are written only for faces that are still there and still unverified.
+        """
+        table = self.db.suggestion_table
+        face = self.face.table
+        now = time.time()
+        with self.db.transaction() as conn:
+            wait_briefly_for_locks(conn)
+            if replace_all:
+                conn.execute(table.delete())
+            elif considered:
+                conn.execute(table.delete().where(table.c.face_id.in_(list(considered))))
+            if not suggestions:
+                return 0
+            open_ids = {
+                int(i)
+                for (i,) in conn.execute(
+                    sa.select(face.c.id).where(
+                        face.c.id.in_([s[0] for s in suggestions]), ~self.face.verified_clause
+                    )
+                )
+            }
+            rows = [
+                {
+                    "face_id": face_id,
+                    "person_id": person_id,
+                    "confidence": float(confidence),
+                    "model_version": model_version,
+                    "created_at": now,
+                }
+                for face_id, person_id, confidence in suggestions
+                if face_id in open_ids
+            ]
+            if rows:
+                conn.execute(table.insert(), rows)
+        return len(rows)
