@@ -1,0 +1,283 @@
+"""The daemon's loop: `start()` loads what it serves, `run()` reconciles until stopped.
+
+Each reconcile embeds in slices; after each slice it follows a model another
+process published, evaluates the retrain policy and writes suggestions, so a
+backlog starves none of them. Several daemons share the work through leases
+(facestore.store.queue); only one retrains at a time (facestore.locks).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from facestore import artifacts
+from facestore.backbones import Backbone, Space, space_of
+from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
+from facestore.daemon.policy import RetrainPolicy, RetrainScheduler
+from facestore.daemon.suggester import Suggester
+from facestore.daemon.wakeups import wake_source
+from facestore.embedding import embed_pending
+from facestore.errors import BusyError, FacestoreError, ModelError
+from facestore.predict import Predictor
+from facestore.retrain import retrain
+from facestore.status import shown
+from facestore.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(
+        self,
+        store: Store,
+        model_dir: Path,
+        options: WatchOptions,
+        backbone: Backbone | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """No I/O here: `start()` (or the first reconcile) reads the database and model."""
+        self.store = store
+        self.model_dir = model_dir
+        self.options = options
+        self.clock = clock
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.scheduler = RetrainScheduler(
+            RetrainPolicy(
+                options.retrain_min_changes, options.retrain_delay, options.retrain_cooldown
+            )
+        )
+        self.suggester = Suggester(store, options.min_confidence)
+        self.predictor: Predictor | None = None
+        self.backbone: Backbone | None = None
+        self.space: Space | None = None
+        self._configured = backbone
+        self._started = False
+        self._warned: set[str] = set()
+
+    def start(self) -> None:
+        """Choose the embedder of the active space and load the current model (once)."""
+        if self._started:
+            return
+        self._started = True
+        self.backbone, self.space = self._choose_backbone(self._configured)
+        self._load_model()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    # -- what it serves -------------------------------------------------------------
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _choose_backbone(self, backbone: Backbone | None) -> tuple[Backbone | None, Space | None]:
+        """The embedder of the active space, or None (keep serving without embedding)."""
+        active = self.store.spaces.active()
+        if backbone is None:
+            return None, active
+        configured = space_of(backbone)
+        if active is not None and configured.config_hash != active.config_hash:
+            self._warn_once(
+                "space",
+                "The configured backbone gives space %s, but the active space is %s. Not "
+                "embedding; still serving the active space. Run 'facestore reembed' to move.",
+                configured.label,
+                active.label,
+            )
+            return None, active
+        return backbone, active or configured
+
+    def _load_model(self) -> None:
+        current = artifacts.current_version(self.model_dir)
+        if current is None or (self.predictor and self.predictor.version == current):
+            return
+        try:
+            predictor = Predictor(artifacts.load_bundle(self.model_dir))
+        except ModelError as exc:
+            keeping = self.predictor.version if self.predictor else "none"
+            log.error("Refusing model %s: %s Keeping model %s.", current, exc, keeping)
+            return
+        if self.space and predictor.space_hash != self.space.config_hash:
+            self._warn_once(
+                f"model-space-{current}",
+                "Model %s was trained in space %s, not the active %s; not using it. Run "
+                "'facestore retrain'.",
+                current,
+                predictor.space_hash[:12],
+                self.space.label,
+            )
+            return
+        self.predictor = predictor
+        log.info("Model %s loaded", predictor.version)
+        if self.options.suggestions:
+            self.suggest(replace_all=True)
+
+    def _follow_active_space(self) -> bool:
+        """After a reembed elsewhere activates another space, serve that one. Changed?"""
+        active = self.store.spaces.active()
+        if active is not None and (
+            self.space is None or active.config_hash != self.space.config_hash
+        ):
+            if self.space is not None:
+                log.info("The active space is now %s", active.label)
+            self.backbone, self.space = self._choose_backbone(self._configured)
+            return True
+        return False
+
+    # -- one pass ---------------------------------------------------------------------
+
+    def reconcile(self, scan: bool = True) -> None:
+        """One pass. scan=False (woken by a change): trust the queue the triggers fill.
+
+        The timer's passes scan the face table (and sweep orphans) as the ground truth.
+        The embedding is done in slices of at most `slice_seconds` (plus the batch in
+        progress): after each slice the model is reloaded if another worker published
+        one, the retrain policy is evaluated and suggestions are written, so that none
+        of them waits for a backlog to clear.
+        """
+        self.start()
+        started = time.perf_counter()
+        embedded = slices = 0
+        scan = self._follow_active_space() or scan
+        if self.backbone is None or self.space is None:
+            if scan:
+                self.store.cache.sweep_orphans()
+            self._between_slices()
+            return
+        more = True
+        while more and not self.stop.is_set():
+            more, done = self._embed_slice(scan=scan and slices == 0)
+            embedded += done
+            slices += 1
+            if self.stop.is_set():
+                return
+            self._between_slices()
+        log.debug(
+            "Reconciled in %.0f ms (%d embedded in %d slices, %s)",
+            1000 * (time.perf_counter() - started),
+            embedded,
+            slices,
+            "scan" if scan else "queue only",
+        )
+
+    def _embed_slice(self, scan: bool) -> tuple[bool, int]:
+        """Embed for about one slice: verified faces first, then at least one batch of
+        unverified ones. Returns (work left, faces embedded)."""
+        assert self.backbone is not None and self.space is not None
+        now = time.monotonic()
+        end = now + self.options.slice_seconds
+        shares = [(True, end)]
+        if self.options.suggestions:
+            shares = [(True, now + VERIFIED_SHARE * self.options.slice_seconds), (False, end)]
+        more, embedded = False, 0
+        for verified, deadline in shares:
+            if self.stop.is_set():
+                break
+            report = embed_pending(
+                self.store,
+                self.backbone,
+                batch_size=self.options.batch_size,
+                stop=self.stop,
+                space=self.space,
+                verified=verified,
+                lease_seconds=self.options.lease,
+                scan=scan,
+                deadline=deadline,
+            )
+            more = more or report.more
+            embedded += report.embedded
+        return more, embedded
+
+    def _between_slices(self) -> None:
+        self._load_model()  # another process may have published or rolled back
+        if self.options.retrain:
+            self.maybe_retrain()
+        if self.options.suggestions and self.predictor is not None:
+            self.suggest()
+
+    def maybe_retrain(self) -> None:
+        if self.space is None:
+            return
+        current = self.store.library.training_pairs(self.space.config_hash)
+        trained = self.predictor.bundle.training_set if self.predictor else {}
+        now = self.clock()
+        changes = self.scheduler.due(trained, current, now)
+        if not changes:
+            return
+        log.info("Retrain started: %d faces changed since the current model", changes)
+        self.scheduler.started(now)
+        try:
+            report = retrain(self.store, self.model_dir, self.options.classifier)
+        except BusyError:
+            self.scheduler.busy()
+            log.info("Another worker is retraining; checking again next reconcile")
+            return
+        except FacestoreError as exc:
+            self.scheduler.failed(current)
+            log.warning("Retrain failed, retrying after the next change: %s", exc)
+            return
+        self.scheduler.succeeded()
+        log.info(
+            "Retrain published model %s (accuracy %s, %d people, %.1fs)",
+            report.version,
+            shown(report.accuracy),
+            report.classes_kept,
+            report.seconds,
+        )
+        self._load_model()
+
+    def suggest(self, replace_all: bool = False) -> int:
+        """Suggestions for unverified faces not yet considered by the current model."""
+        if self.predictor is None or self.space is None:
+            return 0
+        return self.suggester.suggest(self.predictor, self.space.config_hash, replace_all)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _safe_reconcile(self, scan: bool = True) -> None:
+        """A database error (busy beyond the timeout, disk trouble, a statement the
+        database refuses) is logged and the pass retried: the daemon keeps serving."""
+        try:
+            self.reconcile(scan)
+        except sa.exc.DBAPIError as exc:
+            log.error("Reconcile failed, retrying next interval: %s", exc.orig)
+
+    def run(self) -> None:
+        """Reconcile now, then on every wake-up (debounced, confirmed) and every interval."""
+        self.start()
+        options = self.options
+        with wake_source(self.store.engine, options.poll, self.wake) as source:
+            log.info(
+                "Watching %s (%s, reconcile every %.0f s)",
+                self.store.engine.url.render_as_string(hide_password=True),
+                source.description,
+                options.interval,
+            )
+            self._safe_reconcile()
+            next_timer = self.clock() + options.interval
+            while not self.stop.is_set():
+                woke = self.wake.wait(max(0.0, next_timer - self.clock()))
+                if self.stop.is_set():
+                    break
+                if woke:
+                    self.stop.wait(options.debounce)
+                    self.wake.clear()
+                    if self.stop.is_set():
+                        break
+                    if not source.changed():
+                        continue
+                else:
+                    next_timer = self.clock() + options.interval
+                self._safe_reconcile(scan=not woke)
+        log.info("Stopped")

@@ -1,0 +1,43 @@
+"""SIGTERM and SIGINT: exit at once while starting; stop the loop promptly once it runs."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Stoppable(Protocol):
+    def request_stop(self) -> None: ...
+
+
+def exit_on_signals_while_starting() -> None:
+    """Before the loop runs there is no batch to finish: SIGTERM / SIGINT exit 0 at once."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("Received %s while starting; exiting", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handle)
+
+
+@contextmanager
+def stop_on_signals(daemon: Stoppable) -> Iterator[None]:
+    """SIGTERM / SIGINT stop the loop (mid-batch if need be: the batch goes back to the queue)."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("Received %s; stopping", signal.Signals(signum).name)
+        daemon.request_stop()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,59 @@
+"""Suggestions for unverified faces, with the current model's open-set rule."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from facestore.predict import Predictor
+from facestore.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Suggester:
+    """Writes face_suggestion rows for the unverified faces a model has not considered."""
+
+    def __init__(self, store: Store, min_confidence: float | None) -> None:
+        self.store = store
+        self.min_confidence = min_confidence  # None: the model's calibrated rule
+        self._considered: dict[int, str] = {}  # face_id -> crop sha256 considered
+
+    def suggest(self, predictor: Predictor, space_hash: str, replace_all: bool = False) -> int:
+        """With replace_all (a new model), every row is rewritten; else only new faces."""
+        if replace_all:
+            self._considered.clear()
+        rows = self.store.suggestions.unverified_vectors(space_hash)
+        fresh = [
+            (face_id, sha, vector)
+            for face_id, sha, vector in rows
+            if replace_all or self._considered.get(face_id) != sha
+        ]
+        if not fresh and not replace_all:
+            return 0
+        predictions = predictor.classify(
+            _stack([v for _, _, v in fresh]),
+            [str(face_id) for face_id, _, _ in fresh],
+            top_k=1,
+            min_confidence=self.min_confidence,
+        )
+        named = [
+            (int(p.input), p.person_id, p.confidence)
+            for p in predictions
+            if p.person_id is not None
+        ]
+        written = self.store.suggestions.write(
+            predictor.version,
+            [face_id for face_id, _, _ in fresh],
+            named,
+            replace_all=replace_all,
+        )
+        self._considered.update({face_id: sha for face_id, sha, _ in fresh})
+        if written or replace_all:
+            log.info("Wrote %d suggestions with model %s", written, predictor.version)
+        return written
+
+
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
+    return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
