@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facestore.backbones import Backbone, Space, space_of
-from facestore.embedding import ProgressCallback, embed_pending
+from facestore.embedding import Embedder, ProgressCallback
 from facestore.errors import ConfigurationError
 from facestore.retrain import retrain
 from facestore.store import Store
@@ -61,20 +61,13 @@ def build_space(
     """
     space = space_of(backbone)
     embedded = failed = 0
-    for _ in range(MAX_PASSES):
-        report = embed_pending(
-            store,
-            backbone,
-            batch_size=batch_size,
-            progress=progress,
-            stop=stop,
-            space=space,
-            target_space=True,
-        )
-        embedded += report.embedded
-        failed += report.failed
-        if report.pending == 0 or (stop is not None and stop.is_set()):
-            break
+    with Embedder(store, backbone, batch_size=batch_size, stop=stop) as embedder:
+        for _ in range(MAX_PASSES):
+            report = embedder.run_pass(space, target_space=True, progress=progress)
+            embedded += report.embedded
+            failed += report.failed
+            if report.pending == 0 or embedder.stop.is_set():
+                break
     return space, embedded, failed
 
 

@@ -11,6 +11,12 @@ factory takes `BackboneSettings` and returns an object with:
   version, precision) and nothing else (not the device);
 - `dim: int`, the vector length;
 - `embed_images(images: Sequence[PIL.Image.Image]) -> np.ndarray` of shape (n, dim).
+
+A backbone may also implement the fast path, `PreparedBackbone`: `prepare(image)`
+turns one image into the model's input array (run in the decode threads, beside
+the model), `embed_prepared(batch)` embeds a stacked batch of them, and
+`device_info` (a property) says where the vectors are computed (recorded, not
+part of the space). Both built-in backbones do.
 """
 
 from __future__ import annotations
@@ -41,6 +47,18 @@ class Backbone(Protocol):
     dim: int
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class PreparedBackbone(Backbone, Protocol):
+    """The optional fast path: preprocessing apart from the model, batches as arrays."""
+
+    @property
+    def device_info(self) -> dict[str, Any]: ...
+
+    def prepare(self, image: Image.Image) -> np.ndarray: ...
+
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 BackboneFactory = Callable[[BackboneSettings], Backbone]

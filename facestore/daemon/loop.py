@@ -8,6 +8,7 @@ backlog starves none of them. Several daemons share the work through leases
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
 from facestore.daemon.policy import RetrainPolicy, RetrainScheduler
 from facestore.daemon.suggester import Suggester
 from facestore.daemon.wakeups import wake_source
-from facestore.embedding import embed_pending
+from facestore.embedding import Embedder
 from facestore.errors import BusyError, FacestoreError, ModelError
 from facestore.predict import Predictor
 from facestore.retrain import retrain
@@ -58,6 +59,7 @@ class Daemon:
         self.predictor: Predictor | None = None
         self.backbone: Backbone | None = None
         self.space: Space | None = None
+        self.embedder: Embedder | None = None
         self._configured = backbone
         self._started = False
         self._warned: set[str] = set()
@@ -67,8 +69,27 @@ class Daemon:
         if self._started:
             return
         self._started = True
-        self.backbone, self.space = self._choose_backbone(self._configured)
+        self._serve(*self._choose_backbone(self._configured))
         self._load_model()
+
+    def close(self) -> None:
+        if self.embedder is not None:
+            self.embedder.close()
+            self.embedder = None
+
+    def _serve(self, backbone: Backbone | None, space: Space | None) -> None:
+        """Embed with this backbone (one Embedder for the process), or not at all."""
+        if backbone is not self.backbone:
+            self.close()
+            if backbone is not None:
+                self.embedder = Embedder(
+                    self.store,
+                    backbone,
+                    batch_size=self.options.batch_size,
+                    lease_seconds=self.options.lease,
+                    stop=self.stop,
+                )
+        self.backbone, self.space = backbone, space
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -131,7 +152,7 @@ class Daemon:
         ):
             if self.space is not None:
                 log.info("The active space is now %s", active.label)
-            self.backbone, self.space = self._choose_backbone(self._configured)
+            self._serve(*self._choose_backbone(self._configured))
             return True
         return False
 
@@ -150,9 +171,9 @@ class Daemon:
         started = time.perf_counter()
         embedded = slices = 0
         scan = self._follow_active_space() or scan
-        if self.backbone is None or self.space is None:
-            if scan:
-                self.store.cache.sweep_orphans()
+        if scan:
+            self.store.cache.sweep_orphans()
+        if self.embedder is None or self.space is None:
             self._between_slices()
             return
         more = True
@@ -174,7 +195,7 @@ class Daemon:
     def _embed_slice(self, scan: bool) -> tuple[bool, int]:
         """Embed for about one slice: verified faces first, then at least one batch of
         unverified ones. Returns (work left, faces embedded)."""
-        assert self.backbone is not None and self.space is not None
+        assert self.embedder is not None and self.space is not None
         now = time.monotonic()
         end = now + self.options.slice_seconds
         shares = [(True, end)]
@@ -184,16 +205,8 @@ class Daemon:
         for verified, deadline in shares:
             if self.stop.is_set():
                 break
-            report = embed_pending(
-                self.store,
-                self.backbone,
-                batch_size=self.options.batch_size,
-                stop=self.stop,
-                space=self.space,
-                verified=verified,
-                lease_seconds=self.options.lease,
-                scan=scan,
-                deadline=deadline,
+            report = self.embedder.run_pass(
+                self.space, verified=verified, scan=scan, sweep=False, deadline=deadline
             )
             more = more or report.more
             embedded += report.embedded
@@ -257,7 +270,10 @@ class Daemon:
         """Reconcile now, then on every wake-up (debounced, confirmed) and every interval."""
         self.start()
         options = self.options
-        with wake_source(self.store.engine, options.poll, self.wake) as source:
+        with (
+            contextlib.closing(self),
+            wake_source(self.store.engine, options.poll, self.wake) as source,
+        ):
             log.info(
                 "Watching %s (%s, reconcile every %.0f s)",
                 self.store.engine.url.render_as_string(hide_password=True),
