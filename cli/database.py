@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from facestore import db as database
-from facestore.cli.common import CommandGroup, pass_settings
-from facestore.config import Settings
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import CommandGroup
 
 
 @click.group(cls=CommandGroup)
@@ -20,19 +20,19 @@ def db() -> None:
 
 @db.command()
 @click.argument("revision", default="head")
-@pass_settings
-def upgrade(settings: Settings, revision: str) -> None:
+@pass_app()
+def upgrade(app: App, revision: str) -> None:
     """Create or update facestore's tables and triggers (default: to head)."""
-    engine = database.create_engine(settings.db_url, must_exist=True)
+    engine = app.engine()
     database.upgrade(engine, revision)
     click.echo(f"facestore schema is at {database.current_revision(engine)}")
 
 
 @db.command()
-@pass_settings
-def current(settings: Settings) -> None:
+@pass_app()
+def current(app: App) -> None:
     """Show the facestore schema revision of the database and the expected head."""
-    engine = database.create_engine(settings.db_url, must_exist=True)
+    engine = app.engine()
     database.check_connection(engine)
     revision = database.current_revision(engine)
     head = database.head_revision()
@@ -42,9 +42,9 @@ def current(settings: Settings) -> None:
 
 @db.command()
 @click.argument("revision")
-@pass_settings
-def downgrade(settings: Settings, revision: str) -> None:
+@pass_app()
+def downgrade(app: App, revision: str) -> None:
     """Downgrade to REVISION; 'base' removes every facestore table and trigger."""
-    engine = database.create_engine(settings.db_url, must_exist=True)
+    engine = app.engine()
     database.downgrade(engine, revision)
     click.echo(f"facestore schema is at {database.current_revision(engine) or 'base'}")

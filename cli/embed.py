@@ -8,52 +8,29 @@ import click
 
 from facestore import db as database
 from facestore.artifacts import published_summary
-from facestore.backbones import build_backbone, space_of
-from facestore.cli.common import (
-    FacestoreCommand,
-    backbone_options,
-    backbone_settings,
-    pass_settings,
-    print_json,
-    progress_bar,
-)
-from facestore.config import Settings
+from facestore.backbones import space_of
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import FacestoreCommand, print_json, progress_bar
 from facestore.embedding import embed_pending
 from facestore.importer import check_folder, count_files, import_folder
 from facestore.status import collect_status, format_status
-from facestore.store import Store
 
 SHOW_SKIPPED = 20
 
 
-def open_store(settings: Settings) -> Store:
-    """An engine on the database, refusing unless facestore's schema is at head."""
-    engine = database.create_engine(settings.db_url, must_exist=True)
-    database.require_head(engine)
-    return Store(engine)
-
-
 @click.command(cls=FacestoreCommand)
-@backbone_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-@pass_settings
-def embed(
-    settings: Settings,
-    backbone: str | None,
-    weights: Path | None,
-    device: str | None,
-    batch_size: int | None,
-    as_json: bool,
-) -> None:
+@pass_app(backbone=True)
+def embed(app: App, as_json: bool) -> None:
     """Embed verified faces that have no vector yet in the active space.
 
     Incremental and resumable: faces already embedded, or whose current crop
     already failed to decode, are not touched. A crop edited by the app is
     embedded again. JSON keys: embedded, failed, pending, seconds.
     """
-    store = open_store(settings)
-    options = backbone_settings(backbone, weights, device, batch_size)
-    model = build_backbone(options)
+    store = app.store
+    options = app.backbone_settings()
+    model = app.build_backbone()
     total = store.queue.count_pending(space_of(model).config_hash)
     with progress_bar(total, "embed") as bar:
         report = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
@@ -68,15 +45,14 @@ def embed(
 
 @click.command(cls=FacestoreCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_settings
-def status(settings: Settings, as_json: bool) -> None:
+@pass_app()
+def status(app: App, as_json: bool) -> None:
     """Counts of faces, vectors, pending and failed faces, the active space and the model.
 
     JSON keys: faces, verified, embedded, pending, failed, stale, active_space,
     model.
     """
-    store = open_store(settings)
-    report = collect_status(store, published_summary(settings.model_dir))
+    report = collect_status(app.store, published_summary(app.model_dir))
     if as_json:
         print_json(report)
     else:
@@ -86,8 +62,8 @@ def status(settings: Settings, as_json: bool) -> None:
 @click.command("import", cls=FacestoreCommand)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-@pass_settings
-def import_command(settings: Settings, directory: Path, as_json: bool) -> None:
+@pass_app()
+def import_command(app: App, directory: Path, as_json: bool) -> None:
     """Add the crops under DIRECTORY as verified faces: one folder per person.
 
     The folder name is the person_id. JPEG, PNG and WebP files are stored as
@@ -98,7 +74,7 @@ def import_command(settings: Settings, directory: Path, as_json: bool) -> None:
     appends rows: importing a folder twice adds its faces twice.
     """
     check_folder(directory)  # before the database file is created
-    engine = database.create_engine(settings.db_url)
+    engine = app.engine(create=True)
     database.check_connection(engine)
     with progress_bar(count_files(directory), "import", unit="file") as bar:
         report = import_folder(engine, directory, progress=bar)
@@ -119,8 +95,8 @@ def import_command(settings: Settings, directory: Path, as_json: bool) -> None:
 @click.command(cls=FacestoreCommand)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@pass_settings
-def failures(settings: Settings, limit: int | None, as_json: bool) -> None:
+@pass_app()
+def failures(app: App, limit: int | None, as_json: bool) -> None:
     """List the faces that could not be embedded in the active space, and why.
 
     Newest first: face_id, person_id, the reason, how many times the current
@@ -128,7 +104,7 @@ def failures(settings: Settings, limit: int | None, as_json: bool) -> None:
     tried again when the app changes its crop. JSON: a list of {face_id,
     person_id, error, attempts, failed_at}.
     """
-    store = open_store(settings)
+    store = app.store
     active = store.spaces.active()
     rows = store.library.failures(active.config_hash, limit) if active else []
     if as_json:

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import click
 
-from facestore.cli.common import (
-    FacestoreCommand,
-    far_option,
-    pass_settings,
-    print_json,
-)
-from facestore.cli.embed import open_store
-from facestore.config import Settings
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import FacestoreCommand, print_json
+from facestore.cli.options import far_option
 from facestore.evaluate import DEFAULT_FOLDS, Evaluation, evaluate
 from facestore.retrain import library_dataset
 from facestore.training import CLASSIFIERS, classifier_factory, resolve_name
@@ -52,9 +47,9 @@ EVALUATED_BY_DEFAULT = ("auto", "svc", "lda", "logreg", "knn", "centroid")
     default=None,
     help="Write a PNG of the open-set curve and the closed-set accuracies.",
 )
-@pass_settings
+@pass_app()
 def evaluate_command(
-    settings: Settings,
+    app: App,
     classifiers: tuple[str, ...],
     folds: int,
     seeds: int,
@@ -74,8 +69,7 @@ def evaluate_command(
 
     Reads cached vectors only (run 'facestore embed' first); publishes nothing.
     """
-    store = open_store(settings)
-    space, _, dataset = library_dataset(store)
+    space, _, dataset = library_dataset(app.store)
     names = list(dict.fromkeys(classifiers or EVALUATED_BY_DEFAULT))
     factories = {name: classifier_factory(name) for name in names}
     progress = None if as_json else (lambda line: click.echo(line, err=True))

@@ -12,12 +12,12 @@ from facestore.cli.common import (
     VERBOSE_HELP,
     FacestoreGroup,
     apply_logging,
-    location_options,
 )
 from facestore.cli.database import db
 from facestore.cli.embed import embed, failures, import_command, status
 from facestore.cli.evaluate import evaluate_command
 from facestore.cli.model import model, predict, retrain_command, train
+from facestore.cli.options import location_options
 from facestore.cli.spaces import prune, reembed_command
 from facestore.cli.watch import watch
 

@@ -9,32 +9,16 @@ import click
 
 from facestore import artifacts
 from facestore import db as database
-from facestore.backbones import build_backbone, space_of
-from facestore.cli.common import (
-    CommandGroup,
-    FacestoreCommand,
-    backbone_options,
-    backbone_settings,
-    classifier_option,
-    db_url_of,
-    far_option,
-    location_options,
-    min_confidence_option,
-    model_dir_of,
-    pass_model_dir,
-    pass_settings,
-    print_json,
-    progress_bar,
-)
-from facestore.cli.embed import open_store
-from facestore.config import Settings
+from facestore.backbones import space_of
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import CommandGroup, FacestoreCommand, print_json, progress_bar
+from facestore.cli.options import classifier_option, far_option, min_confidence_option
 from facestore.embedding import embed_pending
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
 from facestore.importer import crop_bytes
 from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
 from facestore.retrain import RetrainReport, retrain
 from facestore.status import shown
-from facestore.store import Store
 
 
 def training_options(func: Any) -> Any:
@@ -88,9 +72,9 @@ def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
 
 @click.command("retrain", cls=FacestoreCommand)
 @training_options
-@pass_settings
+@pass_app()
 def retrain_command(
-    settings: Settings, classifier: str, val_fraction: float, seed: int, far: float, as_json: bool
+    app: App, classifier: str, val_fraction: float, seed: int, far: float, as_json: bool
 ) -> None:
     """Refit the classifier over the cached vectors and publish a new model version.
 
@@ -100,8 +84,8 @@ def retrain_command(
     n_train, n_val, classes_kept, classes_dropped, samples_dropped, seconds.
     """
     report = retrain(
-        open_store(settings),
-        settings.model_dir,
+        app.store,
+        app.model_dir,
         classifier,
         val_fraction=val_fraction,
         seed=seed,
@@ -111,16 +95,11 @@ def retrain_command(
 
 
 @click.command(cls=FacestoreCommand)
-@backbone_options
 @training_options
 @click.option("--upgrade", is_flag=True, help="Run 'facestore db upgrade' first if needed.")
-@pass_settings
+@pass_app(backbone=True)
 def train(
-    settings: Settings,
-    backbone: str | None,
-    weights: Path | None,
-    device: str | None,
-    batch_size: int | None,
+    app: App,
     classifier: str,
     val_fraction: float,
     seed: int,
@@ -133,20 +112,18 @@ def train(
     Ends with a summary: faces used, classes kept and dropped, accuracy, and the
     model version.
     """
-    engine = database.create_engine(settings.db_url, must_exist=True)
     if upgrade:
-        database.upgrade(engine)
+        database.upgrade(app.engine())
     try:
-        database.require_head(engine)
+        store = app.store
     except SchemaNotAtHeadError as exc:
         raise DatabaseError(f"{exc} Or pass --upgrade to do it now.") from exc
-    store = Store(engine)
-    options = backbone_settings(backbone, weights, device, batch_size)
-    model = build_backbone(options)
+    options = app.backbone_settings()
+    model = app.build_backbone()
     with progress_bar(store.queue.count_pending(space_of(model).config_hash), "embed") as bar:
         embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
     report = retrain(
-        store, settings.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far
+        store, app.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far
     )
     if as_json:
         print_json({**report.as_json(), "embed": embedded.as_json()})
@@ -167,22 +144,14 @@ def train(
 @click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
 @min_confidence_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@backbone_options
-@location_options
-@click.pass_context
+@pass_app(backbone=True)
 def predict(
-    ctx: click.Context,
-    db: str | None,
-    model_dir: Path | None,
+    app: App,
     files: tuple[Path, ...],
     face_ids: tuple[int, ...],
     top_k: int,
     min_confidence: float | None,
     as_json: bool,
-    backbone: str | None,
-    weights: Path | None,
-    device: str | None,
-    batch_size: int | None,
 ) -> None:
     """Predict person_id and confidence for crop FILES and/or --face-id faces.
 
@@ -193,12 +162,10 @@ def predict(
     """
     if not files and not face_ids:
         raise click.UsageError("Give at least one FILE or --face-id.")
-    options = backbone_settings(backbone, weights, device, batch_size)
-    predictor = Predictor.load(model_dir_of(ctx, model_dir), options)
+    predictor = Predictor.load(app.model_dir, app.backbone_settings())
     results = []
     if face_ids:
-        store = open_store(Settings(db_url=db_url_of(ctx, db)))
-        results += predict_faces(store, predictor, face_ids, top_k, min_confidence)
+        results += predict_faces(app.store, predictor, face_ids, top_k, min_confidence)
     if files:
         # Any format Pillow reads is accepted here, converted as 'facestore import' does.
         crops = [(str(path), crop_bytes(path) or path.read_bytes()) for path in files]
@@ -211,7 +178,7 @@ def predict(
             detail = f"error: {r.error}" if r.error else f"{who} ({r.confidence:.3f})"
             click.echo(f"{r.input}: {detail}")
     if any(r.error for r in results):
-        ctx.exit(1)
+        click.get_current_context().exit(1)
 
 
 @click.group(cls=CommandGroup)
@@ -221,9 +188,10 @@ def model() -> None:
 
 @model.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_model_dir
-def list_command(model_dir: Path, as_json: bool) -> None:
+@pass_app(db=False)
+def list_command(app: App, as_json: bool) -> None:
     """Show the versions kept under model/history/, newest first (* = current)."""
+    model_dir = app.model_dir
     rows = artifacts.history(model_dir)
     if as_json:
         print_json(rows)
@@ -240,11 +208,11 @@ def list_command(model_dir: Path, as_json: bool) -> None:
 
 @model.command()
 @click.argument("version", required=False)
-@pass_model_dir
-def rollback(model_dir: Path, version: str | None) -> None:
+@pass_app(db=False)
+def rollback(app: App, version: str | None) -> None:
     """Make VERSION current again (default: the version before the current one).
 
     The version's integrity is checked first; the switch is atomic.
     """
-    restored = artifacts.rollback(model_dir, version)
+    restored = artifacts.rollback(app.model_dir, version)
     click.echo(f"current model is now {restored}")

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from facestore.backbones import build_backbone, space_of
-from facestore.cli.common import (
-    FacestoreCommand,
-    backbone_options,
-    backbone_settings,
-    classifier_option,
-    pass_settings,
-    print_json,
-    progress_bar,
-)
-from facestore.cli.embed import open_store
-from facestore.config import Settings
+from facestore.backbones import space_of
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import FacestoreCommand, print_json, progress_bar
+from facestore.cli.options import classifier_option
 from facestore.errors import FacestoreError
 from facestore.reembed import ReembedReport, activate_recorded, reembed
 
@@ -31,7 +22,6 @@ def given_on_command_line(*names: str) -> bool:
 
 
 @click.command("reembed", cls=FacestoreCommand)
-@backbone_options
 @click.option(
     "--activate/--no-activate",
     default=True,
@@ -47,13 +37,9 @@ def given_on_command_line(*names: str) -> bool:
 @click.option("--space", "space_prefix", help="With --activate-only: config_hash (or prefix).")
 @classifier_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-@pass_settings
+@pass_app(backbone=True)
 def reembed_command(
-    settings: Settings,
-    backbone: str | None,
-    weights: Path | None,
-    device: str | None,
-    batch_size: int | None,
+    app: App,
     activate: bool,
     activate_only: bool,
     space_prefix: str | None,
@@ -69,15 +55,13 @@ def reembed_command(
     space in one step. JSON keys: space, embedded, failed, activated,
     model_version, seconds.
     """
-    store = open_store(settings)
+    store = app.store
     if activate_only:
         started = time.perf_counter()
         chosen = space_prefix
         if given_on_command_line("backbone", "weights"):  # not FACESTORE_* of the daemon
-            chosen = space_of(
-                build_backbone(backbone_settings(backbone, weights, device, batch_size))
-            ).config_hash
-        version = activate_recorded(store, chosen, settings.model_dir, classifier)
+            chosen = space_of(app.build_backbone()).config_hash
+        version = activate_recorded(store, chosen, app.model_dir, classifier)
         active = store.spaces.active()
         report = ReembedReport(
             active.config_hash if active else "",
@@ -88,14 +72,14 @@ def reembed_command(
             time.perf_counter() - started,
         )
     else:
-        options = backbone_settings(backbone, weights, device, batch_size)
-        model = build_backbone(options)
+        options = app.backbone_settings()
+        model = app.build_backbone()
         total = store.queue.count_pending(space_of(model).config_hash)
         with progress_bar(total, "reembed") as bar:
             report = reembed(
                 store,
                 model,
-                settings.model_dir,
+                app.model_dir,
                 batch_size=options.batch_size,
                 activate_space=activate,
                 classifier=classifier,
@@ -117,13 +101,13 @@ def reembed_command(
 
 @click.command(cls=FacestoreCommand)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@pass_settings
-def prune(settings: Settings, yes: bool) -> None:
+@pass_app()
+def prune(app: App, yes: bool) -> None:
     """Delete the vectors and failure rows of every space that is not active.
 
     The active space is never touched. Asks for confirmation unless --yes.
     """
-    store = open_store(settings)
+    store = app.store
     inactive = [s for s in store.spaces.summaries() if not s.active]
     vectors = sum(s.vectors for s in inactive)
     if not inactive:

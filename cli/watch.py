@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import click
 
-from facestore.backbones import build_backbone
-from facestore.cli.common import (
-    FacestoreCommand,
-    backbone_options,
-    backbone_settings,
-    classifier_option,
-    min_confidence_option,
-    pass_settings,
-)
-from facestore.cli.embed import open_store
-from facestore.config import Settings
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import FacestoreCommand
+from facestore.cli.options import classifier_option, min_confidence_option
 from facestore.daemon import (
     Daemon,
     WatchOptions,
@@ -29,7 +20,6 @@ DEFAULTS = WatchOptions()
 
 
 @click.command(cls=FacestoreCommand)
-@backbone_options
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
@@ -96,13 +86,9 @@ DEFAULTS = WatchOptions()
     help="Embed unverified faces too and write face_suggestion rows for them.",
 )
 @min_confidence_option
-@pass_settings
+@pass_app(backbone=True)
 def watch(
-    settings: Settings,
-    backbone: str | None,
-    weights: Path | None,
-    device: str | None,
-    batch_size: int | None,
+    app: App,
     **options: object,
 ) -> None:
     """Run beside the tagging app: keep the cache current, retrain, suggest.
@@ -111,8 +97,8 @@ def watch(
     Each reconcile embeds in slices of --slice seconds: verified faces first,
     then (unless --no-suggestions) at least one batch of unverified ones; after
     each slice it retrains when the labels changed enough and writes
-    face_suggestion rows for the unverified faces embedded so far. Woken by a change it works the
-    queue facestore's triggers fill; every --interval it also scans the face
+    face_suggestion rows for the unverified faces embedded so far. Woken by a
+    change it works the queue facestore's triggers fill; every --interval it also scans the face
     table for anything not queued and sweeps orphans. SQLite files are watched
     for changes (events are hints; PRAGMA data_version decides); PostgreSQL
     wakes the worker with LISTEN/NOTIFY; --poll uses the timer alone.
@@ -126,15 +112,15 @@ def watch(
     means a configuration problem (do not restart); other failures exit 1.
     """
     exit_on_signals_while_starting()
-    store = open_store(settings)
+    store = app.store
     active = store.spaces.active()
-    chosen = backbone or (active.backbone if active else None)
-    options_backbone = backbone_settings(chosen, weights, device, batch_size)
-    embedder = build_backbone(options_backbone)
+    default_name = active.backbone if active else None  # --backbone, else the active space's
+    options_backbone = app.backbone_settings(default_name)
+    embedder = app.build_backbone(default_name)
     watch_options = dataclasses.replace(
         WatchOptions(batch_size=options_backbone.batch_size),
         **{k: v for k, v in options.items()},  # type: ignore[arg-type]
     )
-    daemon = Daemon(store, settings.model_dir, watch_options, embedder)
+    daemon = Daemon(store, app.model_dir, watch_options, embedder)
     with stop_on_signals(daemon):
         daemon.run()

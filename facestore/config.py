@@ -1,4 +1,9 @@
-"""Settings, resolved from CLI options and FACESTORE_* environment variables. No I/O."""
+"""Settings, and the one place facestore reads environment variables.
+
+The CLI's options name the variables below (click reads them with `envvar=`,
+validates them like options and shows them in `--help`); library code that needs
+one calls a function here. No other module reads `os.environ`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facestore.errors import ConfigurationError
+
+ENV_DB = "FACESTORE_DB"
+ENV_MODEL_DIR = "FACESTORE_MODEL_DIR"
+ENV_BACKBONE = "FACESTORE_BACKBONE"
+ENV_WEIGHTS = "FACESTORE_WEIGHTS"
+ENV_DEVICE = "FACESTORE_DEVICE"
+ENV_BATCH_SIZE = "FACESTORE_BATCH_SIZE"
+ENV_WORKER_HOST = "FACESTORE_WORKER_HOST"
 
 DEFAULT_BACKBONE = "vggface2"
 DEFAULT_BATCH_SIZE = 32
@@ -38,11 +51,17 @@ class Settings:
 
 def configured_worker_host(env: Mapping[str, str] = os.environ) -> str | None:
     """FACESTORE_WORKER_HOST: this worker's machine name in leases, where hostnames clash."""
-    return env.get("FACESTORE_WORKER_HOST") or None
+    return env.get(ENV_WORKER_HOST) or None
+
+
+def torch_home(env: Mapping[str, str] = os.environ) -> Path:
+    """The torch hub cache facenet-pytorch uses: $TORCH_HOME, else $XDG_CACHE_HOME/torch."""
+    default = os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(env.get("TORCH_HOME", default)))
 
 
 def resolve_db(option: str | None, env: Mapping[str, str] = os.environ) -> str:
-    value = option or env.get("FACESTORE_DB")
+    value = option or env.get(ENV_DB)
     if not value:
         raise ConfigurationError(
             "No database given. Pass --db PATH (a SQLite file or a SQLAlchemy URL) "
@@ -58,18 +77,18 @@ def resolve_backbone(
     batch_size: int | None,
     env: Mapping[str, str] = os.environ,
 ) -> BackboneSettings:
-    weights_value = weights or env.get("FACESTORE_WEIGHTS") or None
+    weights_value = weights or env.get(ENV_WEIGHTS) or None
     try:
-        size = batch_size or int(env.get("FACESTORE_BATCH_SIZE") or DEFAULT_BATCH_SIZE)
+        size = batch_size or int(env.get(ENV_BATCH_SIZE) or DEFAULT_BATCH_SIZE)
     except ValueError:
         raise ConfigurationError(
-            f"FACESTORE_BATCH_SIZE must be a whole number, got {env['FACESTORE_BATCH_SIZE']!r}."
+            f"{ENV_BATCH_SIZE} must be a whole number, got {env[ENV_BATCH_SIZE]!r}."
         ) from None
     if size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {size}.")
     return BackboneSettings(
-        name=name or env.get("FACESTORE_BACKBONE") or DEFAULT_BACKBONE,
+        name=name or env.get(ENV_BACKBONE) or DEFAULT_BACKBONE,
         weights=Path(weights_value).expanduser() if weights_value else None,
-        device=device or env.get("FACESTORE_DEVICE") or "auto",
+        device=device or env.get(ENV_DEVICE) or "auto",
         batch_size=size,
     )

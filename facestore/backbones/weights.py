@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from facestore.config import torch_home
 from facestore.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,6 @@ CHECKPOINTS = {
     "vggface2": Checkpoint("20180402-114759-vggface2.pt", 8631),
     "casia-webface": Checkpoint("20180408-102900-casia-webface.pt", 10575),
 }
-
-
-def torch_home() -> Path:
-    """The directory facenet-pytorch caches into (same rule as facenet_pytorch.get_torch_home)."""
-    default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
-    return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
 
 
 def hub_cache_path(variant: str) -> Path:

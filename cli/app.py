@@ -1,0 +1,96 @@
+"""The application object a command works with: settings resolved once, the store opened
+on first use. `pass_app` is the one way a command gets it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.engine import Engine
+
+from facestore import db as database
+from facestore.backbones import Backbone, build_backbone
+from facestore.cli.options import (
+    BACKBONE_PARAMS,
+    backbone_options,
+    db_option,
+    model_dir_option,
+)
+from facestore.config import DEFAULT_MODEL_DIR, BackboneSettings, resolve_backbone, resolve_db
+from facestore.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class App:
+    """--db, --model-dir and the backbone options of one command line."""
+
+    db: str | None
+    model_dir: Path
+    backbone: str | None = None
+    weights: Path | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    _engine: Engine | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def db_url(self) -> str:
+        return resolve_db(self.db, env={})  # click already read FACESTORE_DB
+
+    def engine(self, create: bool = False) -> Engine:
+        """The app's database; only create=True ('facestore import') may create a file."""
+        if self._engine is None:
+            self._engine = database.create_engine(self.db_url, must_exist=not create)
+        return self._engine
+
+    @property
+    def store(self) -> Store:
+        """The cache, refusing a database whose facestore schema is missing or behind."""
+        if self._store is None:
+            engine = self.engine()
+            database.require_head(engine)
+            self._store = Store(engine)
+        return self._store
+
+    def backbone_settings(self, default_name: str | None = None) -> BackboneSettings:
+        weights = str(self.weights) if self.weights else None
+        name = self.backbone or default_name
+        return resolve_backbone(name, weights, self.device, self.batch_size, env={})
+
+    def build_backbone(self, default_name: str | None = None) -> Backbone:
+        return build_backbone(self.backbone_settings(default_name))
+
+
+def pass_app(backbone: bool = False, db: bool = True) -> Callable[[F], F]:
+    """Decorator: add --db (unless db=False), --model-dir and, with backbone=True, the
+    backbone options; hand the command an `App` as its first argument."""
+
+    def decorate(func: F) -> F:
+        @click.pass_context
+        @functools.wraps(func)
+        def wrapper(ctx: click.Context, **kwargs: Any) -> Any:
+            root = ctx.find_root().params
+            given = {name: kwargs.pop(name) for name in BACKBONE_PARAMS if name in kwargs}
+            app = App(
+                db=kwargs.pop("db", None) or root.get("db"),
+                model_dir=Path(
+                    kwargs.pop("model_dir", None) or root.get("model_dir") or DEFAULT_MODEL_DIR
+                ),
+                **given,
+            )
+            return ctx.invoke(func, app, **kwargs)
+
+        command: Any = model_dir_option(wrapper)
+        if db:
+            command = db_option(command)
+        if backbone:
+            command = backbone_options(command)
+        return command
+
+    return decorate
