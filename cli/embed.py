@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from facestore import db as database
-from facestore.artifacts import published_summary
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json, progress_bar
 from facestore.embedding import embed_pending
 from facestore.importer import check_folder, count_files, import_folder
+from facestore.repository import ModelRepository
 from facestore.status import collect_status, format_status
 
 SHOW_SKIPPED = 20
@@ -52,7 +52,7 @@ def status(app: App, as_json: bool) -> None:
     JSON keys: faces, verified, embedded, pending, failed, stale, active_space,
     model.
     """
-    report = collect_status(app.store, published_summary(app.model_dir))
+    report = collect_status(app.store, ModelRepository(app.model_dir).summary())
     if as_json:
         print_json(report)
     else:

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from facestore import artifacts
 from facestore import db as database
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
@@ -17,6 +16,7 @@ from facestore.embedding import embed_pending
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
 from facestore.importer import crop_bytes
 from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
+from facestore.repository import ModelRepository
 from facestore.retrain import RetrainReport, retrain
 from facestore.status import shown
 
@@ -192,7 +192,7 @@ def model() -> None:
 def list_command(app: App, as_json: bool) -> None:
     """Show the versions kept under model/history/, newest first (* = current)."""
     model_dir = app.model_dir
-    rows = artifacts.history(model_dir)
+    rows = ModelRepository(model_dir).history()
     if as_json:
         print_json(rows)
         return
@@ -214,5 +214,5 @@ def rollback(app: App, version: str | None) -> None:
 
     The version's integrity is checked first; the switch is atomic.
     """
-    restored = artifacts.rollback(app.model_dir, version)
+    restored = ModelRepository(app.model_dir).rollback(version)
     click.echo(f"current model is now {restored}")

@@ -23,17 +23,14 @@ installed one.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import pickle
-import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +41,6 @@ import sklearn
 from facestore import __version__
 from facestore.errors import ModelIncompatibleError, ModelIntegrityError, ModelNotFoundError
 from facestore.openset import OpenSetRule
-from facestore.timestamps import normalise
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +101,7 @@ class Bundle:
     open_set: OpenSetRule | None = None  # None: published before the open-set rule
 
 
-# --- publishing -----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def publish_lock(model_dir: Path) -> Iterator[None]:
-    """Serialise publishers on this machine (rollback and retrain alike)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with open(model_dir / ".lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+# --- the files of a version ---------------------------------------------------------
 
 
 def render_files(
@@ -153,98 +137,6 @@ def render_files(
     return files
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _point_current(model_dir: Path, version: str) -> None:
-    tmp_link = model_dir / f".current-{uuid.uuid4().hex}"
-    os.symlink(Path(HISTORY) / version, tmp_link)
-    os.replace(tmp_link, model_dir / CURRENT)
-    for name in (*ARTIFACT_FILES, *OPTIONAL_FILES, MANIFEST_FILE):
-        link = model_dir / name
-        target = Path(CURRENT) / name
-        if link.is_symlink() and Path(os.readlink(link)) == target:
-            continue
-        tmp = model_dir / f".{name}-{uuid.uuid4().hex}"
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
-    _fsync_dir(model_dir)
-
-
-def publish(
-    model_dir: Path,
-    classifier: Any,
-    person_ids: list[Any],
-    embedding_config: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    keep: int = DEFAULT_KEEP,
-    version: str | None = None,
-    training_set: Sequence[tuple[int, Any]] = (),
-    switch: Callable[[Callable[[], None]], None] | None = None,
-    open_set: OpenSetRule | None = None,
-) -> str:
-    """Write a new version and make it current atomically. Returns the version.
-
-    `switch`, if given, is called with the function that makes the version current,
-    so a caller can do that inside its own database transaction (reembed activates
-    the new space that way). If `switch` raises, the previous version stays current.
-    """
-    version = version or new_version()
-    files = render_files(
-        classifier, person_ids, embedding_config, metrics, version, training_set, open_set
-    )
-    history = model_dir / HISTORY
-    with publish_lock(model_dir):
-        history.mkdir(parents=True, exist_ok=True)
-        staging = history / f".tmp-{version}"
-        staging.mkdir()
-        for name, data in files.items():
-            _write_synced(staging / name, data)
-        _fsync_dir(staging)
-        os.rename(staging, history / version)
-        _fsync_dir(history)
-        previous = current_version(model_dir)
-
-        def make_current() -> None:
-            _point_current(model_dir, version)
-
-        if switch is None:
-            make_current()
-        else:
-            try:
-                switch(make_current)
-            except BaseException:
-                if previous is not None and current_version(model_dir) == version:
-                    _point_current(model_dir, previous)
-                raise
-        _prune(model_dir, keep)
-    log.info("Published model %s to %s", version, model_dir)
-    return version
-
-
-def _prune(model_dir: Path, keep: int) -> None:
-    history = model_dir / HISTORY
-    current = current_version(model_dir)
-    for leftover in history.glob(".tmp-*"):  # from publishes that were killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    versions = list_versions(model_dir)
-    for old in versions[: max(0, len(versions) - keep)]:
-        if old != current:
-            shutil.rmtree(history / old, ignore_errors=True)
-
-
 # --- reading ----------------------------------------------------------------------
 
 
@@ -263,7 +155,7 @@ def current_version(model_dir: Path) -> str | None:
     return Path(os.readlink(link)).name
 
 
-def _read_json(directory: Path, name: str) -> Any:
+def read_json(directory: Path, name: str) -> Any:
     return json.loads((directory / name).read_bytes())
 
 
@@ -386,58 +278,3 @@ def _read_open_set(directory: Path, data: bytes | None) -> OpenSetRule | None:
             f"Model {directory.name} has an open-set rule this facestore cannot read ({exc}). "
             "Run 'facestore retrain' to publish a model with this version."
         ) from exc
-
-
-def published_summary(model_dir: Path) -> dict[str, Any] | None:
-    """{"version", "accuracy"} of the current model, or None when there is none."""
-    version = current_version(model_dir)
-    if version is None:
-        return None
-    try:
-        metrics = _read_json(model_dir / HISTORY / version, METRICS_FILE)
-    except (OSError, ValueError):
-        metrics = {}
-    return {"version": version, "accuracy": metrics.get("accuracy")}
-
-
-def history(model_dir: Path) -> list[dict[str, Any]]:
-    current = current_version(model_dir)
-    rows = []
-    for version in reversed(list_versions(model_dir)):
-        try:
-            metrics = _read_json(model_dir / HISTORY / version, METRICS_FILE)
-            config = _read_json(model_dir / HISTORY / version, CONFIG_FILE)
-        except (OSError, ValueError):
-            metrics, config = {}, {}
-        rows.append(
-            {
-                "version": version,
-                "current": version == current,
-                "created_at": normalise(metrics.get("created_at")),
-                "classifier": metrics.get("classifier"),
-                "accuracy": metrics.get("accuracy"),
-                "n_train": metrics.get("n_train"),
-                "classes_kept": metrics.get("classes_kept"),
-                "space": config.get("config_hash"),
-            }
-        )
-    return rows
-
-
-def rollback(model_dir: Path, version: str | None = None) -> str:
-    """Make `version` (default: the one published before the current one) current."""
-    with publish_lock(model_dir):
-        versions = list_versions(model_dir)
-        current = current_version(model_dir)
-        if version is None:
-            older = [v for v in versions if current is None or v < current]
-            if not older:
-                raise ModelNotFoundError(
-                    f"There is no version older than {current} in {model_dir / HISTORY}. "
-                    "Run 'facestore model list' to see the published versions."
-                )
-            version = older[-1]
-        check_integrity(model_dir, resolve_version_dir(model_dir, version))
-        _point_current(model_dir, version)
-    log.info("Rolled back %s to model %s", model_dir, version)
-    return version

@@ -75,3 +75,15 @@ def retrain_lock(engine: Engine, model_dir: Path) -> Iterator[None]:
     """The database-wide lock on PostgreSQL; the model directory's lock file everywhere."""
     with advisory_lock(engine, "retrain"), file_lock(model_dir / RETRAIN_LOCK_FILE, "retrain"):
         yield
+
+
+@contextlib.contextmanager
+def publish_lock(model_dir: Path) -> Iterator[None]:
+    """Serialise publishers of one model directory on this machine (blocking, brief)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / ".lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

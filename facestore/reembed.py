@@ -17,7 +17,9 @@ from typing import Any
 from facestore.backbones import Backbone, Space, space_of
 from facestore.embedding import Embedder, ProgressCallback
 from facestore.errors import ConfigurationError
-from facestore.retrain import retrain
+from facestore.locks import retrain_lock
+from facestore.repository import ModelRepository
+from facestore.retrain import fit_and_stage, prepare
 from facestore.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,22 +74,29 @@ def build_space(
 
 
 def activate(store: Store, space: Space, model_dir: Path, classifier: str = "auto") -> str:
-    """Train in the (complete) space, publish, and activate it together with the model."""
+    """Train in the (complete) space, stage the model, then in one database transaction
+    activate the space and make the model current: both switch, or neither."""
     missing = store.queue.count_pending(space.config_hash)
     if missing:
         raise ConfigurationError(
             f"Space {space.label} still lacks {missing} verified faces. Run "
             "'facestore reembed' with the same backbone and weights to finish it first."
         )
-    report = retrain(
-        store,
-        model_dir,
-        classifier,
-        space=space,
-        switch=lambda make_current: store.spaces.activate_with(space, make_current),
-    )
-    log.info("Activated space %s with model %s", space.label, report.version)
-    return report.version
+    training = prepare(store, classifier, space)
+    repository = ModelRepository(model_dir)
+    with retrain_lock(store.engine, model_dir):
+        staged, _ = fit_and_stage(store, repository, training)
+        previous = repository.current_version()
+        try:
+            with store.transaction():
+                store.spaces.activate(space)
+                staged.make_current()  # just before the commit
+        except BaseException:
+            if previous is not None and repository.current_version() == staged.version:
+                repository.point_current(previous)
+            raise
+    log.info("Activated space %s with model %s", space.label, staged.version)
+    return staged.version
 
 
 def reembed(

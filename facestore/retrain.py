@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facestore import artifacts
+from facestore.artifacts import DEFAULT_KEEP
 from facestore.backbones import Space
 from facestore.errors import TrainingError
 from facestore.locks import retrain_lock
 from facestore.openset import DEFAULT_FAR
+from facestore.repository import ModelRepository, StagedVersion
 from facestore.store import Store, TrainingRows
 from facestore.timestamps import now_iso
 from facestore.training import (
@@ -72,26 +73,21 @@ def library_dataset(
     return space, rows, build_dataset(rows.face_ids, rows.person_ids, rows.vectors)
 
 
-def retrain(
-    store: Store,
-    model_dir: Path,
-    classifier: str | ClassifierFactory = "auto",
-    *,
-    val_fraction: float = 0.2,
-    seed: int = 42,
-    far: float = DEFAULT_FAR,
-    keep: int = artifacts.DEFAULT_KEEP,
-    space: Space | None = None,
-    switch: Callable[[Callable[[], None]], None] | None = None,
-) -> RetrainReport:
-    """Fit on the vectors of verified faces and publish a new version.
+@dataclass(frozen=True)
+class Training:
+    """What a retrain fits: checked before model/ is touched or a lock is taken."""
 
-    The space is the active one unless given (reembed trains a new space before it
-    activates it, through `switch`; see artifacts.publish). Any refusal (no
-    vectors, fewer than 2 classes) happens before model/ is touched. While another
-    retrain holds the lock (database-wide on PostgreSQL), BusyError, nothing published.
-    """
-    started = time.perf_counter()
+    space: Space
+    rows: TrainingRows
+    dataset: Dataset
+    name: str
+    factory: ClassifierFactory
+
+
+def prepare(
+    store: Store, classifier: str | ClassifierFactory = "auto", space: Space | None = None
+) -> Training:
+    """The vectors and classifier of a retrain; refuses (no vectors, one class) early."""
     space, rows, dataset = library_dataset(store, space)
     if isinstance(classifier, str):
         resolved = resolve_name(classifier, len(dataset.labels))
@@ -107,35 +103,46 @@ def retrain(
         len(dataset.classes),
         space.label,
     )
-    with retrain_lock(store.engine, model_dir):  # one at a time, database-wide
-        result = fit(dataset, factory, val_fraction=val_fraction, seed=seed, far=far)
-        embedding_config = {
-            **space.config,
-            "backbone": space.backbone,
-            "config_hash": space.config_hash,
-            "device": store.spaces.device_info(space.config_hash),
-        }
-        metrics = {
-            **result.metrics(),
-            "classifier": name,
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "space": space.config_hash,
-            "created_at": now_iso(),
-        }
-        version = artifacts.publish(
-            model_dir,
-            result.estimator,
-            dataset.classes,
-            embedding_config,
-            metrics,
-            keep=keep,
-            training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
-            switch=switch,
-            open_set=result.open_set,
-        )
-    return RetrainReport(
-        version=version,
+    return Training(space, rows, dataset, name, factory)
+
+
+def fit_and_stage(
+    store: Store,
+    repository: ModelRepository,
+    training: Training,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    far: float = DEFAULT_FAR,
+) -> tuple[StagedVersion, RetrainReport]:
+    """Fit, calibrate the open-set rule and stage the version (not current yet)."""
+    started = time.perf_counter()
+    space, rows, dataset = training.space, training.rows, training.dataset
+    result = fit(dataset, training.factory, val_fraction=val_fraction, seed=seed, far=far)
+    embedding_config = {
+        **space.config,
+        "backbone": space.backbone,
+        "config_hash": space.config_hash,
+        "device": store.spaces.device_info(space.config_hash),
+    }
+    metrics = {
+        **result.metrics(),
+        "classifier": training.name,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "space": space.config_hash,
+        "created_at": now_iso(),
+    }
+    staged = repository.stage(
+        result.estimator,
+        dataset.classes,
+        embedding_config,
+        metrics,
+        training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
+        open_set=result.open_set,
+    )
+    report = RetrainReport(
+        version=staged.version,
         accuracy=result.accuracy,
         n_train=result.n_train,
         n_val=result.n_val,
@@ -143,7 +150,36 @@ def retrain(
         classes_dropped=dataset.dropped_classes,
         samples_dropped=dataset.dropped_samples,
         seconds=time.perf_counter() - started,
-        classifier=name,
+        classifier=training.name,
         open_set=metrics["open_set"],
         validation_open_set=metrics["validation_open_set"],
     )
+    return staged, report
+
+
+def retrain(
+    store: Store,
+    model_dir: Path,
+    classifier: str | ClassifierFactory = "auto",
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    far: float = DEFAULT_FAR,
+    keep: int = DEFAULT_KEEP,
+    space: Space | None = None,
+) -> RetrainReport:
+    """Fit on the vectors of verified faces (default: the active space's) and publish.
+
+    Any refusal (no vectors, fewer than 2 classes) happens before model/ is touched.
+    While another retrain holds the lock (database-wide on PostgreSQL), BusyError,
+    nothing published.
+    """
+    started = time.perf_counter()
+    training = prepare(store, classifier, space)
+    repository = ModelRepository(model_dir, keep)
+    with retrain_lock(store.engine, model_dir):  # one at a time, database-wide
+        staged, report = fit_and_stage(
+            store, repository, training, val_fraction=val_fraction, seed=seed, far=far
+        )
+        staged.make_current()
+    return dataclasses.replace(report, seconds=time.perf_counter() - started)

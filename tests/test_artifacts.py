@@ -14,17 +14,16 @@ import pytest
 
 from facestore import artifacts
 from facestore.errors import ModelIncompatibleError, ModelIntegrityError, ModelNotFoundError
+from facestore.repository import ModelRepository
 
 
 def publish_tagged(model_dir: Path, tag: int, keep: int = 5) -> str:
     """A version whose every file carries the same tag, so a mix is visible."""
-    return artifacts.publish(
-        model_dir,
+    return ModelRepository(model_dir, keep).publish(
         {"tag": tag},
         [tag, f"person-{tag}"],
         {"config_hash": f"space-{tag}", "backbone": "fake"},
         {"tag": tag, "accuracy": tag / 100},
-        keep=keep,
     )
 
 
@@ -108,15 +107,15 @@ def test_other_sklearn_minor_is_refused(tmp_path: Path) -> None:
 def test_history_keeps_the_last_n_and_rolls_back(tmp_path: Path) -> None:
     versions = [publish_tagged(tmp_path, i, keep=3) for i in range(5)]
     assert artifacts.list_versions(tmp_path) == versions[-3:]
-    assert [row["version"] for row in artifacts.history(tmp_path)] == versions[:-4:-1]
-    assert artifacts.history(tmp_path)[0]["current"] is True
+    assert [row["version"] for row in ModelRepository(tmp_path).history()] == versions[:-4:-1]
+    assert ModelRepository(tmp_path).history()[0]["current"] is True
 
-    assert artifacts.rollback(tmp_path) == versions[3]
+    assert ModelRepository(tmp_path).rollback() == versions[3]
     assert artifacts.load_bundle(tmp_path).classifier == {"tag": 3}
-    assert artifacts.rollback(tmp_path, versions[4]) == versions[4]
-    assert artifacts.published_summary(tmp_path) == {"version": versions[4], "accuracy": 0.04}
+    assert ModelRepository(tmp_path).rollback(versions[4]) == versions[4]
+    assert ModelRepository(tmp_path).summary() == {"version": versions[4], "accuracy": 0.04}
     with pytest.raises(ModelNotFoundError, match="Model version nope is not in"):
-        artifacts.rollback(tmp_path, "nope")
+        ModelRepository(tmp_path).rollback("nope")
 
 
 def test_rollback_refuses_a_damaged_version(tmp_path: Path) -> None:
@@ -124,7 +123,7 @@ def test_rollback_refuses_a_damaged_version(tmp_path: Path) -> None:
     publish_tagged(tmp_path, 2)
     flip_byte(tmp_path / "history" / old / "classifier.pkl")
     with pytest.raises(ModelIntegrityError):
-        artifacts.rollback(tmp_path)
+        ModelRepository(tmp_path).rollback()
     assert artifacts.load_bundle(tmp_path).classifier == {"tag": 2}
 
 
@@ -165,18 +164,19 @@ def test_a_reader_never_sees_a_mix_while_retrains_publish(tmp_path: Path) -> Non
 PUBLISHER = """
 import sys
 from pathlib import Path
-from facestore import artifacts
+from facestore.repository import ModelRepository
 model_dir = Path(sys.argv[1])
 big = bytes(3_000_000)  # a large classifier, so a kill often lands mid-write
 for tag in range(10_000):
-    artifacts.publish(model_dir, {"tag": tag, "pad": big}, [tag], {"config_hash": "s"},
-                      {"tag": tag}, keep=3)
+    ModelRepository(model_dir, keep=3).publish(
+        {"tag": tag, "pad": big}, [tag], {"config_hash": "s"}, {"tag": tag}
+    )
 """
 
 
 @pytest.mark.slow
 def test_a_publish_killed_half_way_leaves_the_previous_model_loadable(tmp_path: Path) -> None:
-    artifacts.publish(tmp_path, {"tag": -1}, [-1], {"config_hash": "s"}, {"tag": -1})
+    ModelRepository(tmp_path).publish({"tag": -1}, [-1], {"config_hash": "s"}, {"tag": -1})
     for delay in (0.9, 1.0, 1.1, 1.25, 1.4, 1.6):
         publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(tmp_path)])
         time.sleep(delay)

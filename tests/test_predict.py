@@ -11,6 +11,7 @@ import pytest
 from facestore import artifacts
 from facestore.errors import ModelIntegrityError
 from facestore.predict import Predictor
+from facestore.repository import ModelRepository
 from facestore.training import build_dataset, classifier_factory, fit
 
 
@@ -23,8 +24,7 @@ def published(tmp_path: Path, people: int = 12, per_person: int = 8) -> tuple[Pa
     dataset = build_dataset(list(range(len(labels))), person_ids, vectors)
     result = fit(dataset, classifier_factory("auto"))
     model_dir = tmp_path / "model"
-    artifacts.publish(
-        model_dir,
+    ModelRepository(model_dir).publish(
         result.estimator,
         dataset.classes,
         {"config_hash": "h", "backbone": "fake"},

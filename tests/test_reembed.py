@@ -11,8 +11,8 @@ import pytest
 from facestore import artifacts, backbones
 from facestore.config import BackboneSettings
 from facestore.reembed import build_space
+from facestore.repository import StagedVersion
 from facestore.store import Store
-from facestore.store.spaces import Spaces
 from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec, sqlite_rows
 
 
@@ -138,11 +138,13 @@ def test_a_failed_activation_leaves_the_old_space_and_model(
 ) -> None:  # type: ignore[no-untyped-def]
     before = status(cli, db_in_space_a)
 
-    def broken(self: Spaces, space: object, make_current) -> None:  # type: ignore[no-untyped-def]
-        make_current()
+    real = StagedVersion.make_current
+
+    def broken(self: StagedVersion) -> None:  # the switch, then the commit fails
+        real(self)
         raise RuntimeError("disk full while committing")
 
-    monkeypatch.setattr(Spaces, "activate_with", broken)
+    monkeypatch.setattr(StagedVersion, "make_current", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         cli("--db", db_in_space_a, "reembed", "--weights", "B")
     after = status(cli, db_in_space_a)

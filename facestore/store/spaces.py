@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -112,16 +111,6 @@ class Spaces:
                     )
                 )
         return result
-
-    def activate_with(self, space: Space, make_current: Callable[[], None]) -> None:
-        """Activate the space and, inside the same write transaction, switch the model.
-
-        The symlink swap happens just before the commit, so a reader never sees the
-        new space with the old model for longer than the commit itself.
-        """
-        with self.db.transaction():
-            self.activate(space)
-            make_current()
 
     def prune_inactive(self) -> PruneCounts:
         """Delete the vectors, failures and records of every non-active space."""

@@ -11,6 +11,7 @@ import pytest
 from facestore import artifacts
 from facestore import db as database
 from facestore.daemon import Daemon, WatchOptions
+from facestore.repository import ModelRepository
 from facestore.store import Store
 from tests.helpers import FakeBackbone, make_app_db
 
@@ -66,8 +67,7 @@ def test_running_daemon_keeps_the_previous_model(tmp_path: Path, damage, figures
     serving = daemon.predictor.version
 
     bundle = artifacts.load_bundle(tmp_path / "model")
-    new = artifacts.publish(
-        tmp_path / "model",
+    new = ModelRepository(tmp_path / "model").publish(
         bundle.classifier,
         bundle.person_ids,
         bundle.embedding_config,

@@ -19,6 +19,7 @@ import pytest
 from facestore import artifacts
 from facestore.backbones import Space
 from facestore.locks import retrain_lock
+from facestore.repository import ModelRepository
 from facestore.store import VectorResult, crop_sha256
 from tests.backends import AppDatabase, app_database
 from tests.helpers import encode, face_image
@@ -179,7 +180,7 @@ def test_two_concurrent_retrains_never_publish_at_the_same_time(  # type: ignore
     assert codes == [0, 1], outcomes
     [(_, _, refused)] = [o for o in outcomes if o[0] == 1]
     assert BUSY in refused and "Traceback" not in refused
-    assert len(artifacts.history(model_dir)) == 1
+    assert len(ModelRepository(model_dir).history()) == 1
     figures(f"{app.dialect}: 2,000 vectors, two retrains started together -> exits {codes}")
 
 
