@@ -24,7 +24,8 @@ import time
 CHILD = r"""
 import json, sys, time, warnings
 import numpy as np
-from facestore.training import build_dataset, classifier_factory, fit
+from facestore.classifiers import classifier_factory  # noqa: E402
+from facestore.training import build_dataset, fit
 warnings.simplefilter("ignore")
 n, per_person, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 rng = np.random.default_rng(0)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
+from facestore.classifiers import CLASSIFIERS, classifier_factory, resolve_name
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json
 from facestore.cli.options import far_option
 from facestore.evaluate import DEFAULT_FOLDS, Evaluation, evaluate
 from facestore.retrain import library_dataset
-from facestore.training import CLASSIFIERS, classifier_factory, resolve_name
 
 EVALUATED_BY_DEFAULT = ("auto", "svc", "lda", "logreg", "knn", "centroid")
 

@@ -99,7 +99,7 @@ CLASSIFIER_HELP = (
 
 def classifier_option(func: F) -> F:
     """--classifier, the same choices and default everywhere a model is trained."""
-    from facestore.training import CLASSIFIERS
+    from facestore.classifiers import CLASSIFIERS
 
     return click.option(
         "--classifier",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from facestore.classifiers import ClassifierFactory
 from facestore.errors import TrainingError
 from facestore.openset import (
     DEFAULT_FAR,
@@ -35,13 +36,7 @@ from facestore.openset import (
     rule_from,
     unit_rows,
 )
-from facestore.training import (
-    MIN_SAMPLES_PER_CLASS,
-    ClassifierFactory,
-    Dataset,
-    open_set_outcome,
-    predict_best,
-)
+from facestore.training import MIN_SAMPLES_PER_CLASS, Dataset, open_set_outcome, predict_best
 
 log = logging.getLogger(__name__)
 

@@ -11,20 +11,14 @@ from typing import Any
 
 from facestore.artifacts import DEFAULT_KEEP
 from facestore.backbones import Space
+from facestore.classifiers import ClassifierFactory, classifier_factory, resolve_name
 from facestore.errors import TrainingError
 from facestore.locks import retrain_lock
 from facestore.openset import DEFAULT_FAR
 from facestore.repository import ModelRepository, StagedVersion
 from facestore.store import Store, TrainingRows
 from facestore.timestamps import now_iso
-from facestore.training import (
-    ClassifierFactory,
-    Dataset,
-    build_dataset,
-    classifier_factory,
-    fit,
-    resolve_name,
-)
+from facestore.training import Dataset, build_dataset, fit
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from facestore import artifacts
+from facestore.classifiers import classifier_factory
 from facestore.errors import ModelIntegrityError
 from facestore.predict import Predictor
 from facestore.repository import ModelRepository
-from facestore.training import build_dataset, classifier_factory, fit
+from facestore.training import build_dataset, fit
 
 
 def published(tmp_path: Path, people: int = 12, per_person: int = 8) -> tuple[Path, np.ndarray]:

@@ -8,15 +8,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from facestore.classifiers import CLASSIFIERS, classifier_factory, seed_svc
 from facestore.errors import TrainingError
-from facestore.training import (
-    CLASSIFIERS,
-    build_dataset,
-    classifier_factory,
-    fit,
-    seed_svc,
-    stratified_split,
-)
+from facestore.training import build_dataset, fit, stratified_split
 
 
 def clustered(counts: dict, dim: int = 16, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -122,7 +116,7 @@ def test_unknown_classifier_name() -> None:
 def test_auto_is_shrinkage_lda_at_every_size() -> None:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from facestore.training import auto, resolve_name
+    from facestore.classifiers import auto, resolve_name
 
     assert resolve_name("auto", 10) == "lda"
     assert resolve_name("auto", 10**6) == "lda"
@@ -132,7 +126,7 @@ def test_auto_is_shrinkage_lda_at_every_size() -> None:
 
 
 def test_centroid_probabilities_are_a_softmax_of_cosines() -> None:
-    from facestore.training import CosineCentroid
+    from facestore.classifiers import CosineCentroid
 
     X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
     model = CosineCentroid(temperature=0.05, chunk=1).fit(X, np.array([0, 0, 1, 1]))
