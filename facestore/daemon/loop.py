@@ -22,13 +22,12 @@ from facestore import artifacts
 from facestore.backbones import Backbone, Space, space_of
 from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
 from facestore.daemon.policy import RetrainPolicy, RetrainScheduler
+from facestore.daemon.retraining import retrain_if_due
 from facestore.daemon.suggester import Suggester
 from facestore.daemon.wakeups import wake_source
 from facestore.embedding import Embedder
-from facestore.errors import BusyError, FacestoreError, ModelError
+from facestore.errors import ModelError
 from facestore.predict import Predictor
-from facestore.retrain import retrain
-from facestore.status import shown
 from facestore.store import Store
 
 log = logging.getLogger(__name__)
@@ -222,33 +221,17 @@ class Daemon:
     def maybe_retrain(self) -> None:
         if self.space is None:
             return
-        current = self.store.library.training_pairs(self.space.config_hash)
         trained = self.predictor.bundle.training_set if self.predictor else {}
-        now = self.clock()
-        changes = self.scheduler.due(trained, current, now)
-        if not changes:
-            return
-        log.info("Retrain started: %d faces changed since the current model", changes)
-        self.scheduler.started(now)
-        try:
-            report = retrain(self.store, self.model_dir, self.options.classifier)
-        except BusyError:
-            self.scheduler.busy()
-            log.info("Another worker is retraining; checking again next reconcile")
-            return
-        except FacestoreError as exc:
-            self.scheduler.failed(current)
-            log.warning("Retrain failed, retrying after the next change: %s", exc)
-            return
-        self.scheduler.succeeded()
-        log.info(
-            "Retrain published model %s (accuracy %s, %d people, %.1fs)",
-            report.version,
-            shown(report.accuracy),
-            report.classes_kept,
-            report.seconds,
-        )
-        self._load_model()
+        if retrain_if_due(
+            self.scheduler,
+            self.store,
+            self.model_dir,
+            self.options.classifier,
+            self.space,
+            trained,
+            self.clock(),
+        ):
+            self._load_model()
 
     def suggest(self, replace_all: bool = False) -> int:
         """Suggestions for unverified faces not yet considered by the current model."""

@@ -1,0 +1,54 @@
+"""The daemon's retrain: when the scheduler says it is due, retrain and publish."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from facestore.backbones import Space
+from facestore.daemon.policy import RetrainScheduler
+from facestore.errors import BusyError, FacestoreError
+from facestore.retrain import retrain
+from facestore.status import shown
+from facestore.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def retrain_if_due(
+    scheduler: RetrainScheduler,
+    store: Store,
+    model_dir: Path,
+    classifier: str,
+    space: Space,
+    trained: Mapping[int, Any],
+    now: float,
+) -> bool:
+    """Retrain if the labels changed enough since the model; whether one was published."""
+    current = store.library.training_pairs(space.config_hash)
+    changes = scheduler.due(trained, current, now)
+    if not changes:
+        return False
+    log.info("Retrain started: %d faces changed since the current model", changes)
+    scheduler.started(now)
+    try:
+        report = retrain(store, model_dir, classifier)
+    except BusyError:
+        scheduler.busy()
+        log.info("Another worker is retraining; checking again next reconcile")
+        return False
+    except FacestoreError as exc:
+        scheduler.failed(current)
+        log.warning("Retrain failed, retrying after the next change: %s", exc)
+        return False
+    scheduler.succeeded()
+    log.info(
+        "Retrain published model %s (accuracy %s, %d people, %.1fs)",
+        report.version,
+        shown(report.accuracy),
+        report.classes_kept,
+        report.seconds,
+    )
+    return True
