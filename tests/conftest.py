@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 from facestore import db as database
 from facestore.cli.main import main
 from facestore.store import Store
-from tests.backends import BACKENDS, AppDatabase, app_database, postgres_database
-from tests.helpers import make_app_db
-from tests.processes import Watcher
+from tests.support.backends import BACKENDS, AppDatabase, app_database, postgres_database
+from tests.support.helpers import make_app_db
+from tests.support.processes import Watcher
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import CORRUPT_BLOBS, encode, face_image, png_bomb, sqlite_exec, sqlite_rows
-from tests.processes import app_db
+from tests.support.helpers import (
+    CORRUPT_BLOBS,
+    encode,
+    face_image,
+    png_bomb,
+    sqlite_exec,
+    sqlite_rows,
+)
+from tests.support.processes import app_db
 
 pytestmark = pytest.mark.slow
 

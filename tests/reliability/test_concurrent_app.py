@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import sqlite_rows
-from tests.processes import Watcher, app_db, patient, wait_for
 from tests.reliability.conftest import FULL
+from tests.support.helpers import sqlite_rows
+from tests.support.processes import Watcher, app_db, patient, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from facestore import artifacts
-from tests.helpers import sqlite_exec, sqlite_rows
-from tests.processes import Watcher, app_db, patient, wait_for
 from tests.reliability.conftest import FULL
+from tests.support.helpers import sqlite_exec, sqlite_rows
+from tests.support.processes import Watcher, app_db, patient, wait_for
 
 pytestmark = pytest.mark.slow
 

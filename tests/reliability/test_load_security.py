@@ -13,7 +13,7 @@ from facestore import db as database
 from facestore.daemon import Daemon, WatchOptions
 from facestore.repository import ModelRepository
 from facestore.store import Store
-from tests.helpers import FakeBackbone, make_app_db
+from tests.support.helpers import FakeBackbone, make_app_db
 
 
 def flip_byte(directory: Path) -> None:

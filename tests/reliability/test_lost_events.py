@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import encode, face_image, sqlite_exec, sqlite_rows
-from tests.processes import Watcher, app_db, patient, wait_for
+from tests.support.helpers import encode, face_image, sqlite_exec, sqlite_rows
+from tests.support.processes import Watcher, app_db, patient, wait_for
 
 pytestmark = pytest.mark.slow
 

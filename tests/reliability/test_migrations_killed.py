@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from facestore import db as database
-from tests.helpers import app_snapshot, sqlite_exec, sqlite_rows
+from tests.support.helpers import app_snapshot, sqlite_exec, sqlite_rows
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 from facestore import db as database
 from facestore.embedding import embed_pending
 from facestore.store import Store
-from tests.helpers import FakeBackbone, make_app_db
+from tests.support.helpers import FakeBackbone, make_app_db
 
 pytestmark = pytest.mark.slow
 

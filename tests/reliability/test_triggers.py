@@ -10,9 +10,9 @@ import pytest
 
 from facestore.backbones import space_of
 from facestore.embedding import embed_pending
-from tests.backends import AppDatabase, app_database
-from tests.helpers import FakeBackbone, encode, face_image, sqlite_exec, sqlite_rows
-from tests.processes import app_db
+from tests.support.backends import AppDatabase, app_database
+from tests.support.helpers import FakeBackbone, encode, face_image, sqlite_exec, sqlite_rows
+from tests.support.processes import app_db
 
 MakeApp = Callable[..., AppDatabase]
 NEW_CROP = encode(face_image(9, 9), "PNG")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import facestore
-from tests.helpers import encode, face_image, make_app_db
+from tests.support.helpers import encode, face_image, make_app_db
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

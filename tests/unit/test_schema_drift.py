@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from facestore.schema import ALEMBIC_VERSION_TABLE, OWN_TABLES, metadata
-from tests.backends import AppDatabase
+from tests.support.backends import AppDatabase
 
 
 def _own(obj: Any, name: str | None, type_: str, *_: Any) -> bool:

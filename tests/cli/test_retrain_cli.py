@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from facestore import backbones
 from facestore.config import BackboneSettings
-from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec
+from tests.support.helpers import (
+    ISO_UTC,
+    FakeBackbone,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_exec,
+)
 
 JSON_KEYS = {
     "classifier",
@@ -51,9 +57,6 @@ def embedded_db(tmp_path: Path, cli, fake_registered) -> Path:  # type: ignore[n
     assert cli("--db", path, "db", "upgrade").exit_code == 0
     assert cli("--db", path, "embed", "--backbone", "fake").exit_code == 0
     return path
-
-
-ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def retrain_json(cli, db: Path, *args: str) -> dict:  # type: ignore[no-untyped-def]

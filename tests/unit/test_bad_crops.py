@@ -21,9 +21,9 @@ from facestore.embedding import embed_pending
 from facestore.store import FailureResult, VectorResult, crop_from
 from facestore.store.cache import Cache
 from facestore.store.database import Database
-from tests.backends import AppDatabase
-from tests.helpers import FakeBackbone, encode, face_image
-from tests.processes import Watcher, wait_for
+from tests.support.backends import AppDatabase
+from tests.support.helpers import FakeBackbone, encode, face_image
+from tests.support.processes import Watcher, wait_for
 
 JPEG = encode(face_image(0, 9))
 

@@ -15,7 +15,7 @@ from PIL import Image
 from facestore.backbones import build_backbone, space_of
 from facestore.config import BackboneSettings
 from facestore.errors import WeightsError
-from tests.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.support.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The two databases facestore supports, for tests that must hold on both.
 
-SQLite: a file made with plain sqlite3 (tests.helpers.make_app_db).
+SQLite: a file made with plain sqlite3 (tests.support.helpers.make_app_db).
 PostgreSQL: a database of its own, with a unique name, on the local server
 (127.0.0.1:5432, user postgres, trust auth; FACESTORE_TEST_POSTGRES overrides),
 created for one test and dropped after it.
@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from facestore import db as database
 from facestore.store import Store
-from tests.helpers import app_faces, app_snapshot, make_app_db, person_value
+from tests.support.helpers import app_faces, app_snapshot, make_app_db, person_value
 
 BACKENDS = ["sqlite", "postgresql"]
 ADMIN_URL = os.environ.get(
@@ -161,7 +161,7 @@ def fill_postgres_app(url: str, **faces: Any) -> None:
 
 @contextlib.contextmanager
 def app_database(backend: str, directory: Path, **faces: Any) -> Iterator[AppDatabase]:
-    """A filled app database on the backend (faces: see tests.helpers.app_faces)."""
+    """A filled app database on the backend (faces: see tests.support.helpers.app_faces)."""
     if backend == "sqlite":
         path = make_app_db(directory / f"app-{uuid.uuid4().hex[:6]}.db", **faces)
         app = AppDatabase(f"sqlite:///{path}")

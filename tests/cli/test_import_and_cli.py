@@ -12,9 +12,9 @@ import pytest
 from facestore import backbones
 from facestore.cli.main import main
 from facestore.config import BackboneSettings
-from tests.helpers import FakeBackbone, encode, face_image, sqlite_rows
+from tests.support.helpers import FakeBackbone, encode, face_image, sqlite_rows
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def people_folder(root: Path, people: dict[str, int], fmt: str = "PNG") -> Path:
@@ -113,6 +113,8 @@ def test_wheel_has_no_top_level_cli_or_migrations(tmp_path: Path) -> None:
     assert "facestore" in tops
     assert all(t.endswith(".dist-info") for t in tops - {"facestore"}), tops
     assert "facestore/cli/main.py" in names
+    for packaged in ("facestore/store/queue.py", "facestore/daemon/loop.py", "facestore/py.typed"):
+        assert packaged in names, packaged
     assert "facestore/migrations/env.py" in names
     assert any(n.startswith("facestore/migrations/versions/0001") for n in names)
     assert "facestore/migrations/script.py.mako" in names

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from facestore.backbones import build_backbone, dlib_resnet, space_of
 from facestore.config import BackboneSettings
 from facestore.errors import BackboneError
-from tests.helpers import encode
+from tests.support.helpers import encode
 
 SKINS = ((224, 172, 140), (120, 80, 60), (250, 220, 200))
 BACKGROUNDS = ((30, 60, 160), (200, 200, 60), (40, 140, 40))

@@ -8,7 +8,7 @@ import pytest
 from facestore import db as database
 from facestore.errors import FaceTableError, SchemaNotAtHeadError
 from facestore.schema import OWN_TABLES
-from tests.helpers import app_snapshot, sqlite_exec, sqlite_rows
+from tests.support.helpers import app_snapshot, sqlite_exec, sqlite_rows
 
 
 def engine_for(path: Path):  # type: ignore[no-untyped-def]

@@ -19,9 +19,9 @@ from facestore.embedding import claimed_batches, embed_pending
 from facestore.errors import SpaceMismatchError
 from facestore.status import collect_status
 from facestore.store import Crop, Store, VectorResult, crop_sha256, worker_host
-from tests.backends import AppDatabase
-from tests.helpers import FakeBackbone, encode, face_image
-from tests.processes import wait_for
+from tests.support.backends import AppDatabase
+from tests.support.helpers import FakeBackbone, encode, face_image
+from tests.support.processes import wait_for
 
 MakeApp = Callable[..., AppDatabase]
 SPACE = space_of(FakeBackbone()).config_hash

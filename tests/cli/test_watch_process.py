@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
-from tests.processes import Watcher, app_db, model_version, patient, wait_for
+from tests.support.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.support.processes import Watcher, app_db, model_version, patient, wait_for
 
 pytestmark = pytest.mark.slow
 

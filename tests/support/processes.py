@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facestore import db as database
-from tests.helpers import make_app_db
+from tests.support.helpers import make_app_db
 
 WATCH_ARGS = [
     "--retrain-min-changes",

@@ -19,8 +19,15 @@ from facestore.daemon import (
     count_changes,
 )
 from facestore.store import Store, decode_vectors
-from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec, sqlite_rows
-from tests.processes import wait_for
+from tests.support.helpers import (
+    FakeBackbone,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_exec,
+    sqlite_rows,
+)
+from tests.support.processes import wait_for
 
 
 def test_count_changes() -> None:

@@ -17,9 +17,8 @@ import pytest
 from click.testing import Result
 
 from facestore.embedding import embed_pending
-from tests.backends import ADMIN_URL
-from tests.helpers import FakeBackbone, encode, face_image
-from tests.test_retrain_cli import ISO_UTC
+from tests.support.backends import ADMIN_URL
+from tests.support.helpers import ISO_UTC, FakeBackbone, encode, face_image
 
 Cli = Callable[..., Result]
 
@@ -163,7 +162,7 @@ def test_skipped_files_are_listed(cli: Cli, tmp_path: Path) -> None:
 def test_failures_lists_each_failed_face_with_its_reason(
     cli: Cli, tmp_path: Path, store_for
 ) -> None:  # type: ignore[no-untyped-def]
-    from tests.processes import app_db
+    from tests.support.processes import app_db
 
     db = app_db(tmp_path / "app.db", corrupt=["random", "empty"])
     assert cli("--db", db, "failures").stdout.strip() == "no failed faces (nothing embedded yet)"

@@ -9,7 +9,7 @@ from PIL import Image
 
 from facestore.errors import ImageDecodeError
 from facestore.images import MAX_PIXELS, decode_crop
-from tests.helpers import CORRUPT_BLOBS, encode, face_image, png_bomb
+from tests.support.helpers import CORRUPT_BLOBS, encode, face_image, png_bomb
 
 grey = face_image(1, 1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 import struct
 import zlib
@@ -44,6 +45,9 @@ def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
         + chunk(b"IEND", b"")
     )
 
+
+# one timestamp format everywhere facestore prints one
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 CORRUPT_BLOBS: dict[str, bytes] = {
     "empty": b"",

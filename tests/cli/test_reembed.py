@@ -13,7 +13,14 @@ from facestore.config import BackboneSettings
 from facestore.reembed import build_space
 from facestore.repository import StagedVersion
 from facestore.store import Store
-from tests.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.support.helpers import (
+    FakeBackbone,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_exec,
+    sqlite_rows,
+)
 
 
 def salted(settings: BackboneSettings) -> FakeBackbone:
