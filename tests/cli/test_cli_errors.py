@@ -19,6 +19,7 @@ from click.testing import Result
 from facestore.embedding import embed_pending
 from tests.support.backends import ADMIN_URL
 from tests.support.helpers import ISO_UTC, FakeBackbone, encode, face_image
+from tests.support.types import StoreFor
 
 Cli = Callable[..., Result]
 
@@ -119,7 +120,7 @@ def test_global_options_after_the_command(cli: Cli, upgraded_db: Path) -> None:
         assert result.exit_code == 0, result.output
 
 
-def test_json_logs_and_status_times_are_iso_utc(upgraded_db: Path, store_for) -> None:  # type: ignore[no-untyped-def]
+def test_json_logs_and_status_times_are_iso_utc(upgraded_db: Path, store_for: StoreFor) -> None:
     embed_pending(store_for(upgraded_db), FakeBackbone())
     proc = run("status", "--json", "--db", upgraded_db, "-vv", "--log-format", "json")
     assert proc.returncode == 0, proc.stderr
@@ -160,8 +161,8 @@ def test_skipped_files_are_listed(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_failures_lists_each_failed_face_with_its_reason(
-    cli: Cli, tmp_path: Path, store_for
-) -> None:  # type: ignore[no-untyped-def]
+    cli: Cli, tmp_path: Path, store_for: StoreFor
+) -> None:
     from tests.support.processes import app_db
 
     db = app_db(tmp_path / "app.db", corrupt=["random", "empty"])
@@ -186,8 +187,8 @@ def test_a_postgresql_database_that_does_not_exist_is_a_setup_error(cli: Cli) ->
 
 
 def test_model_list_and_status_say_n_a_without_validation(
-    cli: Cli, upgraded_db: Path, store_for
-) -> None:  # type: ignore[no-untyped-def]
+    cli: Cli, upgraded_db: Path, store_for: StoreFor
+) -> None:
     embed_pending(store_for(upgraded_db), FakeBackbone())
     result = cli("--db", upgraded_db, "retrain", "--val-fraction", "0", "--classifier", "logreg")
     assert result.exit_code == 0, result.output

@@ -16,10 +16,11 @@ from facestore.backbones import build_backbone, space_of
 from facestore.config import BackboneSettings
 from facestore.errors import WeightsError
 from tests.support.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.support.types import Cli
 
 
 @pytest.fixture
-def facenet_db(tmp_path: Path, cli) -> Path:  # type: ignore[no-untyped-def]
+def facenet_db(tmp_path: Path, cli: Cli) -> Path:
     path = make_app_db(
         tmp_path / "app.db",
         people=2,
@@ -31,14 +32,14 @@ def facenet_db(tmp_path: Path, cli) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
-def embed_json(cli, path: Path, weights: Path) -> dict:  # type: ignore[no-untyped-def]
+def embed_json(cli: Cli, path: Path, weights: Path) -> dict:
     result = cli("--db", path, "embed", "--json", env={"FACESTORE_WEIGHTS": str(weights)})
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
 @pytest.mark.slow
-def test_embed_is_incremental_and_honest(cli, facenet_db: Path, weights_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_embed_is_incremental_and_honest(cli: Cli, facenet_db: Path, weights_file: Path) -> None:
     first = embed_json(cli, facenet_db, weights_file)
     assert (first["embedded"], first["failed"], first["pending"]) == (8, 5, 0)
     assert first["seconds"] > 0
@@ -66,7 +67,7 @@ def test_embed_is_incremental_and_honest(cli, facenet_db: Path, weights_file: Pa
 
 
 @pytest.mark.slow
-def test_vectors_match_facenet_run_directly(facenet_db: Path, weights_file: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_vectors_match_facenet_run_directly(facenet_db: Path, weights_file: Path, cli: Cli) -> None:
     """The stored vector is InceptionResnetV1's output for the documented preprocessing."""
     from facenet_pytorch import InceptionResnetV1
 
@@ -91,7 +92,7 @@ def test_vectors_match_facenet_run_directly(facenet_db: Path, weights_file: Path
     assert np.allclose(np.frombuffer(vector, dtype="<f4"), expected, atol=1e-4)
 
 
-def test_no_weights_anywhere_is_a_clear_error(cli, facenet_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_no_weights_anywhere_is_a_clear_error(cli: Cli, facenet_db: Path) -> None:
     result = cli("--db", facenet_db, "embed")
     assert result.exit_code == 2
     assert "20180402-114759-vggface2.pt" in result.output
@@ -101,7 +102,7 @@ def test_no_weights_anywhere_is_a_clear_error(cli, facenet_db: Path) -> None:  #
     assert sqlite_rows(facenet_db, "SELECT count(*) FROM embedding") == [(0,)]
 
 
-def test_missing_weights_path_is_named(cli, facenet_db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_weights_path_is_named(cli: Cli, facenet_db: Path, tmp_path: Path) -> None:
     result = cli("--db", facenet_db, "embed", "--weights", tmp_path / "nope.pt")
     assert result.exit_code == 2
     expected = f"Weights file {tmp_path / 'nope.pt'} (from --weights / FACESTORE_WEIGHTS)"
@@ -136,7 +137,7 @@ def test_a_non_checkpoint_file_is_refused(tmp_path: Path) -> None:
         build_backbone(BackboneSettings(weights=path, device="cpu"))
 
 
-def test_unknown_backbone_lists_the_choices(cli, facenet_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_backbone_lists_the_choices(cli: Cli, facenet_db: Path) -> None:
     result = cli("--db", facenet_db, "embed", "--backbone", "nope")
     assert result.exit_code == 2
     assert "Unknown backbone 'nope'. Choose one of: casia-webface, dlib, vggface2" in result.output

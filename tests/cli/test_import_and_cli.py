@@ -13,6 +13,7 @@ from facestore import backbones
 from facestore.cli.main import main
 from facestore.config import BackboneSettings
 from tests.support.helpers import FakeBackbone, encode, face_image, sqlite_rows
+from tests.support.types import Cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -26,7 +27,7 @@ def people_folder(root: Path, people: dict[str, int], fmt: str = "PNG") -> Path:
     return root
 
 
-def test_import_creates_a_minimal_face_table(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_creates_a_minimal_face_table(cli: Cli, tmp_path: Path) -> None:
     folder = people_folder(tmp_path / "people", {"alice": 3, "bob": 2}, fmt="PPM")
     (folder / "alice" / "notes.txt").write_text("not an image")
     db = tmp_path / "new.db"
@@ -40,7 +41,7 @@ def test_import_creates_a_minimal_face_table(cli, tmp_path: Path) -> None:  # ty
     assert cli("--db", db, "db", "upgrade").exit_code == 0
 
 
-def test_import_into_an_integer_person_id_table(cli, app_db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_into_an_integer_person_id_table(cli: Cli, app_db: Path, tmp_path: Path) -> None:
     folder = people_folder(tmp_path / "people", {"7": 2}, fmt="JPEG")
     assert cli("--db", app_db, "import", folder).exit_code == 0
     assert sqlite_rows(app_db, "SELECT person_id, verified FROM face WHERE id > 12") == [(7, 1)] * 2
@@ -49,7 +50,9 @@ def test_import_into_an_integer_person_id_table(cli, app_db: Path, tmp_path: Pat
     assert result.exit_code == 1 and "Folder 'carol' is not an integer" in result.output
 
 
-def test_plugin_backbone_through_the_cli(cli, app_db: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_plugin_backbone_through_the_cli(
+    cli: Cli, app_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def factory(settings: BackboneSettings) -> FakeBackbone:
         return FakeBackbone(name="fake-plugin")
 
@@ -72,13 +75,13 @@ def all_commands(group: click.Group, prefix: str = "") -> list[str]:
 
 
 @pytest.mark.parametrize("command", all_commands(main))
-def test_every_command_is_in_the_readme_and_has_help(cli, command: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_command_is_in_the_readme_and_has_help(cli: Cli, command: str) -> None:
     assert re.search(rf"facestore (\S+ )*{re.escape(command)}\b", README.read_text()), command
     result = cli(*command.split(), "--help")
     assert result.exit_code == 0 and len(result.stdout) > 200
 
 
-def test_missing_face_table_is_explained(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_face_table_is_explained(cli: Cli, tmp_path: Path) -> None:
     db = tmp_path / "empty.db"
     sqlite3.connect(db).close()
     result = cli("--db", db, "db", "upgrade")

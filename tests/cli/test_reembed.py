@@ -21,6 +21,7 @@ from tests.support.helpers import (
     sqlite_exec,
     sqlite_rows,
 )
+from tests.support.types import Cli, StoreFor
 
 
 def salted(settings: BackboneSettings) -> FakeBackbone:
@@ -29,7 +30,7 @@ def salted(settings: BackboneSettings) -> FakeBackbone:
 
 
 @pytest.fixture
-def db_in_space_a(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> Path:  # type: ignore[no-untyped-def]
+def db_in_space_a(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setitem(backbones._REGISTRY, "fake", salted)
     monkeypatch.setenv("FACESTORE_BACKBONE", "fake")
     path = make_app_db(tmp_path / "app.db", people=3, per_person=5, corrupt=["text"])
@@ -39,19 +40,19 @@ def db_in_space_a(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def status(cli, db: Path) -> dict:  # type: ignore[no-untyped-def]
+def status(cli: Cli, db: Path) -> dict:
     result = cli("--db", db, "status", "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
-def test_embed_with_other_weights_points_to_reembed(cli, db_in_space_a: Path) -> None:  # type: ignore[no-untyped-def]
+def test_embed_with_other_weights_points_to_reembed(cli: Cli, db_in_space_a: Path) -> None:
     result = cli("--db", db_in_space_a, "embed", "--weights", "B")
     assert result.exit_code == 2
     assert "run 'facestore reembed'" in result.output
 
 
-def test_full_switch(cli, db_in_space_a: Path, store_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_full_switch(cli: Cli, db_in_space_a: Path, store_for: StoreFor, tmp_path: Path) -> None:
     before = status(cli, db_in_space_a)
     space_a = before["active_space"]["config_hash"]
     model_a = before["model"]["version"]
@@ -121,13 +122,15 @@ def test_full_switch(cli, db_in_space_a: Path, store_for, tmp_path: Path) -> Non
     assert [s["config_hash"] for s in pruned["spaces"]] == [space_b]
 
 
-def test_reembed_in_one_go(cli, db_in_space_a: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reembed_in_one_go(cli: Cli, db_in_space_a: Path) -> None:
     report = json.loads(cli("--db", db_in_space_a, "reembed", "--weights", "C", "--json").stdout)
     assert report["activated"] is True and report["embedded"] == 15 and report["failed"] == 1
     assert status(cli, db_in_space_a)["active_space"]["config_hash"] == report["space"]
 
 
-def test_activate_only_refuses_an_incomplete_space(cli, db_in_space_a: Path, store_for) -> None:  # type: ignore[no-untyped-def]
+def test_activate_only_refuses_an_incomplete_space(
+    cli: Cli, db_in_space_a: Path, store_for: StoreFor
+) -> None:
     stop = threading.Event()
     build_space(
         store_for(db_in_space_a),
@@ -141,8 +144,8 @@ def test_activate_only_refuses_an_incomplete_space(cli, db_in_space_a: Path, sto
 
 
 def test_a_failed_activation_leaves_the_old_space_and_model(
-    cli, db_in_space_a: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+    cli: Cli, db_in_space_a: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = status(cli, db_in_space_a)
 
     real = StagedVersion.make_current
@@ -160,7 +163,7 @@ def test_a_failed_activation_leaves_the_old_space_and_model(
     assert artifacts.load_bundle(Path("model")).version == before["model"]["version"]
 
 
-def test_prune_with_only_the_active_space(cli, db_in_space_a: Path) -> None:  # type: ignore[no-untyped-def]
+def test_prune_with_only_the_active_space(cli: Cli, db_in_space_a: Path) -> None:
     result = cli("--db", db_in_space_a, "prune", "--yes")
     assert "nothing to prune" in result.stdout
     assert sqlite_rows(db_in_space_a, "SELECT count(*) FROM embedding") == [(15,)]

@@ -18,6 +18,7 @@ from tests.support.helpers import (
     make_app_db,
     sqlite_exec,
 )
+from tests.support.types import Cli
 
 JSON_KEYS = {
     "classifier",
@@ -43,7 +44,7 @@ def fake_registered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def embedded_db(tmp_path: Path, cli, fake_registered) -> Path:  # type: ignore[no-untyped-def]
+def embedded_db(tmp_path: Path, cli: Cli, fake_registered: None) -> Path:
     path = make_app_db(
         tmp_path / "app.db", people=4, per_person=6, text_ids=True, corrupt=["random"]
     )
@@ -59,7 +60,7 @@ def embedded_db(tmp_path: Path, cli, fake_registered) -> Path:  # type: ignore[n
     return path
 
 
-def retrain_json(cli, db: Path, *args: str) -> dict:  # type: ignore[no-untyped-def]
+def retrain_json(cli: Cli, db: Path, *args: str) -> dict:
     result = cli("--db", db, "retrain", "--json", *args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -69,7 +70,9 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_retrain_json_artifacts_and_determinism(cli, embedded_db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_retrain_json_artifacts_and_determinism(
+    cli: Cli, embedded_db: Path, tmp_path: Path
+) -> None:
     first = retrain_json(cli, embedded_db)
     assert set(first) == JSON_KEYS
     assert first["classes_dropped"] == ["solo"] and first["samples_dropped"] == 1
@@ -110,7 +113,7 @@ def test_retrain_json_artifacts_and_determinism(cli, embedded_db: Path, tmp_path
     ]
 
 
-def test_dropped_class_is_named_in_the_warning(cli, embedded_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dropped_class_is_named_in_the_warning(cli: Cli, embedded_db: Path) -> None:
     result = cli("--db", embedded_db, "retrain")
     assert result.exit_code == 0
     assert "Dropping 1 class(es) with fewer than 2 samples: solo" in result.output
@@ -118,14 +121,14 @@ def test_dropped_class_is_named_in_the_warning(cli, embedded_db: Path) -> None: 
 
 
 @pytest.mark.parametrize("classifier", ["logreg", "knn"])
-def test_fast_classifiers(cli, embedded_db: Path, classifier: str) -> None:  # type: ignore[no-untyped-def]
+def test_fast_classifiers(cli: Cli, embedded_db: Path, classifier: str) -> None:
     report = retrain_json(cli, embedded_db, "--classifier", classifier, "--val-fraction", "0.5")
     assert report["n_val"] == 12
     metrics = json.loads(Path("model/metrics.json").read_text())
     assert metrics["classifier"] == classifier
 
 
-def test_refusal_leaves_the_published_model_untouched(cli, embedded_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_refusal_leaves_the_published_model_untouched(cli: Cli, embedded_db: Path) -> None:
     version = retrain_json(cli, embedded_db)["version"]
     sqlite_exec(embedded_db, "UPDATE face SET verified = 0 WHERE person_id != 'p00'")
     result = cli("--db", embedded_db, "retrain")
@@ -134,7 +137,7 @@ def test_refusal_leaves_the_published_model_untouched(cli, embedded_db: Path) ->
     assert Path("model/version.txt").read_text().startswith(version)
 
 
-def test_retrain_without_vectors_is_refused(cli, app_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_retrain_without_vectors_is_refused(cli: Cli, app_db: Path) -> None:
     cli("--db", app_db, "db", "upgrade")
     result = cli("--db", app_db, "retrain")
     assert result.exit_code == 1
@@ -142,7 +145,7 @@ def test_retrain_without_vectors_is_refused(cli, app_db: Path) -> None:  # type:
     assert not Path("model").exists()
 
 
-def test_predict_files_and_face_ids(cli, embedded_db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_predict_files_and_face_ids(cli: Cli, embedded_db: Path, tmp_path: Path) -> None:
     retrain_json(cli, embedded_db)
     crop = tmp_path / "crop.png"
     crop.write_bytes(encode(face_image(1, 3), "PNG"))
@@ -171,7 +174,7 @@ def test_predict_files_and_face_ids(cli, embedded_db: Path, tmp_path: Path) -> N
     assert rows[2]["person_id"] is None and "not a JPEG, PNG or WebP" in rows[2]["error"]
 
 
-def test_predict_unknown_below_min_confidence(cli, embedded_db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_predict_unknown_below_min_confidence(cli: Cli, embedded_db: Path, tmp_path: Path) -> None:
     retrain_json(cli, embedded_db)
     crop = tmp_path / "crop.jpg"
     crop.write_bytes(encode(face_image(1, 3)))
@@ -180,8 +183,8 @@ def test_predict_unknown_below_min_confidence(cli, embedded_db: Path, tmp_path: 
 
 
 def test_predict_after_a_flipped_byte_exits_with_an_integrity_message(
-    cli, embedded_db: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    cli: Cli, embedded_db: Path, tmp_path: Path
+) -> None:
     retrain_json(cli, embedded_db)
     pkl = Path("model/classifier.pkl")
     data = bytearray(pkl.read_bytes())
@@ -194,14 +197,14 @@ def test_predict_after_a_flipped_byte_exits_with_an_integrity_message(
     assert "Integrity check failed" in result.output and "Traceback" not in result.output
 
 
-def test_predict_without_a_model(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_predict_without_a_model(cli: Cli, tmp_path: Path) -> None:
     crop = tmp_path / "crop.png"
     crop.write_bytes(encode(face_image(1, 3), "PNG"))
     result = cli("predict", crop)
     assert result.exit_code == 1 and "No published model in model" in result.output
 
 
-def test_model_list_and_rollback_show_in_status(cli, embedded_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_model_list_and_rollback_show_in_status(cli: Cli, embedded_db: Path) -> None:
     first = retrain_json(cli, embedded_db)["version"]
     second = retrain_json(cli, embedded_db, "--classifier", "logreg")["version"]
     listed = json.loads(cli("model", "list", "--json").stdout)
@@ -228,8 +231,8 @@ def people_folder(root: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_import_then_train_upgrade_on_a_fresh_database(  # type: ignore[no-untyped-def]
-    cli, tmp_path: Path, weights_file: Path, empty_database: str
+def test_import_then_train_upgrade_on_a_fresh_database(
+    cli: Cli, tmp_path: Path, weights_file: Path, empty_database: str
 ) -> None:
     people = people_folder(tmp_path / "people")
     db = empty_database
@@ -250,8 +253,8 @@ def test_import_then_train_upgrade_on_a_fresh_database(  # type: ignore[no-untyp
 
 
 @pytest.mark.slow
-def test_every_command_step_by_step(  # type: ignore[no-untyped-def]
-    cli, tmp_path: Path, weights_file: Path, empty_database: str
+def test_every_command_step_by_step(
+    cli: Cli, tmp_path: Path, weights_file: Path, empty_database: str
 ) -> None:
     env = {"FACESTORE_DB": empty_database, "FACESTORE_WEIGHTS": str(weights_file)}
 
@@ -274,7 +277,9 @@ def test_every_command_step_by_step(  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
-def test_predict_refuses_a_model_of_another_space(cli, tmp_path: Path, weights_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_predict_refuses_a_model_of_another_space(
+    cli: Cli, tmp_path: Path, weights_file: Path
+) -> None:
     import torch
 
     db = make_app_db(tmp_path / "app.db", people=2, per_person=3)
@@ -293,7 +298,7 @@ def test_predict_refuses_a_model_of_another_space(cli, tmp_path: Path, weights_f
     assert "facestore reembed" in result.output
 
 
-def test_evaluate_json_and_plot(cli, embedded_db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_json_and_plot(cli: Cli, embedded_db: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     plot = tmp_path / "eval.png"
@@ -316,7 +321,7 @@ def test_evaluate_json_and_plot(cli, embedded_db: Path, tmp_path: Path) -> None:
         assert image.format == "PNG" and image.size == (1200, 500)
 
 
-def test_evaluate_needs_three_people(cli, tmp_path: Path, fake_registered) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_needs_three_people(cli: Cli, tmp_path: Path, fake_registered: None) -> None:
     path = make_app_db(tmp_path / "two.db", people=2, per_person=4)
     assert cli("--db", path, "db", "upgrade").exit_code == 0
     assert cli("--db", path, "embed", "--backbone", "fake").exit_code == 0

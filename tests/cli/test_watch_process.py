@@ -79,7 +79,7 @@ def test_sigint_also_exits_zero(tmp_path: Path, weights_file: Path, watchers: li
     db = app_db(tmp_path / "app.db", people=2, per_person=2)
     watcher = Watcher(db, tmp_path, weights_file, "--no-suggestions")
     watchers.append(watcher)
-    wait_for(lambda: "Watching" in watcher.output(), 60, "the daemon to start")
+    wait_for(lambda: "Watching" in watcher.output(), patient(12), "the daemon to start")
     assert watcher.stop(signal.SIGINT) == 0
 
 
@@ -111,7 +111,7 @@ def test_kill_9_mid_batch_then_restart_ends_like_an_uninterrupted_run(
 
     first = Watcher(crashed, tmp_path / "a", weights_file, "--no-suggestions", "--batch-size", "8")
     watchers.append(first)
-    wait_for(lambda: "Embedded 8 faces" in first.output(), 60, "the first batch")
+    wait_for(lambda: "Embedded 8 faces" in first.output(), patient(12), "the first batch")
     first.proc.kill()  # SIGKILL in the middle of embedding
     first.proc.wait()
     partial = len(cache_state(crashed))
@@ -126,7 +126,9 @@ def test_kill_9_mid_batch_then_restart_ends_like_an_uninterrupted_run(
     )
     watchers.append(reference)
     for db in (crashed, clean):
-        wait_for(lambda db=db: len(cache_state(db)) == 80, 90, f"all faces in {db.name}")
+        wait_for(
+            lambda db=db: len(cache_state(db)) == 80, patient(20), f"all faces in {db.name}"
+        )
     assert restarted.stop() == 0 and reference.stop() == 0
 
     got, want = cache_state(crashed), cache_state(clean)

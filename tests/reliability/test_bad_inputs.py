@@ -21,6 +21,7 @@ from tests.support.helpers import (
     sqlite_rows,
 )
 from tests.support.processes import app_db
+from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def embed(db: Path, weights: Path) -> tuple[dict, int]:
     return json.loads(out), usage.ru_maxrss // 1024
 
 
-def test_bad_input_catalogue(tmp_path: Path, weights_file: Path, figures) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_catalogue(tmp_path: Path, weights_file: Path, figures: Figures) -> None:
     baseline_db = app_db(tmp_path / "baseline.db", people=1, per_person=2)
     _, baseline_rss = embed(baseline_db, weights_file)
 

@@ -14,6 +14,7 @@ import pytest
 from tests.reliability.conftest import FULL
 from tests.support.helpers import sqlite_rows
 from tests.support.processes import Watcher, app_db, patient, wait_for
+from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +65,8 @@ print(json.dumps({"ops": ops, "locked": locked}))
 
 
 def test_app_and_daemon_share_the_database(
-    tmp_path: Path, weights_file: Path, watchers: list[Watcher], figures
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher], figures: Figures
+) -> None:
     seconds = 60 if FULL else 20
     db = app_db(tmp_path / "app.db", people=4, per_person=3, unverified=2)
     watcher = Watcher(

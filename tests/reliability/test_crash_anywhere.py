@@ -17,6 +17,7 @@ from facestore import artifacts
 from tests.reliability.conftest import FULL
 from tests.support.helpers import sqlite_exec, sqlite_rows
 from tests.support.processes import Watcher, app_db, patient, wait_for
+from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,9 @@ def phase(log: str) -> str:
     return "other"
 
 
-def test_kill_9_anywhere(tmp_path: Path, weights_file: Path, watchers: list[Watcher], figures):  # type: ignore[no-untyped-def]
+def test_kill_9_anywhere(
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher], figures: Figures
+):  # type: ignore[no-untyped-def]
     people, per_person, kills = (50, 40, 25) if FULL else (12, 20, 20)
     db = app_db(
         tmp_path / "app.db", people=people, per_person=per_person, corrupt=["random", "bomb"]

@@ -14,6 +14,7 @@ from facestore.daemon import Daemon, WatchOptions
 from facestore.repository import ModelRepository
 from facestore.store import Store
 from tests.support.helpers import FakeBackbone, make_app_db
+from tests.support.types import Damage, Figures
 
 
 def flip_byte(directory: Path) -> None:
@@ -54,7 +55,9 @@ def other_space(directory: Path) -> None:
     [flip_byte, edit_manifest("files", {}), edit_manifest("sklearn", "0.23.0"), other_space],
     ids=["flipped-byte", "manifest-mismatch", "other-sklearn", "incompatible-space"],
 )
-def test_running_daemon_keeps_the_previous_model(tmp_path: Path, damage, figures) -> None:  # type: ignore[no-untyped-def]
+def test_running_daemon_keeps_the_previous_model(
+    tmp_path: Path, damage: Damage, figures: Figures
+) -> None:
     path = make_app_db(tmp_path / "app.db", people=3, per_person=4)
     database.upgrade(database.create_engine(f"sqlite:///{path}"))
     store = Store(database.create_engine(f"sqlite:///{path}"))

@@ -9,13 +9,14 @@ import pytest
 
 from tests.support.helpers import encode, face_image, sqlite_exec, sqlite_rows
 from tests.support.processes import Watcher, app_db, patient, wait_for
+from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow
 
 
 def test_poll_only_catches_changes_within_an_interval(
-    tmp_path: Path, weights_file: Path, watchers: list[Watcher], figures
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher], figures: Figures
+) -> None:
     db = app_db(tmp_path / "app.db", people=2, per_person=2)
     interval = 3.0
     watcher = Watcher(

@@ -13,6 +13,7 @@ import pytest
 
 from facestore import db as database
 from tests.support.helpers import app_snapshot, sqlite_exec, sqlite_rows
+from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ while True:
 """
 
 
-def test_migrations_survive_being_killed(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
+def test_migrations_survive_being_killed(tmp_path: Path, figures: Figures) -> None:
     path = tmp_path / "app.db"
     con = sqlite3.connect(path)
     con.executescript(APP)

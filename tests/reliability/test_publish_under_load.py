@@ -16,6 +16,7 @@ from facestore import db as database
 from facestore.embedding import embed_pending
 from facestore.store import Store
 from tests.support.helpers import FakeBackbone, make_app_db
+from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ print(json.dumps({"loads": loads, "inconsistent": inconsistent, "errors": errors
 """
 
 
-def test_reader_sees_one_consistent_version_per_load(tmp_path: Path, figures) -> None:  # type: ignore[no-untyped-def]
+def test_reader_sees_one_consistent_version_per_load(tmp_path: Path, figures: Figures) -> None:
     db = make_app_db(tmp_path / "app.db", people=6, per_person=8)
     database.upgrade(database.create_engine(f"sqlite:///{db}"))
     embed_pending(Store(database.create_engine(f"sqlite:///{db}")), FakeBackbone())

@@ -13,6 +13,7 @@ from facestore.embedding import embed_pending
 from tests.support.backends import AppDatabase, app_database
 from tests.support.helpers import FakeBackbone, encode, face_image, sqlite_exec, sqlite_rows
 from tests.support.processes import app_db
+from tests.support.types import StoreFor
 
 MakeApp = Callable[..., AppDatabase]
 NEW_CROP = encode(face_image(9, 9), "PNG")
@@ -96,8 +97,8 @@ def test_verifying_a_face_drops_its_suggestion(make_app: MakeApp) -> None:
 
 
 def test_delete_with_foreign_keys_off_removes_vectors_and_failures(
-    upgraded_db: Path, store_for
-) -> None:  # type: ignore[no-untyped-def]
+    upgraded_db: Path, store_for: StoreFor
+) -> None:
     sqlite_exec(upgraded_db, "UPDATE face SET face_crop_blob = x'00ff' WHERE id = 5")
     embed_pending(store_for(upgraded_db), FakeBackbone())
     assert sqlite_rows(upgraded_db, "SELECT face_id FROM embedding_failure") == [(5,)]

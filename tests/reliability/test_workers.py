@@ -25,6 +25,7 @@ from tests.reliability.conftest import FULL
 from tests.support.backends import AppDatabase, app_database
 from tests.support.helpers import encode, face_image
 from tests.support.processes import Watcher, patient, wait_for
+from tests.support.types import Cli, Figures
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +50,12 @@ def count(app: AppDatabase, table: str = "embedding") -> int:
     return int(app.rows(f"SELECT count(*) FROM {table}")[0][0])
 
 
-def test_four_workers_embed_each_face_exactly_once(  # type: ignore[no-untyped-def]
-    big_postgres_app: AppDatabase, tmp_path: Path, weights_file: Path, watchers, figures
+def test_four_workers_embed_each_face_exactly_once(
+    big_postgres_app: AppDatabase,
+    tmp_path: Path,
+    weights_file: Path,
+    watchers: list[Watcher],
+    figures: Figures,
 ) -> None:
     app = big_postgres_app
     workers = [Watcher(app.url, tmp_path, weights_file, *WORKER_ARGS) for _ in range(4)]
@@ -66,8 +71,12 @@ def test_four_workers_embed_each_face_exactly_once(  # type: ignore[no-untyped-d
     assert app.ids("embedding") == app.ids("face", "id")
 
 
-def test_a_worker_killed_mid_batch_is_taken_over_when_its_lease_expires(  # type: ignore[no-untyped-def]
-    big_postgres_app: AppDatabase, tmp_path: Path, weights_file: Path, watchers, figures
+def test_a_worker_killed_mid_batch_is_taken_over_when_its_lease_expires(
+    big_postgres_app: AppDatabase,
+    tmp_path: Path,
+    weights_file: Path,
+    watchers: list[Watcher],
+    figures: Figures,
 ) -> None:
     """The victim looks like another machine, so only the lease's expiry frees its batch."""
     app = big_postgres_app
@@ -150,8 +159,8 @@ def retrain_process(app: AppDatabase, model_dir: Path) -> subprocess.Popen[str]:
 BUSY = "Another facestore retrain or migration is running"
 
 
-def test_a_retrain_while_another_holds_the_lock_publishes_nothing(  # type: ignore[no-untyped-def]
-    make_app: MakeApp, tmp_path: Path, cli
+def test_a_retrain_while_another_holds_the_lock_publishes_nothing(
+    make_app: MakeApp, tmp_path: Path, cli: Cli
 ) -> None:
     app = make_app(people=0)
     fill_vectors(app, people=5, per_person=6)
@@ -164,8 +173,8 @@ def test_a_retrain_while_another_holds_the_lock_publishes_nothing(  # type: igno
     assert artifacts.current_version(model_dir) is not None
 
 
-def test_two_concurrent_retrains_never_publish_at_the_same_time(  # type: ignore[no-untyped-def]
-    make_app: MakeApp, tmp_path: Path, figures
+def test_two_concurrent_retrains_never_publish_at_the_same_time(
+    make_app: MakeApp, tmp_path: Path, figures: Figures
 ) -> None:
     """Both start together on data whose SVC fit takes seconds: one publishes, one refuses."""
     app = make_app(people=0)
@@ -184,7 +193,7 @@ def test_two_concurrent_retrains_never_publish_at_the_same_time(  # type: ignore
     figures(f"{app.dialect}: 2,000 vectors, two retrains started together -> exits {codes}")
 
 
-def test_a_migration_while_a_retrain_runs_is_refused(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_a_migration_while_a_retrain_runs_is_refused(tmp_path: Path, cli: Cli) -> None:
     with app_database("postgresql", tmp_path) as app:
         with retrain_lock(app.store().engine, tmp_path / "model"):
             refused = cli("--db", app.url, "db", "upgrade")
@@ -192,8 +201,8 @@ def test_a_migration_while_a_retrain_runs_is_refused(tmp_path: Path, cli) -> Non
         assert cli("--db", app.url, "db", "upgrade").exit_code == 0
 
 
-def test_notify_wakes_a_postgresql_worker_long_before_its_timer(  # type: ignore[no-untyped-def]
-    tmp_path: Path, weights_file: Path, watchers, figures
+def test_notify_wakes_a_postgresql_worker_long_before_its_timer(
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher], figures: Figures
 ) -> None:
     with app_database("postgresql", tmp_path) as app:
         app.upgrade()

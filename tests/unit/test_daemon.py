@@ -281,8 +281,11 @@ def test_a_backlog_starves_neither_retrains_nor_suggestions(
 
 
 def test_a_database_error_in_a_pass_is_logged_and_the_daemon_goes_on(
-    daemon_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    daemon_db: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     daemon = make_daemon(daemon_db, tmp_path, FakeClock())
 
     def refused(scan: bool = True) -> None:

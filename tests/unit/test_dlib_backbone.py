@@ -16,6 +16,7 @@ from facestore.backbones import build_backbone, dlib_resnet, space_of
 from facestore.config import BackboneSettings
 from facestore.errors import BackboneError
 from tests.support.helpers import encode
+from tests.support.types import Cli
 
 SKINS = ((224, 172, 140), (120, 80, 60), (250, 220, 200))
 BACKGROUNDS = ((30, 60, 160), (200, 200, 60), (40, 140, 40))
@@ -105,7 +106,7 @@ def test_a_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.slow
-def test_import_train_predict_with_dlib_end_to_end(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_train_predict_with_dlib_end_to_end(cli: Cli, tmp_path: Path) -> None:
     people = tmp_path / "people"
     for person in range(3):
         (people / f"person{person}").mkdir(parents=True)

@@ -9,6 +9,7 @@ from facestore import db as database
 from facestore.errors import FaceTableError, SchemaNotAtHeadError
 from facestore.schema import OWN_TABLES
 from tests.support.helpers import app_snapshot, sqlite_exec, sqlite_rows
+from tests.support.types import Cli, MakeApp
 
 
 def engine_for(path: Path):  # type: ignore[no-untyped-def]
@@ -16,7 +17,7 @@ def engine_for(path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("with_verified", [True, False])
-def test_upgrade_then_downgrade_leaves_the_app_identical(make_app, with_verified: bool):  # type: ignore[no-untyped-def]
+def test_upgrade_then_downgrade_leaves_the_app_identical(make_app: MakeApp, with_verified: bool):  # type: ignore[no-untyped-def]
     app = make_app(upgrade=False, with_verified=with_verified)
     before = app.snapshot()
     engine = database.create_engine(app.url)
@@ -76,7 +77,7 @@ def test_require_head_names_both_revisions(app_db: Path) -> None:
     database.require_head(engine)
 
 
-def test_cli_db_commands(cli, app_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_db_commands(cli: Cli, app_db: Path) -> None:
     head = database.head_revision()
     assert cli("--db", app_db, "db", "current").stdout.strip() == f"none (behind, head is {head})"
     result = cli("db", "upgrade", "--db", app_db)
@@ -86,7 +87,7 @@ def test_cli_db_commands(cli, app_db: Path) -> None:  # type: ignore[no-untyped-
     assert cli("--db", app_db, "db", "current").stdout.startswith("none")
 
 
-def test_other_commands_refuse_an_old_schema(cli, app_db: Path) -> None:  # type: ignore[no-untyped-def]
+def test_other_commands_refuse_an_old_schema(cli: Cli, app_db: Path) -> None:
     result = cli("--db", app_db, "status")
     assert result.exit_code == 2
     assert "Database schema is at none" in result.output
@@ -94,13 +95,15 @@ def test_other_commands_refuse_an_old_schema(cli, app_db: Path) -> None:  # type
     assert "Traceback" not in result.output
 
 
-def test_missing_database_option_is_explained(cli) -> None:  # type: ignore[no-untyped-def]
+def test_missing_database_option_is_explained(cli: Cli) -> None:
     result = cli("status")
     assert result.exit_code == 2
     assert "No database given. Pass --db PATH" in result.output
 
 
-def test_an_old_sqlite_library_is_named(cli, app_db: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_an_old_sqlite_library_is_named(
+    cli: Cli, app_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(database.sqlite3, "sqlite_version_info", (3, 34, 1))
     monkeypatch.setattr(database.sqlite3, "sqlite_version", "3.34.1")
     result = cli("--db", app_db, "status")
@@ -108,7 +111,7 @@ def test_an_old_sqlite_library_is_named(cli, app_db: Path, monkeypatch) -> None:
     assert "needs SQLite 3.35 or newer" in result.output and "3.34.1" in result.output
 
 
-def test_a_postgresql_server_that_does_not_answer_is_worth_a_retry(cli) -> None:  # type: ignore[no-untyped-def]
+def test_a_postgresql_server_that_does_not_answer_is_worth_a_retry(cli: Cli) -> None:
     result = cli("--db", "postgresql+psycopg://postgres@127.0.0.1:1/none", "status")
     assert result.exit_code == 1  # not 2: systemd restarts the daemon
     assert "Cannot reach the database" in result.output

@@ -38,7 +38,7 @@ def test_seed_svc_is_exactly_the_seed_default() -> None:
     assert params["random_state"] == 42
 
 
-def test_singleton_classes_are_dropped_with_a_warning(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_singleton_classes_are_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     face_ids, person_ids, vectors = clustered({"a": 5, "b": 5, "lonely": 1, 7: 1})
     with caplog.at_level("WARNING"):
         dataset = build_dataset(face_ids, person_ids, vectors)
