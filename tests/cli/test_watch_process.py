@@ -126,9 +126,7 @@ def test_kill_9_mid_batch_then_restart_ends_like_an_uninterrupted_run(
     )
     watchers.append(reference)
     for db in (crashed, clean):
-        wait_for(
-            lambda db=db: len(cache_state(db)) == 80, patient(20), f"all faces in {db.name}"
-        )
+        wait_for(lambda db=db: len(cache_state(db)) == 80, patient(20), f"all faces in {db.name}")
     assert restarted.stop() == 0 and reference.stop() == 0
 
     got, want = cache_state(crashed), cache_state(clean)
