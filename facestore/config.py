@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from facestore.errors import ConfigurationError
@@ -40,13 +40,6 @@ class BackboneSettings:
     weights: Path | None = None
     device: str = "auto"
     batch_size: int = DEFAULT_BATCH_SIZE
-
-
-@dataclass(frozen=True)
-class Settings:
-    db_url: str
-    model_dir: Path = Path(DEFAULT_MODEL_DIR)
-    backbone: BackboneSettings = field(default_factory=BackboneSettings)
 
 
 def configured_worker_host(env: Mapping[str, str] = os.environ) -> str | None:

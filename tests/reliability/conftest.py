@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-FULL = os.environ.get("FACESTORE_RELIABILITY_FULL") == "1"
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import FULL
 from tests.support.helpers import sqlite_rows
-from tests.support.processes import Watcher, app_db, patient, wait_for
+from tests.support.processes import FULL, Watcher, app_db, patient, wait_for
 from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from facestore import artifacts
-from tests.reliability.conftest import FULL
 from tests.support.helpers import sqlite_exec, sqlite_rows
-from tests.support.processes import Watcher, app_db, patient, wait_for
+from tests.support.processes import FULL, Watcher, app_db, patient, wait_for
 from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow

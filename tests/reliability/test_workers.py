@@ -21,10 +21,9 @@ from facestore.backbones import Space
 from facestore.locks import retrain_lock
 from facestore.repository import ModelRepository
 from facestore.store import VectorResult, crop_sha256
-from tests.reliability.conftest import FULL
 from tests.support.backends import AppDatabase, app_database
 from tests.support.helpers import encode, face_image
-from tests.support.processes import Watcher, patient, wait_for
+from tests.support.processes import FULL, Watcher, patient, wait_for
 from tests.support.types import Cli, Figures
 
 pytestmark = pytest.mark.slow
