@@ -1,0 +1,97 @@
+"""`facestore predict`: files, face ids, unknown, integrity, another space."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import retrain_json
+from tests.support.helpers import (
+    encode,
+    face_image,
+    make_app_db,
+)
+from tests.support.types import Cli
+
+
+def test_predict_files_and_face_ids(cli: Cli, embedded_db: Path, tmp_path: Path) -> None:
+    retrain_json(cli, embedded_db)
+    crop = tmp_path / "crop.png"
+    crop.write_bytes(encode(face_image(1, 3), "PNG"))
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"nope")
+    result = cli(
+        "--db",
+        embedded_db,
+        "predict",
+        crop,
+        junk,
+        "--face-id",
+        "7",
+        "--json",
+        "--top-k",
+        "2",
+        "--min-confidence",
+        "0",
+    )
+    assert result.exit_code == 1  # one input is not an image
+    rows = json.loads(result.stdout)
+    assert [r["input"] for r in rows] == ["face:7", str(crop), str(junk)]
+    assert rows[1]["person_id"] == "p01"
+    assert 0 <= rows[1]["confidence"] <= 1 and len(rows[1]["top_k"]) == 2
+    assert rows[0]["person_id"] == "p01"  # face 7 is person 1's second face
+    assert rows[2]["person_id"] is None and "not a JPEG, PNG or WebP" in rows[2]["error"]
+
+
+def test_predict_unknown_below_min_confidence(cli: Cli, embedded_db: Path, tmp_path: Path) -> None:
+    retrain_json(cli, embedded_db)
+    crop = tmp_path / "crop.jpg"
+    crop.write_bytes(encode(face_image(1, 3)))
+    [row] = json.loads(cli("predict", crop, "--json", "--min-confidence", "1").stdout)
+    assert row["person_id"] is None and row["top_k"][0]["person_id"] == "p01"
+
+
+def test_predict_after_a_flipped_byte_exits_with_an_integrity_message(
+    cli: Cli, embedded_db: Path, tmp_path: Path
+) -> None:
+    retrain_json(cli, embedded_db)
+    pkl = Path("model/classifier.pkl")
+    data = bytearray(pkl.read_bytes())
+    data[100] ^= 0x01
+    pkl.write_bytes(bytes(data))
+    crop = tmp_path / "crop.png"
+    crop.write_bytes(encode(face_image(1, 3), "PNG"))
+    result = cli("predict", crop)
+    assert result.exit_code == 1
+    assert "Integrity check failed" in result.output and "Traceback" not in result.output
+
+
+def test_predict_without_a_model(cli: Cli, tmp_path: Path) -> None:
+    crop = tmp_path / "crop.png"
+    crop.write_bytes(encode(face_image(1, 3), "PNG"))
+    result = cli("predict", crop)
+    assert result.exit_code == 1 and "No published model in model" in result.output
+
+
+@pytest.mark.slow
+def test_predict_refuses_a_model_of_another_space(
+    cli: Cli, tmp_path: Path, weights_file: Path
+) -> None:
+    import torch
+
+    db = make_app_db(tmp_path / "app.db", people=2, per_person=3)
+    env = {"FACESTORE_WEIGHTS": str(weights_file)}
+    assert cli("--db", db, "train", "--upgrade", env=env).exit_code == 0
+    other = tmp_path / "other.pt"
+    state = torch.load(weights_file, weights_only=True)
+    state["last_bn.bias"] += 1
+    torch.save(state, other)
+    crop = tmp_path / "q.png"
+    crop.write_bytes(encode(face_image(0, 9), "PNG"))
+    result = cli("predict", crop, "--weights", other)
+    assert result.exit_code == 2  # a space mismatch is a setup error, as the README says
+    config = json.loads(Path("model/embedding_config.json").read_text())
+    assert f"trained in embedding space {config['config_hash']}" in result.output
+    assert "facestore reembed" in result.output
