@@ -36,6 +36,9 @@ class App:
     weights: Path | None = None
     device: str | None = None
     batch_size: int | None = None
+    precision: str | None = None
+    channels_last: bool = False
+    compile_model: bool = False
     _engine: Engine | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
 
@@ -61,7 +64,16 @@ class App:
     def backbone_settings(self, default_name: str | None = None) -> BackboneSettings:
         weights = str(self.weights) if self.weights else None
         name = self.backbone or default_name
-        return resolve_backbone(name, weights, self.device, self.batch_size, env={})
+        return resolve_backbone(
+            name,
+            weights,
+            self.device,
+            self.batch_size,
+            env={},
+            precision=self.precision,
+            channels_last=self.channels_last,
+            compile_model=self.compile_model,
+        )
 
     def build_backbone(self, default_name: str | None = None) -> Backbone:
         return build_backbone(self.backbone_settings(default_name))

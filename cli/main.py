@@ -55,6 +55,7 @@ def main(
       FACESTORE_WEIGHTS     --weights
       FACESTORE_DEVICE      --device
       FACESTORE_BATCH_SIZE  --batch-size
+      FACESTORE_PRECISION   --precision
       FACESTORE_WORKER_HOST this worker's host name in leases (watch)
       TORCH_HOME            the torch hub cache searched for weights
     """

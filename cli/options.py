@@ -15,12 +15,22 @@ from facestore.config import (
     ENV_DB,
     ENV_DEVICE,
     ENV_MODEL_DIR,
+    ENV_PRECISION,
     ENV_WEIGHTS,
+    PRECISIONS,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BACKBONE_PARAMS = ("backbone", "weights", "device", "batch_size")
+BACKBONE_PARAMS = (
+    "backbone",
+    "weights",
+    "device",
+    "batch_size",
+    "precision",
+    "channels_last",
+    "compile_model",
+)
 
 
 def location_options(func: F) -> F:
@@ -82,6 +92,26 @@ def backbone_options(func: F) -> F:
                 envvar=ENV_BATCH_SIZE,
                 show_envvar=True,
                 help="Faces per model batch. [default: 32]",
+            ),
+            click.option(
+                "--precision",
+                type=click.Choice(PRECISIONS),
+                default=None,
+                envvar=ENV_PRECISION,
+                show_envvar=True,
+                help="The model's arithmetic. Part of the embedding space: vectors of "
+                "different precisions never mix. [default: float32]",
+            ),
+            click.option(
+                "--channels-last",
+                is_flag=True,
+                help="channels_last memory layout (faster with reduced precision on a GPU).",
+            ),
+            click.option(
+                "--compile",
+                "compile_model",
+                is_flag=True,
+                help="torch.compile the model (slow start, faster batches on a GPU).",
             ),
         ]
     ):

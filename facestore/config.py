@@ -20,9 +20,14 @@ ENV_BACKBONE = "FACESTORE_BACKBONE"
 ENV_WEIGHTS = "FACESTORE_WEIGHTS"
 ENV_DEVICE = "FACESTORE_DEVICE"
 ENV_BATCH_SIZE = "FACESTORE_BATCH_SIZE"
+ENV_PRECISION = "FACESTORE_PRECISION"
 ENV_WORKER_HOST = "FACESTORE_WORKER_HOST"
 
 DEFAULT_BACKBONE = "vggface2"
+# float32 everywhere by default: the precision is part of the embedding space, so a
+# CPU worker and a GPU worker must not pick different ones on their own.
+PRECISIONS = ("float32", "float16", "bfloat16")
+DEFAULT_PRECISION = "float32"
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MODEL_DIR = "model"
 
@@ -40,6 +45,9 @@ class BackboneSettings:
     weights: Path | None = None
     device: str = "auto"
     batch_size: int = DEFAULT_BATCH_SIZE
+    precision: str = DEFAULT_PRECISION  # part of the embedding space
+    channels_last: bool = False  # memory layout only: not part of the space
+    compile: bool = False  # torch.compile: not part of the space
 
 
 def configured_worker_host(env: Mapping[str, str] = os.environ) -> str | None:
@@ -69,6 +77,10 @@ def resolve_backbone(
     device: str | None,
     batch_size: int | None,
     env: Mapping[str, str] = os.environ,
+    *,
+    precision: str | None = None,
+    channels_last: bool = False,
+    compile_model: bool = False,
 ) -> BackboneSettings:
     weights_value = weights or env.get(ENV_WEIGHTS) or None
     try:
@@ -79,9 +91,17 @@ def resolve_backbone(
         ) from None
     if size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {size}.")
+    chosen_precision = precision or env.get(ENV_PRECISION) or DEFAULT_PRECISION
+    if chosen_precision not in PRECISIONS:
+        raise ConfigurationError(
+            f"Unknown precision {chosen_precision!r}. Use one of: {', '.join(PRECISIONS)}."
+        )
     return BackboneSettings(
         name=name or env.get(ENV_BACKBONE) or DEFAULT_BACKBONE,
         weights=Path(weights_value).expanduser() if weights_value else None,
         device=device or env.get(ENV_DEVICE) or "auto",
         batch_size=size,
+        precision=chosen_precision,
+        channels_last=channels_last,
+        compile=compile_model,
     )

@@ -26,6 +26,7 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         "FACESTORE_BACKBONE",
         "FACESTORE_DEVICE",
         "FACESTORE_BATCH_SIZE",
+        "FACESTORE_PRECISION",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

@@ -23,7 +23,7 @@ from PIL import Image
 
 from facestore.backbones.weights import file_sha256
 from facestore.config import BackboneSettings
-from facestore.errors import BackboneError
+from facestore.errors import BackboneError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,11 @@ class DlibBackbone:
                 "Ignoring --weights / FACESTORE_WEIGHTS (%s): the dlib backbone uses the model "
                 "files of face_recognition_models.",
                 settings.weights,
+            )
+        if settings.precision != "float32":
+            raise ConfigurationError(
+                f"The dlib backbone computes in float32 only, not {settings.precision}. "
+                "Drop --precision (or FACESTORE_PRECISION) for --backbone dlib."
             )
         return cls()
 

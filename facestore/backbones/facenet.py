@@ -26,7 +26,7 @@ from facestore.errors import ConfigurationError, WeightsError
 log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 512
-PRECISION = "float32"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def pick_device(requested: str) -> torch.device:
@@ -76,10 +76,21 @@ class FacenetBackbone:
 
     dim = EMBEDDING_DIM
 
-    def __init__(self, variant: str, weights_path: Path, device: torch.device) -> None:
+    def __init__(
+        self,
+        variant: str,
+        weights_path: Path,
+        device: torch.device,
+        precision: str = "float32",
+        channels_last: bool = False,
+        compile_model: bool = False,
+    ) -> None:
         self.name = variant
         self.device = device
         self.weights_path = weights_path
+        self.dtype = DTYPES[precision]
+        self.channels_last = channels_last
+        self.compiled = compile_model
         model = InceptionResnetV1(pretrained=None, classify=False)
         missing, unexpected = model.load_state_dict(load_checkpoint(weights_path, variant), False)
         if missing or unexpected:
@@ -88,24 +99,39 @@ class FacenetBackbone:
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]}). "
                 f"Pass the official {CHECKPOINTS[variant].filename}."
             )
-        self.model = model.eval().to(device)
+        model = model.eval().to(device=device, dtype=self.dtype)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model: Any = torch.compile(model) if compile_model else model
         self.config: Mapping[str, Any] = {
             "weights_sha256": file_sha256(weights_path),
             "image_size": IMAGE_SIZE,
             "normalisation": NORMALISATION,
             "preprocess_version": PREPROCESS_VERSION,
-            "precision": PRECISION,
+            "precision": precision,  # reduced precision is a space of its own
         }
         log.info("Loaded %s weights from %s on %s", variant, weights_path, device)
 
     @classmethod
     def from_settings(cls, variant: str, settings: BackboneSettings) -> FacenetBackbone:
         weights = resolve_weights(variant, settings.weights)
-        return cls(variant, weights, pick_device(settings.device))
+        return cls(
+            variant,
+            weights,
+            pick_device(settings.device),
+            settings.precision,
+            settings.channels_last,
+            settings.compile,
+        )
 
     @property
     def device_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"device": str(self.device), "torch": torch.__version__}
+        info: dict[str, Any] = {
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "channels_last": self.channels_last,
+            "compiled": self.compiled,
+        }
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
@@ -119,6 +145,9 @@ class FacenetBackbone:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            tensor = tensor.to(self.dtype)
+            if self.channels_last:
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
             vectors = self.model(tensor)
         return vectors.float().cpu().numpy()
 

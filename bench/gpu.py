@@ -1,0 +1,177 @@
+"""Throughput of the embedding pipeline on a device, in one self-contained run.
+
+Builds its own SQLite database of N synthetic 160x160 JPEG crops and random
+vggface2-format weights, then measures:
+
+- the raw model per precision (and compiled, with --compile), on prepared batches;
+- decoding alone: the CPU route (decode + preprocess in threads, as `embed` does)
+  and, on a CUDA device, batched nvjpeg decode (torchvision.io.decode_jpeg);
+- end-to-end `embed` (claim, decode, model, guarded write) per precision.
+
+Prints one JSON object, then a table of faces/s and end-to-end/raw ratios.
+
+    python bench/gpu.py --device cuda --faces 20000 --batch-size 1024 --compile
+    python bench/gpu.py --device cpu --smoke        # under a minute; the tests run it
+
+What is not built yet (issue 15): decode in worker processes, the GPU decode route
+inside `embed`, and overlap of the database with the model. Their rows are absent,
+not estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import app_database, random_weights  # noqa: E402
+from facestore import db as database  # noqa: E402
+from facestore.backbones import build_backbone  # noqa: E402
+from facestore.backbones.preprocess import prepare  # noqa: E402
+from facestore.config import BackboneSettings  # noqa: E402
+from facestore.embedding import embed_pending  # noqa: E402
+from facestore.images import decode_crop  # noqa: E402
+from facestore.store import Store  # noqa: E402
+
+
+def crops_of(db: Path, limit: int) -> list[bytes]:
+    con = sqlite3.connect(db)
+    try:
+        return [r[0] for r in con.execute("SELECT face_crop_blob FROM face LIMIT ?", (limit,))]
+    finally:
+        con.close()
+
+
+def timed(run: Any, repeat: int) -> float:
+    """Best seconds of `repeat` runs (the first, warm-up, run is not counted)."""
+    run()
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def raw_model(settings: BackboneSettings, batch: np.ndarray, repeat: int) -> float:
+    backbone: Any = build_backbone(settings)
+    seconds = timed(lambda: backbone.embed_prepared(batch), repeat)
+    return len(batch) / seconds
+
+
+def cpu_decode(crops: list[bytes], workers: int) -> float:
+    with ThreadPoolExecutor(workers) as pool:
+        seconds = timed(lambda: list(pool.map(lambda c: prepare(decode_crop(c)), crops)), 1)
+    return len(crops) / seconds
+
+
+def gpu_decode(crops: list[bytes], device: str) -> float | None:
+    import torch
+
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    from torchvision.io import decode_jpeg
+
+    data = [torch.frombuffer(bytearray(c), dtype=torch.uint8) for c in crops]
+
+    def run() -> None:
+        decode_jpeg(data, device=device)
+        torch.cuda.synchronize()
+
+    return len(crops) / timed(run, 2)
+
+
+def end_to_end(db: Path, settings: BackboneSettings) -> tuple[float, int]:
+    fresh = db.with_name(f"e2e-{settings.precision}.db")
+    fresh.write_bytes(db.read_bytes())
+    store = Store(database.create_engine(f"sqlite:///{fresh}"))
+    backbone = build_backbone(settings)
+    report = embed_pending(store, backbone, batch_size=settings.batch_size)
+    store.engine.dispose()
+    return report.embedded / report.seconds, report.embedded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="facestore pipeline throughput on a device")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--faces", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=None, help="[cpu: 32, cuda: 1024]")
+    parser.add_argument("--precisions", nargs="+", default=None, help="[cpu: float32 bfloat16]")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script")
+    args = parser.parse_args()
+
+    cuda = args.device.startswith("cuda")
+    batch_size = args.batch_size or (1024 if cuda else 32)
+    faces = 96 if args.smoke else args.faces
+    precisions = args.precisions or (
+        ["float32", "float16", "bfloat16"] if cuda else ["float32", "bfloat16"]
+    )
+    if args.smoke:
+        batch_size, precisions = min(batch_size, 32), precisions[:1]
+    work = Path(tempfile.mkdtemp(prefix="facestore-gpu-"))
+    db = app_database(work / "app.db", faces)
+    weights = Path(os.environ.get("FACESTORE_WEIGHTS") or random_weights(work / "w.pt"))
+    crops = crops_of(db, min(faces, batch_size * 4))
+    batch = np.stack([prepare(decode_crop(c)) for c in crops[:batch_size]])
+    repeat = 1 if args.smoke else 3
+
+    def settings(precision: str, compile_model: bool = False) -> BackboneSettings:
+        return BackboneSettings(
+            weights=weights,
+            device=args.device,
+            batch_size=batch_size,
+            precision=precision,
+            channels_last=cuda and precision != "float32",
+            compile=compile_model,
+        )
+
+    result: dict[str, Any] = {
+        "device": args.device,
+        "faces": faces,
+        "batch_size": batch_size,
+        "cpus": os.cpu_count(),
+        "raw_model": {},
+        "end_to_end": {},
+    }
+    if cuda:
+        import torch
+
+        result["gpu"] = torch.cuda.get_device_name(args.device)
+    for precision in precisions:
+        result["raw_model"][precision] = raw_model(settings(precision), batch, repeat)
+        if args.compile:
+            result["raw_model"][f"{precision}+compile"] = raw_model(
+                settings(precision, compile_model=True), batch, repeat
+            )
+    result["decode"] = {
+        "cpu_threads": cpu_decode(crops, min(4, os.cpu_count() or 1)),
+        "gpu_nvjpeg": gpu_decode(crops, args.device),
+    }
+    for precision in precisions:
+        rate, embedded = end_to_end(db, settings(precision))
+        assert embedded == faces, f"embedded {embedded} of {faces}"
+        result["end_to_end"][precision] = rate
+    print(json.dumps(result, indent=2))
+    print(f"\n{'precision':<18}{'raw faces/s':>14}{'end-to-end':>14}{'ratio':>8}")
+    for precision, rate in result["end_to_end"].items():
+        raw = result["raw_model"][precision]
+        print(f"{precision:<18}{raw:>14.1f}{rate:>14.1f}{rate / raw:>8.3f}")
+    for name, rate in result["decode"].items():
+        shown = "n/a (no CUDA device)" if rate is None else f"{rate:.1f} faces/s"
+        print(f"decode {name:<12}{shown}")
+
+
+if __name__ == "__main__":
+    main()
