@@ -5,7 +5,8 @@ vggface2-format weights, then measures:
 
 - the raw model per precision (and compiled, with --compile), on prepared batches;
 - decoding alone: the CPU route (decode + preprocess in threads, as `embed` does)
-  and, on a CUDA device, batched nvjpeg decode (torchvision.io.decode_jpeg);
+  and, on a CUDA device, the GPU route (batched nvjpeg decode, letterbox and
+  normalisation on the GPU: facestore.backbones.tensor_preprocess);
 - end-to-end `embed` (claim, decode, model, guarded write) per precision.
 
 Prints one JSON object, then a table of faces/s and end-to-end/raw ratios.
@@ -13,9 +14,9 @@ Prints one JSON object, then a table of faces/s and end-to-end/raw ratios.
     python bench/gpu.py --device cuda --faces 20000 --batch-size 1024 --compile
     python bench/gpu.py --device cpu --smoke        # under a minute; the tests run it
 
-What is not built yet (issue 15): decode in worker processes, the GPU decode route
-inside `embed`, and overlap of the database with the model. Their rows are absent,
-not estimated.
+What is not built yet (issue 15): decode in worker processes, the GPU route inside
+`embed`, and overlap of the database with the model. Their rows are absent, not
+estimated.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bench.common import app_database, random_weights  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import build_backbone  # noqa: E402
 from facestore.backbones.preprocess import prepare  # noqa: E402
+from facestore.backbones.tensor_preprocess import decode_batch  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
 from facestore.images import decode_crop  # noqa: E402
@@ -77,16 +79,14 @@ def cpu_decode(crops: list[bytes], workers: int) -> float:
 
 
 def gpu_decode(crops: list[bytes], device: str) -> float | None:
+    """The GPU route's decode + letterbox + normalisation (backbones.tensor_preprocess)."""
     import torch
 
     if not device.startswith("cuda") or not torch.cuda.is_available():
         return None
-    from torchvision.io import decode_jpeg
-
-    data = [torch.frombuffer(bytearray(c), dtype=torch.uint8) for c in crops]
 
     def run() -> None:
-        decode_jpeg(data, device=device)
+        decode_batch(crops, device)
         torch.cuda.synchronize()
 
     return len(crops) / timed(run, 2)
