@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from facestore.schema import FaceTable
 from facestore.store.cache import Cache
-from facestore.store.database import Database
+from facestore.store.database import Database, Part
 from facestore.store.dialect import LOCK_NOT_AVAILABLE, database_now, is_transient
 from facestore.store.library import Library
 from facestore.store.queue import UNVERIFIED, VERIFIED_FIRST, LeaseOwner, WorkQueue, worker_host
@@ -47,25 +47,16 @@ from facestore.store.spaces import Spaces
 from facestore.store.suggestions import Suggestions
 
 
-class Store:
+class Store(Part):
     """The cache of one database: its parts share one engine and one transaction API."""
 
     def __init__(self, engine: Engine, face: FaceTable | None = None) -> None:
-        self.db = Database(engine, face)
+        super().__init__(Database(engine, face))
         self.spaces = Spaces(self.db)
         self.queue = WorkQueue(self.db)
         self.cache = Cache(self.db)
         self.library = Library(self.db)
         self.suggestions = Suggestions(self.db)
-
-    @property
-    def engine(self) -> Engine:
-        return self.db.engine
-
-    @property
-    def face(self) -> FaceTable:
-        """The app's face table, reflected on first use."""
-        return self.db.face
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
-from facestore.schema import FaceTable, embedding, embedding_failure, embedding_job
-from facestore.store.database import Database
+from facestore.schema import embedding, embedding_failure, embedding_job
+from facestore.store.database import Part
 from facestore.store.dialect import is_transient, upsert
 from facestore.store.queue import drop_jobs
 from facestore.store.records import (
@@ -30,19 +30,8 @@ from facestore.store.records import (
 log = logging.getLogger(__name__)
 
 
-class Cache:
+class Cache(Part):
     """Writes vectors and failures; sweeps rows of deleted or verified faces."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @property
-    def engine(self) -> Engine:
-        return self.db.engine
-
-    @property
-    def face(self) -> FaceTable:
-        return self.db.face
 
     def write_results(
         self,

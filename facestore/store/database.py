@@ -128,3 +128,19 @@ class Database:
                 ),
             )
         return self._suggestion
+
+
+class Part:
+    """A part of the store: shares one Database (engine, face table, transactions)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def engine(self) -> Engine:
+        return self.db.engine
+
+    @property
+    def face(self) -> FaceTable:
+        """The app's face table, reflected on first use."""
+        return self.db.face

@@ -6,27 +6,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
-from facestore.schema import FaceTable, embedding, embedding_failure
-from facestore.store.database import Database
+from facestore.schema import embedding, embedding_failure
+from facestore.store.database import Part
 from facestore.store.records import CacheCounts, FailureRow, TrainingRows, decode_vectors
 from facestore.timestamps import iso_utc
 
 
-class Library:
+class Library(Part):
     """Read-only views of the cache joined with the app's face table."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @property
-    def engine(self) -> Engine:
-        return self.db.engine
-
-    @property
-    def face(self) -> FaceTable:
-        return self.db.face
 
     def counts(self, space_hash: str | None) -> CacheCounts:
         face = self.face.table

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from facestore.config import configured_worker_host
-from facestore.schema import FaceTable, embedding_job
-from facestore.store.database import Database
+from facestore.schema import embedding_job
+from facestore.store.database import Part
 from facestore.store.dialect import (
     LOCK_NOT_AVAILABLE,
     database_now,
@@ -82,19 +82,8 @@ def drop_jobs(conn: Connection, space_hash: str, face_ids: Sequence[int]) -> Non
     )
 
 
-class WorkQueue:
+class WorkQueue(Part):
     """embedding_job: what is pending, who holds which face."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @property
-    def engine(self) -> Engine:
-        return self.db.engine
-
-    @property
-    def face(self) -> FaceTable:
-        return self.db.face
 
     def count_pending(self, space_hash: str | None, verified: bool = True) -> int:
         if space_hash:

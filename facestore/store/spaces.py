@@ -7,29 +7,18 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from facestore.backbones import Space
-from facestore.schema import FaceTable, embedding, embedding_failure, embedding_space
-from facestore.store.database import Database
+from facestore.schema import embedding, embedding_failure, embedding_space
+from facestore.store.database import Part
 from facestore.store.dialect import insert_for
 from facestore.store.records import PruneCounts, SpaceSummary
 from facestore.timestamps import iso_utc
 
 
-class Spaces:
+class Spaces(Part):
     """The embedding_space table."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @property
-    def engine(self) -> Engine:
-        return self.db.engine
-
-    @property
-    def face(self) -> FaceTable:
-        return self.db.face
 
     def _space_where(self, where: sa.ColumnElement[bool]) -> Space | None:
         with self.engine.connect() as conn:

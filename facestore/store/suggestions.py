@@ -8,27 +8,15 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
-from facestore.schema import FaceTable, embedding
-from facestore.store.database import Database
+from facestore.schema import embedding
+from facestore.store.database import Part
 from facestore.store.dialect import wait_briefly_for_locks
 from facestore.store.records import VECTOR_DTYPE
 
 
-class Suggestions:
+class Suggestions(Part):
     """The unverified faces' vectors in, their suggestion rows out."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @property
-    def engine(self) -> Engine:
-        return self.db.engine
-
-    @property
-    def face(self) -> FaceTable:
-        return self.db.face
 
     def unverified_vectors(self, space_hash: str) -> list[tuple[int, str, np.ndarray]]:
         """(face_id, crop sha256, vector) of unverified faces with a vector in the space."""
