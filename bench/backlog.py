@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights, synthetic_crop  # noqa: E402
+from bench.common import app_database, random_weights, start_watch, synthetic_crop  # noqa: E402
 
 
 def main() -> None:
@@ -44,27 +43,18 @@ def main() -> None:
     weights = os.environ.get("FACESTORE_WEIGHTS") or str(random_weights(work / "w.pt"))
     log = work / "watch.log"
     model_link = work / "model" / "current"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "facestore",
-            "--db",
-            str(db),
-            "--model-dir",
-            str(work / "model"),
-            "watch",
-            "--weights",
-            weights,
-            "--slice",
-            str(args.slice),
-            "--retrain-min-changes",
-            str(args.min_changes),
-            "--retrain-cooldown",
-            str(args.cooldown),
-        ],
-        stderr=log.open("w"),
-        stdout=subprocess.DEVNULL,
+    proc = start_watch(
+        db,
+        work,
+        log,
+        "--weights",
+        weights,
+        "--slice",
+        str(args.slice),
+        "--retrain-min-changes",
+        str(args.min_changes),
+        "--retrain-cooldown",
+        str(args.cooldown),
     )
     while "Watching" not in log.read_text():
         if proc.poll() is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +51,22 @@ def random_weights(path: Path, seed: int = 1) -> Path:
     torch.manual_seed(seed)
     torch.save(InceptionResnetV1(classify=True, num_classes=8631).state_dict(), path)
     return path
+
+
+def start_watch(db: Path, work: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`facestore watch` on db as a subprocess, models in work/model, stderr to log."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "facestore",
+            "--db",
+            str(db),
+            "--model-dir",
+            str(work / "model"),
+            "watch",
+            *options,
+        ],
+        stderr=log.open("w"),
+        stdout=subprocess.DEVNULL,
+    )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights  # noqa: E402
+from bench.common import app_database, random_weights, start_watch  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -43,23 +42,14 @@ def main() -> None:
     db = app_database(work / "app.db", args.faces)
     weights = os.environ.get("FACESTORE_WEIGHTS") or str(random_weights(work / "w.pt"))
     log = work / "watch.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "facestore",
-            "--db",
-            str(db),
-            "--model-dir",
-            str(work / "model"),
-            "watch",
-            "--interval",
-            "60",
-            "--weights",
-            weights,
-        ],
-        stderr=log.open("w"),
-        stdout=subprocess.DEVNULL,
+    proc = start_watch(
+        db,
+        work,
+        log,
+        "--interval",
+        "60",
+        "--weights",
+        weights,
     )
     try:
         while "Watching" not in log.read_text() or "Embedded" not in log.read_text():

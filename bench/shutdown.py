@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights  # noqa: E402
+from bench.common import app_database, random_weights, start_watch  # noqa: E402
 
 
 def spin() -> None:
@@ -47,25 +47,16 @@ def wait_for_text(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: 
 
 def one_run(db: Path, work: Path, weights: str, batch_size: int, run: int) -> dict[str, object]:
     log = work / f"watch-{run}.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "facestore",
-            "--db",
-            str(db),
-            "--model-dir",
-            str(work / "model"),
-            "watch",
-            "--no-suggestions",
-            "--no-retrain",
-            "--batch-size",
-            str(batch_size),
-            "--weights",
-            weights,
-        ],
-        stderr=log.open("w"),
-        stdout=subprocess.DEVNULL,
+    proc = start_watch(
+        db,
+        work,
+        log,
+        "--no-suggestions",
+        "--no-retrain",
+        "--batch-size",
+        str(batch_size),
+        "--weights",
+        weights,
     )
     wait_for_text(log, "Embedded ", proc, timeout=600)
     time.sleep(random.uniform(0.2, 1.5))  # land inside the next batch
