@@ -148,6 +148,7 @@ class Embedder:
         self._decode = decoder(backbone)
         self._chunker = Chunker(batch_size)
         self._model_works = probe(backbone, self._decode)
+        self._noted: set[str] = set()  # spaces whose device info this process recorded
         self._pool = ThreadPoolExecutor(
             workers or min(4, os.cpu_count() or 1), thread_name_prefix="facestore-decode"
         )
@@ -195,8 +196,9 @@ class Embedder:
             store.spaces.record(space)
         else:
             ensure_active_space(store, space)
-        if isinstance(self.backbone, PreparedBackbone):
+        if isinstance(self.backbone, PreparedBackbone) and space.config_hash not in self._noted:
             store.spaces.record_device_info(space.config_hash, self.backbone.device_info)
+            self._noted.add(space.config_hash)  # a process's device does not change
         if scan if sweep is None else sweep:
             store.cache.sweep_orphans()
         embedded = failed = 0
