@@ -4,19 +4,17 @@ Builds its own SQLite database of N synthetic 160x160 JPEG crops and random
 vggface2-format weights, then measures:
 
 - the raw model per precision (and compiled, with --compile), on prepared batches;
-- decoding alone: the CPU route (decode + preprocess in threads, as `embed` does)
-  and, on a CUDA device, the GPU route (batched nvjpeg decode, letterbox and
-  normalisation on the GPU: facestore.backbones.tensor_preprocess);
-- end-to-end `embed` (claim, decode, model, guarded write) per precision.
+- decoding alone: the CPU route in worker processes (shared-memory slots, as `embed`
+  does) and in threads, and on a CUDA device the GPU route (batched nvjpeg decode,
+  letterbox and normalisation on the GPU: facestore.backbones.tensor_preprocess);
+- end-to-end `embed` (claim, decode, model, guarded write, overlapped) per precision,
+  on the CPU route and, on a CUDA device, on the GPU route too;
+- peak host RSS of this process and of its decode workers.
 
 Prints one JSON object, then a table of faces/s and end-to-end/raw ratios.
 
     python bench/gpu.py --device cuda --faces 20000 --batch-size 1024 --compile
     python bench/gpu.py --device cpu --smoke        # under a minute; the tests run it
-
-What is not built yet (issue 15): decode in worker processes, the GPU route inside
-`embed`, and overlap of the database with the model. Their rows are absent, not
-estimated.
 """
 
 from __future__ import annotations
@@ -24,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sqlite3
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +40,15 @@ from facestore.backbones import build_backbone  # noqa: E402
 from facestore.backbones.preprocess import prepare  # noqa: E402
 from facestore.backbones.tensor_preprocess import decode_batch  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
+from facestore.decoding import (  # noqa: E402
+    DecodePool,
+    ProcessDecoding,
+    ThreadDecoding,
+    decoder,
+)
 from facestore.embedding import embed_pending  # noqa: E402
 from facestore.images import decode_crop  # noqa: E402
-from facestore.store import Store  # noqa: E402
+from facestore.store import Crop, Store  # noqa: E402
 
 
 def crops_of(db: Path, limit: int) -> list[bytes]:
@@ -72,10 +76,43 @@ def raw_model(settings: BackboneSettings, batch: np.ndarray, repeat: int) -> flo
     return len(batch) / seconds
 
 
-def cpu_decode(crops: list[bytes], workers: int) -> float:
-    with ThreadPoolExecutor(workers) as pool:
-        seconds = timed(lambda: list(pool.map(lambda c: prepare(decode_crop(c)), crops)), 1)
-    return len(crops) / seconds
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a live process (Linux), shared-memory pages it touched included."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+WORKER_PEAKS: list[float] = []
+
+
+def pool_decode(pool: DecodePool, crops: list[bytes], batch_size: int) -> float:
+    """Faces/s of a decode pool alone, batches in flight two at a time as in `embed`."""
+    batches = [
+        [Crop(i, blob) for i, blob in enumerate(crops[at : at + batch_size], start=at)]
+        for at in range(0, len(crops), batch_size)
+    ]
+
+    def run() -> None:
+        pending = []
+        for batch in batches:
+            pending.append(pool.submit(batch))
+            if len(pending) == 2:
+                done = pending.pop(0)
+                done.result()
+                done.release()
+        for done in pending:
+            done.result()
+            done.release()
+
+    try:
+        rate = len(crops) / timed(run, 1)
+        if isinstance(pool, ProcessDecoding):
+            WORKER_PEAKS.extend(peak_rss_mib(pid) for pid in pool.worker_pids())
+        return rate
+    finally:
+        pool.close()
 
 
 def gpu_decode(crops: list[bytes], device: str) -> float | None:
@@ -93,7 +130,7 @@ def gpu_decode(crops: list[bytes], device: str) -> float | None:
 
 
 def end_to_end(db: Path, settings: BackboneSettings) -> tuple[float, int]:
-    fresh = db.with_name(f"e2e-{settings.precision}.db")
+    fresh = db.with_name(f"e2e-{settings.precision}-{settings.device_decode}.db")
     fresh.write_bytes(db.read_bytes())
     store = Store(database.create_engine(f"sqlite:///{fresh}"))
     backbone = build_backbone(settings)
@@ -127,7 +164,9 @@ def main() -> None:
     batch = np.stack([prepare(decode_crop(c)) for c in crops[:batch_size]])
     repeat = 1 if args.smoke else 3
 
-    def settings(precision: str, compile_model: bool = False) -> BackboneSettings:
+    def settings(
+        precision: str, compile_model: bool = False, device_decode: str = "off"
+    ) -> BackboneSettings:
         return BackboneSettings(
             weights=weights,
             device=args.device,
@@ -135,6 +174,7 @@ def main() -> None:
             precision=precision,
             channels_last=cuda and precision != "float32",
             compile=compile_model,
+            device_decode=device_decode,
         )
 
     result: dict[str, Any] = {
@@ -155,22 +195,38 @@ def main() -> None:
             result["raw_model"][f"{precision}+compile"] = raw_model(
                 settings(precision, compile_model=True), batch, repeat
             )
+    backbone: Any = build_backbone(settings(precisions[0]))
+    processes = ProcessDecoding(backbone, batch_size)
+    result["decode_workers"] = processes.workers
     result["decode"] = {
-        "cpu_threads": cpu_decode(crops, min(4, os.cpu_count() or 1)),
+        "cpu_processes": pool_decode(processes, crops, batch_size),
+        "cpu_threads": pool_decode(ThreadDecoding(decoder(backbone)), crops, batch_size),
         "gpu_nvjpeg": gpu_decode(crops, args.device),
     }
+    del backbone
+    routes = ["off", "on"] if cuda else ["off"]  # device decode: the GPU route
     for precision in precisions:
-        rate, embedded = end_to_end(db, settings(precision))
-        assert embedded == faces, f"embedded {embedded} of {faces}"
-        result["end_to_end"][precision] = rate
+        for route in routes:
+            rate, embedded = end_to_end(db, settings(precision, device_decode=route))
+            assert embedded == faces, f"embedded {embedded} of {faces}"
+            name = precision if route == "off" else f"{precision}+gpu-decode"
+            result["end_to_end"][name] = rate
+    result["peak_rss_mib"] = {
+        "this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "largest_worker": max(WORKER_PEAKS, default=float("nan")),  # in the decode-alone run
+    }
     print(json.dumps(result, indent=2))
     print(f"\n{'precision':<18}{'raw faces/s':>14}{'end-to-end':>14}{'ratio':>8}")
     for precision, rate in result["end_to_end"].items():
-        raw = result["raw_model"][precision]
+        raw = result["raw_model"][precision.split("+gpu-decode")[0]]
         print(f"{precision:<18}{raw:>14.1f}{rate:>14.1f}{rate / raw:>8.3f}")
     for name, rate in result["decode"].items():
         shown = "n/a (no CUDA device)" if rate is None else f"{rate:.1f} faces/s"
-        print(f"decode {name:<12}{shown}")
+        print(f"decode {name:<14}{shown}")
+    rss = result["peak_rss_mib"]
+    print(
+        f"peak RSS: {rss['this_process']:.0f} MiB, largest worker {rss['largest_worker']:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class App:
     precision: str | None = None
     channels_last: bool = False
     compile_model: bool = False
+    device_decode: str = "auto"
     _engine: Engine | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
 
@@ -73,6 +74,7 @@ class App:
             precision=self.precision,
             channels_last=self.channels_last,
             compile_model=self.compile_model,
+            device_decode=self.device_decode,
         )
 
     def build_backbone(self, default_name: str | None = None) -> Backbone:

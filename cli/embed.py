@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -10,6 +12,7 @@ from facestore import db as database
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json, progress_bar
+from facestore.daemon.signals import StopEvent, stop_on_signals
 from facestore.embedding import embed_pending
 from facestore.importer import check_folder, count_files, import_folder
 from facestore.repository import ModelRepository
@@ -27,13 +30,24 @@ def embed(app: App, as_json: bool) -> None:
     Incremental and resumable: faces already embedded, or whose current crop
     already failed to decode, are not touched. A crop edited by the app is
     embedded again. JSON keys: embedded, failed, pending, seconds.
+
+    SIGTERM or SIGINT stops within a second or so: what was embedded is kept, the
+    rest stays pending, and the exit status is 128 + the signal's number.
     """
     store = app.store
     options = app.backbone_settings()
     model = app.build_backbone()
     total = store.queue.count_pending(space_of(model).config_hash)
-    with progress_bar(total, "embed") as bar:
-        report = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
+    stop = StopEvent()
+    with stop_on_signals(stop) as received, progress_bar(total, "embed") as bar:
+        report = embed_pending(store, model, batch_size=options.batch_size, progress=bar, stop=stop)
+    if received:
+        click.echo(
+            f"Stopped by {signal.Signals(received[0]).name} after embedding {report.embedded} "
+            "faces; the rest stays pending. Run 'facestore embed' again to resume.",
+            err=True,
+        )
+        sys.exit(128 + received[0])
     if as_json:
         print_json(report.as_json())
     else:

@@ -10,10 +10,12 @@ from typing import Any, TypeVar
 import click
 
 from facestore.config import (
+    DEVICE_DECODES,
     ENV_BACKBONE,
     ENV_BATCH_SIZE,
     ENV_DB,
     ENV_DEVICE,
+    ENV_DEVICE_DECODE,
     ENV_MODEL_DIR,
     ENV_PRECISION,
     ENV_WEIGHTS,
@@ -30,6 +32,7 @@ BACKBONE_PARAMS = (
     "precision",
     "channels_last",
     "compile_model",
+    "device_decode",
 )
 
 
@@ -91,7 +94,7 @@ def backbone_options(func: F) -> F:
                 default=None,
                 envvar=ENV_BATCH_SIZE,
                 show_envvar=True,
-                help="Faces per model batch. [default: 32]",
+                help="Faces per model batch. [default: 32 on a CPU, 1024 on a GPU]",
             ),
             click.option(
                 "--precision",
@@ -112,6 +115,15 @@ def backbone_options(func: F) -> F:
                 "compile_model",
                 is_flag=True,
                 help="torch.compile the model (slow start, faster batches on a GPU).",
+            ),
+            click.option(
+                "--device-decode",
+                type=click.Choice(DEVICE_DECODES),
+                default="auto",
+                envvar=ENV_DEVICE_DECODE,
+                show_envvar=True,
+                help="Decode JPEG crops in batches on the model's device (nvjpeg on a GPU); "
+                "other crops take the CPU route. auto: on for CUDA devices. [default: auto]",
             ),
         ]
     ):

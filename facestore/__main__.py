@@ -2,4 +2,5 @@
 
 from facestore.cli.main import main
 
-main(prog_name="facestore")
+if __name__ == "__main__":
+    main(prog_name="facestore")

@@ -22,13 +22,14 @@ ENV_DEVICE = "FACESTORE_DEVICE"
 ENV_BATCH_SIZE = "FACESTORE_BATCH_SIZE"
 ENV_PRECISION = "FACESTORE_PRECISION"
 ENV_WORKER_HOST = "FACESTORE_WORKER_HOST"
+ENV_DEVICE_DECODE = "FACESTORE_DEVICE_DECODE"
+DEVICE_DECODES = ("auto", "on", "off")
 
 DEFAULT_BACKBONE = "vggface2"
 # float32 everywhere by default: the precision is part of the embedding space, so a
 # CPU worker and a GPU worker must not pick different ones on their own.
 PRECISIONS = ("float32", "float16", "bfloat16")
 DEFAULT_PRECISION = "float32"
-DEFAULT_BATCH_SIZE = 32
 DEFAULT_MODEL_DIR = "model"
 
 
@@ -44,10 +45,11 @@ class BackboneSettings:
     name: str = DEFAULT_BACKBONE
     weights: Path | None = None
     device: str = "auto"
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # None: the backbone's default for its device
     precision: str = DEFAULT_PRECISION  # part of the embedding space
     channels_last: bool = False  # memory layout only: not part of the space
     compile: bool = False  # torch.compile: not part of the space
+    device_decode: str = "auto"  # the GPU route for JPEGs: not part of the space
 
 
 def configured_worker_host(env: Mapping[str, str] = os.environ) -> str | None:
@@ -81,15 +83,17 @@ def resolve_backbone(
     precision: str | None = None,
     channels_last: bool = False,
     compile_model: bool = False,
+    device_decode: str | None = None,
 ) -> BackboneSettings:
     weights_value = weights or env.get(ENV_WEIGHTS) or None
     try:
-        size = batch_size or int(env.get(ENV_BATCH_SIZE) or DEFAULT_BATCH_SIZE)
+        from_env = env.get(ENV_BATCH_SIZE)
+        size = batch_size or (int(from_env) if from_env else None)
     except ValueError:
         raise ConfigurationError(
             f"{ENV_BATCH_SIZE} must be a whole number, got {env[ENV_BATCH_SIZE]!r}."
         ) from None
-    if size < 1:
+    if size is not None and size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {size}.")
     chosen_precision = precision or env.get(ENV_PRECISION) or DEFAULT_PRECISION
     if chosen_precision not in PRECISIONS:
@@ -104,4 +108,5 @@ def resolve_backbone(
         precision=chosen_precision,
         channels_last=channels_last,
         compile=compile_model,
+        device_decode=device_decode or env.get(ENV_DEVICE_DECODE) or "auto",
     )

@@ -1,11 +1,12 @@
-"""The incremental pipeline: queue -> claim a batch -> decode in threads -> embed -> write.
+"""The incremental pipeline: queue -> claim a batch -> decode -> embed -> write.
 
-One `Embedder` per process holds the backbone, its decode threads and the model
-runner; `embed`, `reembed` and the daemon call its `run_pass()`. Decoding of the
-next batch runs in the threads while the model embeds the current one. Claims and
-writes are short transactions of their own; none is held while decoding or while
-the model runs. Each pass is one lease owner, so several workers (processes,
-machines) share the queue without doing a face twice.
+One `Embedder` per process holds the backbone, its decode pool (worker processes,
+threads, or the GPU route: facestore.decoding) and the model runner; `embed`,
+`reembed` and the daemon call its `run_pass()`. Claiming, decoding, the model and
+writing overlap (facestore.pipeline). Claims and writes are short transactions of
+their own; none is held while decoding or while the model runs. Each pass is one
+lease owner, so several workers (processes, machines) share the queue without
+doing a face twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -24,8 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from facestore.backbones import Backbone, PreparedBackbone, Space, space_of
+from facestore.decoding import DecodePool, decoder, make_decode_pool
 from facestore.errors import SpaceMismatchError
-from facestore.inference import Chunker, decode_ahead, decoder, embed_batch, probe
+from facestore.inference import Chunker, embed_batch, probe
+from facestore.pipeline import run_stages
 from facestore.store import Crop, LeaseOwner, Store, worker_host
 
 log = logging.getLogger(__name__)
@@ -122,12 +124,22 @@ def ensure_active_space(store: Store, space: Space) -> None:
         )
 
 
+def default_batch_size(backbone: Backbone) -> int:
+    """The backbone's batch size for its device (facenet: 1024 on a GPU), else 32."""
+    return int(getattr(backbone, "default_batch_size", FALLBACK_BATCH_SIZE))
+
+
+FALLBACK_BATCH_SIZE = 32
+
+
 class Embedder:
-    """One per process: the backbone, its decode threads, the model runner, a stop flag.
+    """One per process: the backbone, its decode pool, the model runner, a stop flag.
 
     A set `stop` is seen between chunks of a batch (about inference.CHUNK_SECONDS of
     model work); the unwritten faces go back to the queue. A batch not written
-    within `lease_seconds` may be claimed by another worker.
+    within `lease_seconds` may be claimed by another worker. `decode` picks the CPU
+    route's pool ("auto": processes where the backbone allows, see
+    facestore.decoding); a backbone with a `decode_device` also takes the GPU route.
     """
 
     def __init__(
@@ -135,23 +147,28 @@ class Embedder:
         store: Store,
         backbone: Backbone,
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         workers: int | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         stop: threading.Event | None = None,
+        decode: str = "auto",
     ) -> None:
         self.store = store
         self.backbone = backbone
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(backbone)
         self.lease_seconds = lease_seconds
         self.stop = stop or threading.Event()
-        self._decode = decoder(backbone)
-        self._chunker = Chunker(batch_size)
-        self._model_works = probe(backbone, self._decode)
+        self._chunker = Chunker(self.batch_size)
+        self._model_works = probe(backbone, decoder(backbone))
         self._noted: set[str] = set()  # spaces whose device info this process recorded
-        self._pool = ThreadPoolExecutor(
-            workers or min(4, os.cpu_count() or 1), thread_name_prefix="facestore-decode"
+        self.pool: DecodePool = make_decode_pool(
+            backbone,
+            self.batch_size,
+            mode=decode,
+            workers=workers,
+            device_decode=getattr(backbone, "decode_device", None),
         )
+        log.debug("Decoding with %d %s", self.pool.workers, self.pool.kind)
 
     def __enter__(self) -> Embedder:
         return self
@@ -165,7 +182,7 @@ class Embedder:
         self.close()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.close()
 
     def run_pass(
         self,
@@ -201,51 +218,30 @@ class Embedder:
             self._noted.add(space.config_hash)  # a process's device does not change
         if scan if sweep is None else sweep:
             store.cache.sweep_orphans()
-        embedded = failed = 0
-        more = False
         owner = str(LeaseOwner.new())
         with _releasing(store, owner):
             batches = claimed_batches(
                 store, space.config_hash, self.batch_size, owner, self.lease_seconds, verified, scan
             )
-            decoded_batches = decode_ahead(batches, self._pool, self._decode)
-            with contextlib.closing(decoded_batches):
-                for decoded in decoded_batches:
-                    if self.stop.is_set():
-                        break
-                    batch_started = time.perf_counter()
-                    done = embed_batch(
-                        self.backbone, decoded, self._chunker, self.stop, self._model_works
-                    )
-                    if done is None:
-                        log.info(
-                            "Stopping mid-batch; its %d faces go back to the queue", len(decoded)
-                        )
-                        break
-                    results, failures = done
-                    outcome = store.cache.write_results(space.config_hash, results, failures, owner)
-                    for f in failures:
-                        log.warning("Face %d failed to embed: %s", f.face_id, f.error)
-                    embedded += outcome.embedded
-                    failed += outcome.failed
-                    log.info(
-                        "Embedded %d faces in %.0f ms (%d failed, %d changed meanwhile)",
-                        outcome.embedded,
-                        (time.perf_counter() - batch_started) * 1000,
-                        outcome.failed,
-                        outcome.changed,
-                    )
-                    if progress is not None:
-                        progress(len(decoded))
-                    if deadline is not None and time.monotonic() >= deadline:
-                        more = True
-                        break
+            totals = run_stages(
+                batches,
+                self.pool,
+                lambda decoded: embed_batch(
+                    self.backbone, decoded, self._chunker, self.stop, self._model_works
+                ),
+                lambda results, failures: store.cache.write_results(
+                    space.config_hash, results, failures, owner
+                ),
+                stop=self.stop,
+                deadline=deadline,
+                progress=progress,
+            )
         return EmbedReport(
-            embedded=embedded,
-            failed=failed,
+            embedded=totals.embedded,
+            failed=totals.failed,
             pending=store.queue.count_pending(space.config_hash, verified) if scan else None,
             seconds=time.perf_counter() - started,
-            more=more,
+            more=totals.more,
         )
 
 
@@ -253,7 +249,7 @@ def embed_pending(
     store: Store,
     backbone: Backbone,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,

@@ -1,5 +1,5 @@
-"""Crops to vectors: decode (and prepare) in threads, run the model in chunks, and make
-one bad face fail alone. No database here.
+"""Decoded crops to vectors: run the model in chunks, and make one bad face fail alone.
+No database here (decoding: facestore.decoding).
 
 A stop request waits for at most one chunk of the model's work: chunks are sized to
 about CHUNK_SECONDS from the measured time per face (bench/shutdown.py).
@@ -11,76 +11,23 @@ import io
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from facestore.backbones import Backbone, PreparedBackbone
-from facestore.errors import ImageDecodeError
-from facestore.images import decode_crop
-from facestore.store import Crop, FailureResult, VectorResult, crop_sha256
+from facestore.decoding import Decoded
+from facestore.store import Crop, FailureResult, VectorResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Decoded:
-    face_id: int
-    crop_sha256: str
-    pixels: Any  # the backbone's prepared array, or a PIL image
-    error: str | None
-
-
-def decoder(backbone: Backbone) -> Callable[[Crop], Decoded]:
-    """Crop -> Decoded: the image (prepared, on the fast path) or why it cannot be one."""
-    prepare = backbone.prepare if isinstance(backbone, PreparedBackbone) else None
-
-    def decode(crop: Crop) -> Decoded:
-        sha = crop_sha256(crop.blob)
-        if crop.error is not None:
-            return Decoded(crop.face_id, sha, None, crop.error)
-        try:
-            image = decode_crop(crop.blob)
-        except ImageDecodeError as exc:
-            return Decoded(crop.face_id, sha, None, str(exc))
-        try:
-            return Decoded(crop.face_id, sha, prepare(image) if prepare else image, None)
-        except Exception as exc:  # noqa: BLE001 - one odd image must not stop the batch
-            return Decoded(crop.face_id, sha, None, f"the backbone cannot prepare it: {exc}")
-
-    return decode
-
-
-def decode_ahead(
-    batches: Iterable[list[Crop]], pool: ThreadPoolExecutor, decode: Callable[[Crop], Decoded]
-) -> Generator[list[Decoded], None, None]:
-    """Yield decoded batches while the next batch is already decoding in the pool.
-
-    Closed early (a stop, a deadline), it cancels the decoding still queued.
-    """
-    in_flight: deque[list[Future[Decoded]]] = deque()
-    try:
-        for batch in batches:
-            in_flight.append([pool.submit(decode, crop) for crop in batch])
-            if len(in_flight) > 1:
-                yield [f.result() for f in in_flight.popleft()]
-        while in_flight:
-            yield [f.result() for f in in_flight.popleft()]
-    finally:
-        for futures in in_flight:
-            for future in futures:
-                future.cancel()
 
 
 def _embed(backbone: Backbone, decoded: list[Decoded]) -> np.ndarray:
     pixels = [d.pixels for d in decoded]
     if isinstance(backbone, PreparedBackbone):
-        vectors = backbone.embed_prepared(np.stack(pixels))
+        stack = getattr(backbone, "stack_prepared", np.stack)  # rows on a device: its own
+        vectors = backbone.embed_prepared(stack(pixels))
     else:
         vectors = backbone.embed_images(pixels)
     vectors = np.asarray(vectors, dtype=np.float32)

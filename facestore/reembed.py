@@ -52,7 +52,7 @@ def build_space(
     store: Store,
     backbone: Backbone,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> tuple[Space, int, int]:
@@ -104,7 +104,7 @@ def reembed(
     backbone: Backbone,
     model_dir: Path,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     activate_space: bool = True,
     classifier: str = "auto",
     progress: ProgressCallback | None = None,

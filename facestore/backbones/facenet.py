@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,16 @@ from facestore.backbones.preprocess import (
     prepare_batch,
 )
 from facestore.backbones.weights import CHECKPOINTS, file_sha256, resolve_weights
-from facestore.config import BackboneSettings
+from facestore.config import DEVICE_DECODES, BackboneSettings
 from facestore.errors import ConfigurationError, WeightsError
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 512
+# Batch sizes per device: large batches keep a GPU busy (bench/gpu.py); on a CPU a
+# batch of 32 already reaches the model's throughput and keeps stops prompt.
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 1024
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -43,6 +47,21 @@ def pick_device(requested: str) -> torch.device:
             f"Device {requested!r} was asked for but CUDA is not available. Use --device cpu."
         )
     return device
+
+
+def decode_device_for(device: torch.device, choice: str) -> torch.device | None:
+    """Where JPEGs are decoded in batches (the GPU route), or None for the CPU route.
+
+    auto: on a CUDA device. on: on the model's device whatever it is (on a CPU that is
+    torchvision's decoder; how the tests run the route). off: never.
+    """
+    if choice not in DEVICE_DECODES:
+        raise ConfigurationError(
+            f"Unknown device-decode choice {choice!r}. Use one of: {', '.join(DEVICE_DECODES)}."
+        )
+    if choice == "on" or (choice == "auto" and device.type == "cuda"):
+        return device
+    return None
 
 
 def load_checkpoint(path: Path, variant: str) -> dict[str, torch.Tensor]:
@@ -84,6 +103,7 @@ class FacenetBackbone:
         precision: str = "float32",
         channels_last: bool = False,
         compile_model: bool = False,
+        device_decode: str = "auto",
     ) -> None:
         self.name = variant
         self.device = device
@@ -91,6 +111,7 @@ class FacenetBackbone:
         self.dtype = DTYPES[precision]
         self.channels_last = channels_last
         self.compiled = compile_model
+        self.decode_device = decode_device_for(device, device_decode)
         model = InceptionResnetV1(pretrained=None, classify=False)
         missing, unexpected = model.load_state_dict(load_checkpoint(weights_path, variant), False)
         if missing or unexpected:
@@ -122,6 +143,7 @@ class FacenetBackbone:
             settings.precision,
             settings.channels_last,
             settings.compile,
+            settings.device_decode,
         )
 
     @property
@@ -131,21 +153,50 @@ class FacenetBackbone:
             "torch": torch.__version__,
             "channels_last": self.channels_last,
             "compiled": self.compiled,
+            "device_decode": self.decode_device is not None,
         }
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
 
+    @property
+    def default_batch_size(self) -> int:
+        return GPU_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE
+
+    # decode worker processes run preprocess.prepare on their own (ProcessPreparable)
+    prepared_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
+
+    @property
+    def prepare_function(self) -> Callable[[Image.Image], np.ndarray]:
+        return prepare
+
     def prepare(self, image: Image.Image) -> np.ndarray:
         """CPU-side preprocessing of one image; safe to run in worker threads."""
         return prepare(image)
 
-    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+    def stack_prepared(
+        self, rows: Sequence[np.ndarray | torch.Tensor]
+    ) -> np.ndarray | torch.Tensor:
+        """One batch of prepared rows: arrays from the CPU route, tensors from the GPU
+        route (already on the device), or both. On CUDA, host rows go through pinned
+        memory so that the copy to the device does not block."""
+        if all(isinstance(row, np.ndarray) for row in rows):
+            if self.device.type != "cuda":
+                return np.stack(rows)
+            host = torch.empty((len(rows), *self.prepared_shape), pin_memory=True)
+            for i, row in enumerate(rows):
+                host[i] = torch.from_numpy(row)
+            return host
+        return torch.stack(
+            [torch.as_tensor(row).to(self.device, non_blocking=True) for row in rows]
+        )
+
+    def embed_prepared(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
-            tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            tensor = tensor.to(self.dtype)
+            tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
+            tensor = tensor.to(self.device, non_blocking=True).to(self.dtype)
             if self.channels_last:
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
             vectors = self.model(tensor)

@@ -3,11 +3,11 @@ letterbox + normalisation on tensors. The same functions run on CPU tensors, whi
 how the tests check them against the PIL route (facestore.backbones.preprocess).
 
 Which crops take this route is decided per crop (`gpu_route`): baseline or extended
-YCbCr/greyscale JPEGs. PNG, WebP, progressive or CMYK JPEGs, and anything the decoder
-refuses, fall back to the CPU route in the same batch. Measured on synthetic crops:
-the two routes' inputs differ by at most one grey level (1/128 after normalisation).
-Large JPEGs differ more, because the PIL route decodes them at a reduced DCT scale
-(images.DRAFT_SIZE); not wired into `embed` yet (issue 15).
+YCbCr/greyscale JPEGs under 640 px on some side. PNG, WebP, progressive or CMYK JPEGs,
+JPEGs the PIL route decodes at a reduced DCT scale (images.DRAFT_SIZE), and anything
+the decoder refuses, take the CPU route in the same batch (facestore.decoding). Measured
+on synthetic crops: the two routes' inputs differ by at most one grey level (1/128
+after normalisation), so they are one embedding space.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from facestore.backbones.preprocess import IMAGE_SIZE
+from facestore.images import DRAFT_SIZE
 
 BASELINE_SOF = {0xC0, 0xC1}  # nvjpeg's batched decode: baseline / extended sequential
 SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -34,8 +35,15 @@ def gpu_route(blob: bytes) -> bool:
         marker = blob[at + 1]
         length = int.from_bytes(blob[at + 2 : at + 4], "big")
         if marker in SOF_MARKERS:
-            components = blob[at + 9] if at + 9 < len(blob) else 0
-            return marker in BASELINE_SOF and components in (1, 3)
+            if at + 9 >= len(blob):
+                return False
+            height = int.from_bytes(blob[at + 5 : at + 7], "big")
+            width = int.from_bytes(blob[at + 7 : at + 9], "big")
+            components = blob[at + 9]
+            # the PIL route decodes JPEGs of 640 px or more per side at a reduced scale
+            # (images.DRAFT_SIZE): those take it, or the routes would not agree
+            drafted = width >= 2 * DRAFT_SIZE[0] and height >= 2 * DRAFT_SIZE[1]
+            return marker in BASELINE_SOF and components in (1, 3) and not drafted
         if marker == 0xDA:  # start of scan before any frame header: malformed
             return False
         at += 2 + length

@@ -18,7 +18,7 @@ class WatchOptions:
     classifier: str = "auto"
     suggestions: bool = True
     min_confidence: float | None = None  # None: the model's calibrated open-set rule
-    batch_size: int = 32
+    batch_size: int | None = None
     retrain: bool = True
     lease: float = DEFAULT_LEASE_SECONDS
     work_slice: float = 10.0  # seconds of embedding between retrain checks and suggestions

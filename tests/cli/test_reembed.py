@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def test_full_switch(cli: Cli, db_in_space_a: Path, store_for: StoreFor, tmp_pat
     space_a = before["active_space"]["config_hash"]
     model_a = before["model"]["version"]
 
-    # interrupted part-way: stop after the first batch
+    # interrupted part-way: stop once the first batch is written (batches the model
+    # had already embedded by then are written too: at most two more)
     store: Store = store_for(db_in_space_a)
     stop = threading.Event()
     build_space(
@@ -73,9 +75,10 @@ def test_full_switch(cli: Cli, db_in_space_a: Path, store_for: StoreFor, tmp_pat
     spaces = {s["config_hash"]: s for s in middle["spaces"]}
     assert len(spaces) == 2
     space_b = next(h for h in spaces if h != space_a)
-    assert spaces[space_b]["vectors"] == 4 and spaces[space_b]["missing"] == 12
+    done = spaces[space_b]["vectors"]
+    assert done in (4, 8, 12) and spaces[space_b]["missing"] == 16 - done
     assert spaces[space_a]["vectors"] == 15 and spaces[space_a]["active"]
-    assert middle["stale"] == 4
+    assert middle["stale"] == done
 
     # the rest, without activating; a face added meanwhile is included
     sqlite_exec(
@@ -88,7 +91,7 @@ def test_full_switch(cli: Cli, db_in_space_a: Path, store_for: StoreFor, tmp_pat
     assert report == {
         **report,
         "space": space_b,
-        "embedded": 12,
+        "embedded": 16 - done,
         "failed": 1,
         "activated": False,
         "model_version": None,
@@ -140,7 +143,8 @@ def test_activate_only_refuses_an_incomplete_space(
         stop=stop,
     )
     result = cli("--db", db_in_space_a, "reembed", "--activate-only")
-    assert result.exit_code == 2 and "still lacks 12 verified faces" in result.output
+    assert result.exit_code == 2  # stopped after 1 to 3 batches of 4, of 16 faces
+    assert re.search(r"still lacks (12|8|4) verified faces", result.output), result.output
 
 
 def test_a_failed_activation_leaves_the_old_space_and_model(

@@ -125,8 +125,13 @@ def test_kill_9_mid_batch_then_restart_ends_like_an_uninterrupted_run(
         clean, tmp_path / "b", weights_file, "--no-suggestions", "--batch-size", "8"
     )
     watchers.append(reference)
+
+    def settled(db: Path) -> bool:  # 80 vectors and the corrupt face's failure
+        failures = sqlite_rows(db, "SELECT count(*) FROM embedding_failure")
+        return len(cache_state(db)) == 80 and failures == [(1,)]
+
     for db in (crashed, clean):
-        wait_for(lambda db=db: len(cache_state(db)) == 80, patient(20), f"all faces in {db.name}")
+        wait_for(lambda db=db: settled(db), patient(20), f"all faces in {db.name}")
     assert restarted.stop() == 0 and reference.stop() == 0
 
     got, want = cache_state(crashed), cache_state(clean)

@@ -30,6 +30,9 @@ def test_the_route_is_chosen_per_crop() -> None:
     assert gpu_route(jpeg(face))
     assert gpu_route(jpeg(face.convert("L")))
     assert not gpu_route(jpeg(face, progressive=True))
+    # the PIL route decodes these at a reduced DCT scale: they take it
+    assert not gpu_route(jpeg(face.resize((640, 700))))
+    assert gpu_route(jpeg(face.resize((639, 1400))))
     assert not gpu_route(jpeg(face.convert("CMYK")))
     assert not gpu_route(encode(face, "PNG"))
     assert not gpu_route(encode(face, "WEBP"))

@@ -1,0 +1,74 @@
+"""What runs inside a decode worker process: crop bytes -> the model's input, written
+straight into a shared-memory slot, so that no pixel array is pickled.
+
+Kept light on purpose (numpy, Pillow, facestore.images): a worker starts without
+torch, SQLAlchemy or scikit-learn. It ignores SIGINT and SIGTERM (the parent stops
+it by closing the pool) and exits on its own when the parent is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from facestore.errors import ImageDecodeError
+from facestore.images import decode_crop
+
+PARENT_CHECK_SECONDS = 1.0
+
+_slots: np.ndarray | None = None
+_memory: shared_memory.SharedMemory | None = None
+_prepare: Callable[[Any], np.ndarray] | None = None
+
+
+def attach(name: str, shape: tuple[int, ...], prepare: Callable[[Any], np.ndarray]) -> None:
+    """Pool initializer: map the parent's slots (slots, rows, *input shape), float32."""
+    global _slots, _memory, _prepare
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _memory = shared_memory.SharedMemory(name=name)  # the parent owns (and unlinks) it
+    _slots = np.ndarray(shape, dtype=np.float32, buffer=_memory.buf)
+    _prepare = prepare
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)  # the parent died (kill -9): nothing here is worth finishing
+
+
+def decode_rows(
+    slot: int, first_row: int, crops: list[tuple[bytes, str | None]]
+) -> list[tuple[str, str | None]]:
+    """Decode crops into rows first_row.. of a slot; (sha256, error or None) per crop."""
+    assert _slots is not None and _prepare is not None, "decode_rows runs in an attached worker"
+    results: list[tuple[str, str | None]] = []
+    for row, (blob, error) in enumerate(crops, start=first_row):
+        sha = hashlib.sha256(blob).hexdigest()
+        if error is None:
+            error = prepare_into(_slots[slot, row], blob, _prepare)
+        results.append((sha, error))
+    return results
+
+
+def prepare_into(out: np.ndarray, blob: bytes, prepare: Callable[[Any], np.ndarray]) -> str | None:
+    """Decode and prepare one crop into `out`; why it cannot be, or None."""
+    try:
+        image = decode_crop(blob)
+    except ImageDecodeError as exc:
+        return str(exc)
+    try:
+        out[...] = prepare(image)
+    except Exception as exc:  # noqa: BLE001 - one odd image must not stop the batch
+        return f"the backbone cannot prepare it: {exc}"
+    return None
