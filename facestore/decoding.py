@@ -24,12 +24,12 @@ import secrets
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context, shared_memory
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -104,21 +104,20 @@ def decoder(backbone: Backbone) -> Callable[[Crop], Decoded]:
     return decode
 
 
-def processes_can_start() -> bool:
-    """Whether decode worker processes can start here. multiprocessing's spawn imports
-    the main script again in each worker; a script without an
-    `if __name__ == "__main__":` guard would then run again there. Such a script
-    decodes in threads instead (an interactive session or `python -m` is fine)."""
-    main = sys.modules.get("__main__")
-    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
-    path = getattr(main, "__file__", None)
-    if path is None or spec_name.endswith("__main__"):
-        return True  # nothing to import again (interactive), or a package's __main__
+@contextlib.contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """While decode workers start, hide the main module from multiprocessing's spawn,
+    which would otherwise import it again in each worker: a script without an
+    `if __name__ == "__main__":` guard would run again there, and the command line's
+    imports (torch, scikit-learn) would cost every worker time and memory. The
+    workers need only facestore.decode_worker."""
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
     try:
-        source = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return "__name__" in source and "__main__" in source
+        yield
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def available_cpus() -> int:
@@ -221,7 +220,7 @@ class ProcessDecoding:
             name=f"facestore-{os.getpid()}-{secrets.token_hex(4)}", create=True, size=size
         )
         self._shape = shape
-        self._slots: np.ndarray | None = np.ndarray(shape, np.float32, buffer=self._memory.buf)
+        self._slots: np.ndarray | None = decode_worker.slot_array(self._memory.buf, shape)
         self._free: queue.Queue[int] = queue.Queue()
         for slot in range(SLOTS):
             self._free.put(slot)
@@ -233,12 +232,16 @@ class ProcessDecoding:
         return self._memory.name
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        executor = ProcessPoolExecutor(
             self.workers,
             mp_context=get_context("spawn"),  # no fork of a process that holds torch threads
             initializer=decode_worker.attach,
             initargs=(self._memory.name, self._shape, self._prepare),
         )
+        with _workers_skip_main():
+            for _ in range(self.workers):  # start them now, while the pass sets up
+                executor.submit(decode_worker.ready)
+        return executor
 
     def worker_pids(self) -> list[int]:
         with self._lock:
@@ -265,7 +268,9 @@ class ProcessDecoding:
         with self._lock:
             executor = self._executor
             try:
-                return executor.submit(decode_worker.decode_rows, slot, start, work), executor
+                with _workers_skip_main():  # a submit may start a worker
+                    task = executor.submit(decode_worker.decode_rows, slot, start, work)
+                return task, executor
             except BrokenProcessPool:
                 future: Future[list[tuple[str, str | None]]] = Future()
                 future.set_exception(BrokenProcessPool("the pool broke before this batch"))
@@ -398,12 +403,6 @@ def make_decode_pool(
     if mode not in DECODE_MODES:
         raise ValueError(f"Unknown decode mode {mode!r}; use one of {', '.join(DECODE_MODES)}")
     if mode == "threads" or not isinstance(backbone, ProcessPreparable):
-        cpu = ThreadDecoding(decode, workers)
-    elif mode == "auto" and not processes_can_start():
-        log.info(
-            "Decoding in threads: the main script has no 'if __name__ == \"__main__\":' "
-            "guard, which worker processes need"
-        )
         cpu = ThreadDecoding(decode, workers)
     else:
         need = SLOTS * batch_size * math.prod(backbone.prepared_shape) * 4

@@ -8,8 +8,8 @@ import io
 import os
 import shutil
 import signal
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,20 @@ from facestore.decoding import (
     ProcessDecoding,
     decoder,
     make_decode_pool,
-    processes_can_start,
 )
 from facestore.embedding import Embedder
 from facestore.errors import ImageDecodeError
 from facestore.images import decode_crop
 from facestore.store import Crop, Store, crop_sha256
 from tests.support.crashing_prepare import CRASH_SIZE, CrashingInput, FacenetInput
-from tests.support.helpers import CORRUPT_BLOBS, encode, face_image, make_app_db, sqlite_rows
+from tests.support.helpers import (
+    CORRUPT_BLOBS,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_rows,
+)
+from tests.support.processes import patient
 
 
 def jpeg(image: Image.Image, **options: object) -> bytes:
@@ -76,7 +82,9 @@ def test_worker_processes_prepare_what_this_process_prepares() -> None:
     try:
         crops = GOOD + BAD
         batch = pool.submit(crops)
-        check_decoded(crops, batch.result())
+        decoded = batch.result()
+        check_decoded(crops, decoded)
+        assert decoded[0].pixels.strides[0] == 4  # channels last in memory, like PIL's
         batch.release()
         assert segment.exists()
         with pytest.raises(ValueError, match="do not fit"):
@@ -201,17 +209,41 @@ def test_every_route_embeds_into_the_same_space(tmp_path: Path, weights_file: Pa
     assert processes.spaces.device_info(space.config_hash)["device_decode"] is False
 
 
-def test_worker_processes_only_where_the_main_script_is_guarded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """spawn runs the main script again in each worker: an unguarded one must not be."""
-    main = types.ModuleType("__main__")
-    main.__spec__ = None
-    monkeypatch.setitem(sys.modules, "__main__", main)
-    assert processes_can_start()  # interactive: nothing to import again
+UNGUARDED_SCRIPT = """
+import io
+from PIL import Image
+from facestore.backbones.preprocess import IMAGE_SIZE, prepare
+from facestore.decoding import ProcessDecoding
+from facestore.store import Crop
+
+print("script ran")
+
+
+class Input:
+    prepared_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
+    prepare_function = staticmethod(prepare)
+
+
+crop = io.BytesIO()
+Image.new("RGB", (50, 60), (90, 90, 90)).save(crop, "JPEG")
+pool = ProcessDecoding(Input(), 4, workers=2)
+batch = pool.submit([Crop(1, crop.getvalue())])
+print("decoded", batch.result()[0].error is None)
+batch.release()
+pool.close()
+"""
+
+
+def test_workers_do_not_run_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    """multiprocessing's spawn would import the main script again in each worker."""
     script = tmp_path / "script.py"
-    main.__file__ = str(script)
-    script.write_text("import facestore\nprint('embedding')\n")
-    assert not processes_can_start()
-    script.write_text("import facestore\n\nif __name__ == '__main__':\n    print('embedding')\n")
-    assert processes_can_start()
+    script.write_text(UNGUARDED_SCRIPT)
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=patient(20),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "script ran\ndecoded True\n"
