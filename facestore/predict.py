@@ -16,7 +16,7 @@ used, with a warning to retrain.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -122,8 +122,14 @@ class Predictor:
         labels: Sequence[str],
         top_k: int = DEFAULT_TOP_K,
         min_confidence: float | None = None,
+        excluded: Sequence[Collection[str]] | None = None,
     ) -> list[Prediction]:
-        """Name or "unknown" per vector. min_confidence None: the model's calibrated rule."""
+        """Name or "unknown" per vector. min_confidence None: the model's calibrated rule.
+
+        excluded: per vector, the person_ids (as text) it must not be named ("this is
+        not X"); the most probable other person the rule accepts is named instead, or
+        nobody. Excluded people are left out of top_k too.
+        """
         if len(vectors) == 0:
             return []
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -141,23 +147,35 @@ class Predictor:
             confidences = rule.confidence(distances)
             accepted = rule.accepts(distances, min_confidence)
         predictions = []
+        names = [self.bundle.person_ids[c] for c in classes]
+        nobody: Collection[str] = ()
         rows = zip(labels, probabilities, confidences, accepted, strict=True)
-        for label, proba, conf, ok in rows:
-            order = np.argsort(-proba, kind="stable")[: max(1, top_k)]
+        for n, (label, proba, conf, ok) in enumerate(rows):
+            ruled_out = excluded[n] if excluded is not None else nobody
+            order = [
+                int(i)
+                for i in np.argsort(-proba, kind="stable")
+                if str(names[int(i)]) not in ruled_out
+            ]
             ranked = [
                 {
-                    "person_id": self.bundle.person_ids[classes[i]],
+                    "person_id": names[i],
                     "confidence": round(float(conf[i]), 6),
                     "probability": round(float(proba[i]), 6),
                 }
-                for i in order
+                for i in order[: max(1, top_k)]
             ]
-            best = int(order[0])
+            # the most probable person, if the rule accepts them; after a rejection, the
+            # most probable one the rule accepts
+            candidates = order if ruled_out else order[:1]
+            named = next((i for i in candidates if ok[i]), None)
             predictions.append(
                 Prediction(
                     input=label,
-                    person_id=ranked[0]["person_id"] if ok[best] else None,
-                    confidence=ranked[0]["confidence"],
+                    person_id=names[named] if named is not None else None,
+                    confidence=round(float(conf[named]), 6)
+                    if named is not None
+                    else (ranked[0]["confidence"] if ranked else 0.0),
                     top_k=ranked,
                 )
             )

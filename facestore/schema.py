@@ -62,6 +62,14 @@ face_suggestion = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+face_rejection = sa.Table(
+    "face_rejection",
+    metadata,
+    sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
+    sa.Column("person_id", sa.Text, primary_key=True),  # created with the app's person_id type
+    sa.Column("created_at", sa.Float, nullable=False),  # defaults to now: the app may omit it
+)
+
 embedding_job = sa.Table(
     "embedding_job",
     metadata,
@@ -80,6 +88,7 @@ OWN_TABLES = (
     "embedding_failure",
     "embedding_space",
     "face_suggestion",
+    "face_rejection",
     ALEMBIC_VERSION_TABLE,
 )
 

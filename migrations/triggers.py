@@ -85,7 +85,7 @@ def _verified_condition(verified_type: str | None) -> tuple[str, str]:
     return "person_id, verified", "NEW.person_id IS NOT NULL AND coalesce(NEW.verified, 0) <> 0"
 
 
-def sqlite_v3(verified_type: str | None) -> list[str]:
+def sqlite_v3(verified_type: str | None, tables: tuple[str, ...] = V3_TABLES) -> list[str]:
     """Revision 0003: the triggers also feed the work queue, so new work is found in O(1).
 
     No statement here can conflict, so the app's OR ABORT / OR FAIL / OR ROLLBACK,
@@ -96,12 +96,12 @@ def sqlite_v3(verified_type: str | None) -> list[str]:
     promote = "; ".join(_promote(SQLITE_NOW))
     return [
         "CREATE TRIGGER facestore_face_delete AFTER DELETE ON face "
-        f"BEGIN {_forget('OLD', V3_TABLES)} END",
+        f"BEGIN {_forget('OLD', tables)} END",
         "CREATE TRIGGER facestore_face_insert AFTER INSERT ON face "
-        f"BEGIN {_forget('NEW', V3_TABLES)} {enqueue}; END",
+        f"BEGIN {_forget('NEW', tables)} {enqueue}; END",
         "CREATE TRIGGER facestore_face_update_crop AFTER UPDATE OF id, face_crop_blob ON face "
         "WHEN OLD.id IS NOT NEW.id OR OLD.face_crop_blob IS NOT NEW.face_crop_blob "
-        f"BEGIN {_forget('OLD', V3_TABLES)} {_forget('NEW', V3_TABLES)} {enqueue}; END",
+        f"BEGIN {_forget('OLD', tables)} {_forget('NEW', tables)} {enqueue}; END",
         f"CREATE TRIGGER facestore_face_verified AFTER UPDATE OF {columns} ON face "
         f"WHEN {verified} BEGIN DELETE FROM face_suggestion WHERE face_id = NEW.id; "
         f"{promote}; END",
@@ -120,7 +120,7 @@ PG_TRIGGERS = (*V2_NAMES, "facestore_face_truncate", "facestore_face_changed")
 NOTIFY_CHANNEL = "facestore_face"
 
 
-def postgresql_v3(verified_type: str | None) -> list[str]:
+def postgresql_v3(verified_type: str | None, tables: tuple[str, ...] = V3_TABLES) -> list[str]:
     """Row triggers as sqlite_v3, TRUNCATE as a statement trigger, and a NOTIFY wake-up hint.
 
     verified_type: "boolean", "integer" (a 0/1 flag) or None (no verified column).
@@ -130,11 +130,11 @@ def postgresql_v3(verified_type: str | None) -> list[str]:
     # ON CONFLICT: a worker may be queueing the same face in a concurrent transaction
     enqueue = f"{_enqueue(verified, PG_NOW)} ON CONFLICT DO NOTHING;"
     promote = " ".join(f"{sql} ON CONFLICT DO NOTHING;" for sql in _promote(PG_NOW)[1:])
-    clear_all = " ".join(f"DELETE FROM {t};" for t in V3_TABLES)
+    clear_all = " ".join(f"DELETE FROM {t};" for t in tables)
     return [
         "CREATE FUNCTION facestore_forget_face() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"IF TG_OP IN ('DELETE', 'UPDATE') THEN {_forget('OLD', V3_TABLES)} END IF; "
-        f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {_forget('NEW', V3_TABLES)} {enqueue} END IF; "
+        f"IF TG_OP IN ('DELETE', 'UPDATE') THEN {_forget('OLD', tables)} END IF; "
+        f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {_forget('NEW', tables)} {enqueue} END IF; "
         "RETURN NULL; END $$",
         "CREATE FUNCTION facestore_face_verified() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         f"DELETE FROM face_suggestion WHERE face_id = NEW.id; {_promote(PG_NOW)[0]}; {promote} "
@@ -157,6 +157,26 @@ def postgresql_v3(verified_type: str | None) -> list[str]:
         "FOR EACH STATEMENT EXECUTE FUNCTION facestore_face_truncated()",
         "CREATE TRIGGER facestore_face_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
         "ON face FOR EACH STATEMENT EXECUTE FUNCTION facestore_face_notify()",
+    ]
+
+
+# --- Revision 0004: rejections ("this is not X"), written by the app ------------
+
+V4_TABLES = (*V3_TABLES, "face_rejection")
+PG_REJECTION_TRIGGER = "facestore_rejection_changed"
+
+
+def sqlite_v4(verified_type: str | None) -> list[str]:
+    """As v3; a face's rejections also go when it is deleted or its crop changes."""
+    return sqlite_v3(verified_type, V4_TABLES)
+
+
+def postgresql_v4(verified_type: str | None) -> list[str]:
+    """As v3 with the rejections, and a wake-up hint when the app writes a rejection."""
+    return [
+        *postgresql_v3(verified_type, V4_TABLES),
+        f"CREATE TRIGGER {PG_REJECTION_TRIGGER} AFTER INSERT OR UPDATE OR DELETE "
+        "ON face_rejection FOR EACH STATEMENT EXECUTE FUNCTION facestore_face_notify()",
     ]
 
 

@@ -19,16 +19,24 @@ class Suggester:
         self.store = store
         self.min_confidence = min_confidence  # None: the model's calibrated rule
         self._considered: dict[int, str] = {}  # face_id -> crop sha256 considered
+        self._rejections: dict[int, frozenset[str]] = {}  # as of the last pass
 
     def suggest(self, predictor: Predictor, space_hash: str, replace_all: bool = False) -> int:
-        """With replace_all (a new model), every row is rewritten; else only new faces."""
+        """With replace_all (a new model), every row is rewritten; else only new faces
+        and faces whose rejections changed. A rejected person is never suggested."""
         if replace_all:
             self._considered.clear()
+        rejections = self.store.suggestions.rejections()
+        changed = {
+            face_id
+            for face_id in rejections.keys() | self._rejections.keys()
+            if rejections.get(face_id) != self._rejections.get(face_id)
+        }
         rows = self.store.suggestions.unverified_vectors(space_hash)
         fresh = [
             (face_id, sha, vector)
             for face_id, sha, vector in rows
-            if replace_all or self._considered.get(face_id) != sha
+            if replace_all or self._considered.get(face_id) != sha or face_id in changed
         ]
         if not fresh and not replace_all:
             return 0
@@ -37,6 +45,7 @@ class Suggester:
             [str(face_id) for face_id, _, _ in fresh],
             top_k=1,
             min_confidence=self.min_confidence,
+            excluded=[rejections.get(face_id, frozenset()) for face_id, _, _ in fresh],
         )
         named = [
             (int(p.input), p.person_id, p.confidence)
@@ -50,6 +59,7 @@ class Suggester:
             replace_all=replace_all,
         )
         self._considered.update({face_id: sha for face_id, sha, _ in fresh})
+        self._rejections = rejections
         if written or replace_all:
             log.info("Wrote %d suggestions with model %s", written, predictor.version)
         return written

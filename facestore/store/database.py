@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from facestore.db import write_transaction
-from facestore.schema import FaceTable, embedding, embedding_failure, face_suggestion
+from facestore.schema import (
+    FaceTable,
+    embedding,
+    embedding_failure,
+    face_rejection,
+    face_suggestion,
+)
 from facestore.schema import reflect_face_table as _reflect
 from facestore.store.dialect import is_transient
 from facestore.store.records import Crop, crop_from
@@ -27,7 +33,7 @@ class Database:
     def __init__(self, engine: Engine, face: FaceTable | None = None) -> None:
         self.engine = engine
         self._face = face
-        self._suggestion: sa.Table | None = None
+        self._retyped: dict[str, sa.Table] = {}  # own tables whose person_id is the app's
         self._open = threading.local()
 
     @property
@@ -113,10 +119,18 @@ class Database:
     @property
     def suggestion_table(self) -> sa.Table:
         """face_suggestion, with person_id typed like the app's face.person_id."""
-        if self._suggestion is None:
+        return self._app_typed(face_suggestion)
+
+    @property
+    def rejection_table(self) -> sa.Table:
+        """face_rejection, with person_id typed like the app's face.person_id."""
+        return self._app_typed(face_rejection)
+
+    def _app_typed(self, table: sa.Table) -> sa.Table:
+        if table.name not in self._retyped:
             person_type = self.face.table.c.person_id.type
-            self._suggestion = sa.Table(
-                face_suggestion.name,
+            self._retyped[table.name] = sa.Table(
+                table.name,
                 sa.MetaData(),
                 *(
                     sa.Column(
@@ -124,10 +138,10 @@ class Database:
                         person_type if c.name == "person_id" else c.type,
                         primary_key=c.primary_key,
                     )
-                    for c in face_suggestion.columns
+                    for c in table.columns
                 ),
             )
-        return self._suggestion
+        return self._retyped[table.name]
 
 
 class Part:

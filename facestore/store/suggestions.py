@@ -33,6 +33,18 @@ class Suggestions(Part):
                 for r in conn.execute(query)
             ]
 
+    def rejections(self) -> dict[int, frozenset[str]]:
+        """face_id -> the person_ids (as text) the app's users said it is not.
+
+        Read whole: rows are written one by one by people, so the table stays small.
+        """
+        table = self.db.rejection_table
+        found: dict[int, set[str]] = {}
+        with self.engine.connect() as conn:
+            for face_id, person_id in conn.execute(sa.select(table.c.face_id, table.c.person_id)):
+                found.setdefault(int(face_id), set()).add(str(person_id))
+        return {face_id: frozenset(people) for face_id, people in found.items()}
+
     def write(
         self,
         model_version: str,

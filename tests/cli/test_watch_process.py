@@ -68,6 +68,26 @@ def test_watch_embeds_retrains_suggests_and_stops_cleanly(
         patient(5),
         "suggestions for 2 unverified faces",
     )
+    # "this is not X": the next reconcile (woken by the write) drops X for that face
+    [(face_id, person_id)] = sqlite_rows(
+        db, "SELECT face_id, person_id FROM face_suggestion ORDER BY face_id LIMIT 1"
+    )
+    sqlite_exec(
+        db, "INSERT INTO face_rejection (face_id, person_id) VALUES (?, ?)", face_id, person_id
+    )
+    took = wait_for(
+        lambda: (
+            not sqlite_rows(
+                db,
+                "SELECT 1 FROM face_suggestion WHERE face_id = ? AND person_id = ?",
+                face_id,
+                person_id,
+            )
+        ),
+        patient(5),
+        "the rejected suggestion to go",
+    )
+    print(f"rejection -> suggestion gone in {took:.1f}s")
     started = time.monotonic()
     assert watcher.stop(signal.SIGTERM) == 0
     print(f"SIGTERM -> exit 0 in {time.monotonic() - started:.1f}s")

@@ -18,7 +18,7 @@ from tests.support.types import StoreFor
 MakeApp = Callable[..., AppDatabase]
 NEW_CROP = encode(face_image(9, 9), "PNG")
 SPACE = space_of(FakeBackbone()).config_hash
-OWN_ROWS = ("embedding", "embedding_failure", "embedding_job", "face_suggestion")
+OWN_ROWS = ("embedding", "embedding_failure", "embedding_job", "face_suggestion", "face_rejection")
 
 
 @pytest.fixture
@@ -26,6 +26,7 @@ def embedded(make_app: MakeApp) -> AppDatabase:
     app = make_app()
     report = embed_pending(app.store(), FakeBackbone())
     assert report.embedded == 12
+    app.exec("INSERT INTO face_rejection (face_id, person_id) VALUES (3, 1), (4, 2)")
     return app
 
 
@@ -45,6 +46,7 @@ def test_app_writes_invalidate_the_cache(embedded: AppDatabase, sql: str) -> Non
     embedded.exec(sql, crop=NEW_CROP, yes=True)
     assert 3 not in embedded.ids("embedding")
     assert len(embedded.ids("embedding")) == 11
+    assert embedded.ids("face_rejection") == {4}  # "not X" was said of the old crop
 
 
 def test_insert_or_replace_invalidates_the_cache(tmp_path: Path) -> None:
@@ -73,6 +75,7 @@ def test_insert_or_replace_invalidates_the_cache(tmp_path: Path) -> None:
 def test_relabel_and_no_op_updates_keep_the_vector(embedded: AppDatabase, sql: str) -> None:
     embedded.exec(sql, no=False)
     assert len(embedded.ids("embedding")) == 12
+    assert embedded.ids("face_rejection") == {3, 4}
 
 
 def test_emptying_the_face_table_leaves_nothing_behind(make_app: MakeApp) -> None:
@@ -82,6 +85,7 @@ def test_emptying_the_face_table_leaves_nothing_behind(make_app: MakeApp) -> Non
     embed_pending(store, FakeBackbone())
     embed_pending(store, FakeBackbone(), verified=False)
     store.suggestions.write("v1", [], [(13, 0, 0.9)])
+    app.exec("INSERT INTO face_rejection (face_id, person_id) VALUES (13, 1)")
     store.queue.enqueue_pending(space_of(FakeBackbone(salt=1)).config_hash)
     assert all(app.ids(table) for table in OWN_ROWS)
     app.exec("TRUNCATE face" if app.dialect == "postgresql" else "DELETE FROM face")

@@ -23,9 +23,11 @@ def _own(obj: Any, name: str | None, type_: str, *_: Any) -> bool:
 def _types_differ(
     context: Any, inspected: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
 ) -> bool | None:
-    # face_suggestion.person_id is created with the app's person_id type (INTEGER here);
-    # schema.py declares Text and the store retypes it on use: not drift.
-    if metadata_column.table.name == "face_suggestion" and metadata_column.name == "person_id":
+    # face_suggestion.person_id and face_rejection.person_id are created with the app's
+    # person_id type (INTEGER here); schema.py declares Text and the store retypes them
+    # on use: not drift.
+    app_typed = ("face_suggestion", "face_rejection")
+    if metadata_column.table.name in app_typed and metadata_column.name == "person_id":
         return False
     return None  # alembic's own comparison
 
