@@ -47,7 +47,13 @@ FIRST_CHUNK = 8
 
 class Chunker:
     """Splits a batch for the model into chunks of about CHUNK_SECONDS each, so that a
-    stop request is seen between chunks; on a fast device a chunk is the whole batch."""
+    stop request is seen between chunks; on a fast device a chunk is the whole batch.
+
+    Sizes are FIRST_CHUNK times powers of two (capped at the batch size), grown one
+    doubling at a time and halved when a chunk takes too long: a model runs each new
+    batch shape slowly the first time, so few distinct shapes keep it fast (sizes
+    fitted to each measurement gave 8, 23, 1, 14, 18 and cost ~5% here).
+    """
 
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
@@ -59,9 +65,17 @@ class Chunker:
             chunk = items[start : start + self.size]
             started = time.perf_counter()
             yield chunk
-            per_face = (time.perf_counter() - started) / len(chunk)
-            self.size = max(1, min(self.batch_size, int(CHUNK_SECONDS / max(per_face, 1e-6))))
+            if len(chunk) == self.size:  # a remainder teaches nothing about the size
+                fits = CHUNK_SECONDS * len(chunk) / max(time.perf_counter() - started, 1e-9)
+                self.size = self.next_size(fits)
             start += len(chunk)
+
+    def next_size(self, fits: float) -> int:
+        """Double if twice the chunk fits the time, halve while the chunk does not."""
+        size = self.size * 2 if fits >= self.size * 2 else self.size
+        while size > 1 and size > fits:
+            size //= 2
+        return max(1, min(self.batch_size, size))
 
 
 def embed_batch(
