@@ -17,6 +17,7 @@ import pytest
 from facestore.backbones import space_of
 from facestore.embedding import claimed_batches, embed_pending
 from facestore.errors import SpaceMismatchError
+from facestore.inference import Chunker
 from facestore.status import collect_status
 from facestore.store import Crop, Store, VectorResult, crop_sha256, worker_host
 from tests.support.backends import AppDatabase
@@ -256,3 +257,16 @@ def test_concurrent_claimers_take_every_face_exactly_once(make_app: MakeApp) -> 
     every = [face_id for ids in taken.values() for face_id in ids]
     assert sorted(every) == list(range(1, 201))  # none twice, none missed
     assert sum(1 for ids in taken.values() if ids) > 1  # they really shared the work
+
+
+def test_chunk_sizes_double_halve_and_stay_few() -> None:
+    """Chunk sizes are FIRST_CHUNK times powers of two: few batch shapes for the model."""
+    chunker = Chunker(32)
+    assert chunker.size == 8
+    assert chunker.next_size(fits=100.0) == 16  # one doubling at a time
+    chunker.size = 16
+    assert chunker.next_size(fits=20.0) == 16  # twice would not fit
+    assert chunker.next_size(fits=5.0) == 4  # halved until it fits
+    chunker.size = 32
+    assert chunker.next_size(fits=1000.0) == 32  # never beyond the batch
+    assert chunker.next_size(fits=0.1) == 1
