@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from facestore import __version__
+from facestore.cli.clusters import clusters
 from facestore.cli.common import (
     LOG_FORMAT_HELP,
     VERBOSE_HELP,
@@ -75,3 +76,4 @@ main.add_command(model)
 main.add_command(watch)
 main.add_command(reembed_command)
 main.add_command(prune)
+main.add_command(clusters)

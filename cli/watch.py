@@ -86,6 +86,25 @@ DEFAULTS = WatchOptions()
     help="Embed unverified faces too and write face_suggestion rows for them.",
 )
 @min_confidence_option
+@click.option(
+    "--clusters/--no-clusters",
+    default=True,
+    show_default=True,
+    help="Group the unverified faces the model names nobody for into face_cluster rows.",
+)
+@click.option(
+    "--cluster-distance",
+    type=click.FloatRange(min=0.0, max=2.0, min_open=True),
+    default=None,
+    help="Cosine distance at which clusters are cut. [default: 0.06 for dlib (measured "
+    "on ORL); other backbones: calibrated on the verified faces]",
+)
+@click.option(
+    "--cluster-min-size",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Fewest faces that make a cluster. [default: 2]",
+)
 @pass_app(backbone=True)
 def watch(
     app: App,

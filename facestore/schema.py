@@ -70,6 +70,30 @@ face_rejection = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),  # defaults to now: the app may omit it
 )
 
+CLUSTER_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+face_cluster = sa.Table(
+    "face_cluster",
+    metadata,
+    sa.Column("cluster_id", CLUSTER_ID, primary_key=True, autoincrement=False),
+    sa.Column("space_hash", sa.String(64), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("representative_face_id", FACE_ID, nullable=False),
+    sa.Column("distance", sa.Float, nullable=False),  # the cut, in the space's cosine distance
+    sa.Column("min_size", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+face_cluster_member = sa.Table(
+    "face_cluster_member",
+    metadata,
+    sa.Column("face_id", FACE_ID, primary_key=True, autoincrement=False),
+    sa.Column("cluster_id", CLUSTER_ID, nullable=False),
+    sa.Column("joined_at", sa.Float, nullable=False),
+    sa.Index("ix_face_cluster_member_cluster", "cluster_id"),
+)
+
 embedding_job = sa.Table(
     "embedding_job",
     metadata,
@@ -89,6 +113,8 @@ OWN_TABLES = (
     "embedding_space",
     "face_suggestion",
     "face_rejection",
+    "face_cluster",
+    "face_cluster_member",
     ALEMBIC_VERSION_TABLE,
 )
 

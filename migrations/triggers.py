@@ -85,7 +85,11 @@ def _verified_condition(verified_type: str | None) -> tuple[str, str]:
     return "person_id, verified", "NEW.person_id IS NOT NULL AND coalesce(NEW.verified, 0) <> 0"
 
 
-def sqlite_v3(verified_type: str | None, tables: tuple[str, ...] = V3_TABLES) -> list[str]:
+def sqlite_v3(
+    verified_type: str | None,
+    tables: tuple[str, ...] = V3_TABLES,
+    on_verified: tuple[str, ...] = ("face_suggestion",),
+) -> list[str]:
     """Revision 0003: the triggers also feed the work queue, so new work is found in O(1).
 
     No statement here can conflict, so the app's OR ABORT / OR FAIL / OR ROLLBACK,
@@ -103,7 +107,7 @@ def sqlite_v3(verified_type: str | None, tables: tuple[str, ...] = V3_TABLES) ->
         "WHEN OLD.id IS NOT NEW.id OR OLD.face_crop_blob IS NOT NEW.face_crop_blob "
         f"BEGIN {_forget('OLD', tables)} {_forget('NEW', tables)} {enqueue}; END",
         f"CREATE TRIGGER facestore_face_verified AFTER UPDATE OF {columns} ON face "
-        f"WHEN {verified} BEGIN DELETE FROM face_suggestion WHERE face_id = NEW.id; "
+        f"WHEN {verified} BEGIN {_forget('NEW', on_verified)} "
         f"{promote}; END",
     ]
 
@@ -120,7 +124,11 @@ PG_TRIGGERS = (*V2_NAMES, "facestore_face_truncate", "facestore_face_changed")
 NOTIFY_CHANNEL = "facestore_face"
 
 
-def postgresql_v3(verified_type: str | None, tables: tuple[str, ...] = V3_TABLES) -> list[str]:
+def postgresql_v3(
+    verified_type: str | None,
+    tables: tuple[str, ...] = V3_TABLES,
+    on_verified: tuple[str, ...] = ("face_suggestion",),
+) -> list[str]:
     """Row triggers as sqlite_v3, TRUNCATE as a statement trigger, and a NOTIFY wake-up hint.
 
     verified_type: "boolean", "integer" (a 0/1 flag) or None (no verified column).
@@ -137,7 +145,7 @@ def postgresql_v3(verified_type: str | None, tables: tuple[str, ...] = V3_TABLES
         f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {_forget('NEW', tables)} {enqueue} END IF; "
         "RETURN NULL; END $$",
         "CREATE FUNCTION facestore_face_verified() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"DELETE FROM face_suggestion WHERE face_id = NEW.id; {_promote(PG_NOW)[0]}; {promote} "
+        f"{_forget('NEW', on_verified)} {_promote(PG_NOW)[0]}; {promote} "
         "RETURN NULL; END $$",
         "CREATE FUNCTION facestore_face_truncated() RETURNS trigger LANGUAGE plpgsql AS $$ "
         f"BEGIN {clear_all} RETURN NULL; END $$",
@@ -175,6 +183,24 @@ def postgresql_v4(verified_type: str | None) -> list[str]:
     """As v3 with the rejections, and a wake-up hint when the app writes a rejection."""
     return [
         *postgresql_v3(verified_type, V4_TABLES),
+        f"CREATE TRIGGER {PG_REJECTION_TRIGGER} AFTER INSERT OR UPDATE OR DELETE "
+        "ON face_rejection FOR EACH STATEMENT EXECUTE FUNCTION facestore_face_notify()",
+    ]
+
+
+# --- Revision 0005: clusters of unknown faces -------------------------------------
+
+V5_TABLES = (*V4_TABLES, "face_cluster_member")
+V5_ON_VERIFIED = ("face_suggestion", "face_cluster_member")  # a named face leaves its cluster
+
+
+def sqlite_v5(verified_type: str | None) -> list[str]:
+    return sqlite_v3(verified_type, V5_TABLES, V5_ON_VERIFIED)
+
+
+def postgresql_v5(verified_type: str | None) -> list[str]:
+    return [
+        *postgresql_v3(verified_type, V5_TABLES, V5_ON_VERIFIED),
         f"CREATE TRIGGER {PG_REJECTION_TRIGGER} AFTER INSERT OR UPDATE OR DELETE "
         "ON face_rejection FOR EACH STATEMENT EXECUTE FUNCTION facestore_face_notify()",
     ]

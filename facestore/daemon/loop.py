@@ -27,6 +27,7 @@ from facestore.daemon.suggester import Suggester
 from facestore.daemon.wakeups import wake_source
 from facestore.embedding import Embedder
 from facestore.errors import ModelError
+from facestore.grouping import Clusterer
 from facestore.predict import Predictor
 from facestore.store import Store
 
@@ -55,6 +56,8 @@ class Daemon:
             )
         )
         self.suggester = Suggester(store, options.min_confidence)
+        self.clusterer = Clusterer(store, options.cluster_distance, options.cluster_min_size)
+        self._recluster = True  # a full re-cluster at start and after each new model
         self.predictor: Predictor | None = None
         self.backbone: Backbone | None = None
         self.space: Space | None = None
@@ -142,6 +145,7 @@ class Daemon:
         log.info("Model %s loaded", predictor.version)
         if self.options.suggestions:
             self.suggest(replace_all=True)
+            self._recluster = True
 
     def _follow_active_space(self) -> bool:
         """After a reembed elsewhere activates another space, serve that one. Changed?"""
@@ -217,6 +221,9 @@ class Daemon:
             self.maybe_retrain()
         if self.options.suggestions and self.predictor is not None:
             self.suggest()
+        if self.options.suggestions and self.options.clusters and self.space is not None:
+            self.clusterer.update(self.space, full=self._recluster)
+            self._recluster = False
 
     def maybe_retrain(self) -> None:
         if self.space is None:

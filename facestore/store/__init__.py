@@ -5,7 +5,8 @@
     store.queue        the work queue: enqueue_pending(), claim(), release()
     store.cache        guarded writes: write_results(), sweep_orphans()
     store.library      reads: counts(), failures(), training_rows(), vectors_of()
-    store.suggestions  face_suggestion: unverified_vectors(), write()
+    store.suggestions  face_suggestion: unverified_vectors(), write(); face_rejection
+    store.clusters     face_cluster(_member): unknown_vectors(), members(), replace()
     store.transaction()  one write transaction; nested use becomes a savepoint
 
 Every part writes through `store.transaction()`. Nothing here decodes images or
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from facestore.schema import FaceTable
 from facestore.store.cache import Cache
+from facestore.store.clusters import ClusterRow, Clusters, StoredCluster
 from facestore.store.database import Database, Part
 from facestore.store.dialect import LOCK_NOT_AVAILABLE, database_now, is_transient
 from facestore.store.library import Library
@@ -57,6 +59,7 @@ class Store(Part):
         self.cache = Cache(self.db)
         self.library = Library(self.db)
         self.suggestions = Suggestions(self.db)
+        self.clusters = Clusters(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -70,6 +73,7 @@ __all__ = [
     "VECTOR_DTYPE",
     "VERIFIED_FIRST",
     "CacheCounts",
+    "ClusterRow",
     "Crop",
     "FailureResult",
     "FailureRow",
@@ -78,6 +82,7 @@ __all__ = [
     "QueueCounts",
     "SpaceSummary",
     "Store",
+    "StoredCluster",
     "TrainingRows",
     "VectorResult",
     "WriteOutcome",

@@ -18,7 +18,14 @@ from tests.support.types import StoreFor
 MakeApp = Callable[..., AppDatabase]
 NEW_CROP = encode(face_image(9, 9), "PNG")
 SPACE = space_of(FakeBackbone()).config_hash
-OWN_ROWS = ("embedding", "embedding_failure", "embedding_job", "face_suggestion", "face_rejection")
+OWN_ROWS = (
+    "embedding",
+    "embedding_failure",
+    "embedding_job",
+    "face_suggestion",
+    "face_rejection",
+    "face_cluster_member",
+)
 
 
 @pytest.fixture
@@ -86,6 +93,7 @@ def test_emptying_the_face_table_leaves_nothing_behind(make_app: MakeApp) -> Non
     embed_pending(store, FakeBackbone(), verified=False)
     store.suggestions.write("v1", [], [(13, 0, 0.9)])
     app.exec("INSERT INTO face_rejection (face_id, person_id) VALUES (13, 1)")
+    app.exec("INSERT INTO face_cluster_member (face_id, cluster_id, joined_at) VALUES (14, 1, 0)")
     store.queue.enqueue_pending(space_of(FakeBackbone(salt=1)).config_hash)
     assert all(app.ids(table) for table in OWN_ROWS)
     app.exec("TRUNCATE face" if app.dialect == "postgresql" else "DELETE FROM face")
@@ -98,6 +106,20 @@ def test_verifying_a_face_drops_its_suggestion(make_app: MakeApp) -> None:
     app.store().suggestions.write("v1", [], [(13, 0, 0.9), (14, 1, 0.8)])
     app.exec("UPDATE face SET verified = :yes WHERE id = 13", yes=True)
     assert app.ids("face_suggestion") == {14}
+
+
+def test_naming_deleting_or_recropping_a_face_takes_it_out_of_its_cluster(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(unverified=4)
+    app.exec_many(
+        "INSERT INTO face_cluster_member (face_id, cluster_id, joined_at) VALUES (:f, 1, 0)",
+        [{"f": f} for f in (13, 14, 15, 16)],
+    )
+    app.exec("UPDATE face SET verified = :yes WHERE id = 13", yes=True)
+    app.exec("DELETE FROM face WHERE id = 14")
+    app.exec("UPDATE face SET face_crop_blob = :crop WHERE id = 15", crop=NEW_CROP)
+    assert app.ids("face_cluster_member") == {16}
 
 
 def test_delete_with_foreign_keys_off_removes_vectors_and_failures(

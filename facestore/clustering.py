@@ -1,0 +1,143 @@
+"""Groups of unknown faces, and the ids that keep them recognisable across runs. Pure.
+
+The method (chosen on real faces, docs/accuracy.md, bench/cluster.py): leader
+micro-clusters of radius DISTANCE * LEADER_SHARE, then average linkage over their
+centroids, cut at DISTANCE (cosine distance, the space's own units); a group of
+fewer than MIN_SIZE faces is no cluster. Average linkage does not chain one person
+into the next the way DBSCAN does, and the micro-clusters keep 20,000 faces within
+seconds. The distance differs between backbones: dlib's was measured on ORL; for
+another backbone it is calibrated on the library's verified faces
+(`calibrate_distance`) or given.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+
+LEADER_SHARE = 1 / 3  # micro-cluster radius / cut: 0.02 of 0.06 on dlib ORL
+DEFAULT_MIN_SIZE = 2
+MEASURED_DISTANCE = {"dlib": 0.06}  # bench/cluster.py on ORL: purity 0.972, coverage 0.975
+CALIBRATION_PURITY = 0.98  # on ORL subsets (20, 10 or 30 people named): 0.06, 0.06, 0.05
+CALIBRATION_GRID = tuple(round(0.01 * i, 2) for i in range(2, 81))
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    distance: float  # cosine distance at which groups are cut
+    min_size: int = DEFAULT_MIN_SIZE
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+def leaders(vectors: np.ndarray, radius: float) -> np.ndarray:
+    """Micro-cluster per face: the first leader within radius, else a new leader."""
+    chosen = np.zeros((max(1, min(len(vectors), 1024)), vectors.shape[1]), np.float32)
+    count = 0
+    labels = np.empty(len(vectors), dtype=np.int64)
+    for i, vector in enumerate(vectors):
+        if count:
+            similarity = chosen[:count] @ vector
+            best = int(np.argmax(similarity))
+            if 1.0 - float(similarity[best]) <= radius:
+                labels[i] = best
+                continue
+        if count == len(chosen):
+            chosen = np.concatenate([chosen, np.zeros_like(chosen)])
+        chosen[count] = vector
+        labels[i] = count
+        count += 1
+    return labels
+
+
+def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
+    """A group label per face (0..k-1), -1 for faces in no group of min_size."""
+    if len(vectors) == 0:
+        return np.zeros(0, dtype=np.int64)
+    units = unit_rows(vectors)
+    micro = leaders(units, params.distance * LEADER_SHARE)
+    sums = np.zeros((int(micro.max()) + 1, units.shape[1]))
+    np.add.at(sums, micro, units)
+    if len(sums) == 1:
+        labels = np.zeros(len(units), dtype=np.int64)
+    else:
+        centroids = unit_rows(sums)
+        tree = linkage(centroids, method="average", metric="cosine")
+        labels = (fcluster(tree, t=params.distance, criterion="distance") - 1)[micro]
+    sizes = Counter(labels.tolist())
+    return np.array([c if sizes[c] >= params.min_size else -1 for c in labels.tolist()])
+
+
+def purity(labels: np.ndarray, truth: Sequence[object]) -> float:
+    """Of the faces in groups, the share in a group whose majority is their own label."""
+    truth_array = np.asarray([str(t) for t in truth])
+    inside = labels >= 0
+    if not inside.any():
+        return 1.0
+    ids = set(labels[inside].tolist())
+    majority = sum(Counter(truth_array[labels == c].tolist()).most_common(1)[0][1] for c in ids)
+    return majority / int(inside.sum())
+
+
+def calibrate_distance(vectors: np.ndarray, people: Sequence[object]) -> float | None:
+    """The largest cut at which the verified faces, grouped as if unknown, stay pure
+    (CALIBRATION_PURITY); None without two people of two faces each."""
+    counts = Counter(str(p) for p in people)
+    if sum(1 for n in counts.values() if n >= 2) < 2:
+        return None
+    best = None
+    for distance in CALIBRATION_GRID:
+        if purity(group(vectors, ClusterParams(distance)), people) < CALIBRATION_PURITY:
+            break
+        best = distance
+    return best
+
+
+def stable_ids(
+    groups: Mapping[int, Iterable[int]],
+    previous: Mapping[int, Iterable[int]],
+    next_id: int,
+    present: Iterable[int] | None = None,
+) -> dict[int, int]:
+    """group label -> cluster id. A group keeps the id of an earlier cluster when it
+    holds most (over half) of that cluster's faces still present (default: in some
+    group; faces named or deleted since do not count), biggest overlaps first, each id
+    once; other groups get new ids from next_id up."""
+    members = {label: set(faces) for label, faces in groups.items()}
+    in_run = set(present) if present is not None else set().union(*members.values())
+    old = {cid: set(faces) & in_run for cid, faces in previous.items()}
+    pairs = sorted(
+        (
+            (len(faces & old_faces), label, cid)
+            for label, faces in members.items()
+            for cid, old_faces in old.items()
+            if old_faces and 2 * len(faces & old_faces) > len(old_faces)
+        ),
+        reverse=True,
+    )
+    chosen: dict[int, int] = {}
+    taken: set[int] = set()
+    for _, label, cid in pairs:
+        if label not in chosen and cid not in taken:
+            chosen[label] = cid
+            taken.add(cid)
+    for label in sorted(members):
+        if label not in chosen:
+            chosen[label] = next_id
+            next_id += 1
+    return chosen
+
+
+def representative(vectors: np.ndarray) -> int:
+    """The index of the face closest to the group's mean direction."""
+    units = unit_rows(vectors)
+    centre = units.sum(axis=0)
+    return int(np.argmax(units @ centre))

@@ -1,0 +1,204 @@
+"""face_cluster and face_cluster_member: groups of unknown faces, which the app reads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from facestore.schema import embedding, face_cluster, face_cluster_member
+from facestore.store.database import Part
+from facestore.store.dialect import wait_briefly_for_locks
+from facestore.store.records import VECTOR_DTYPE
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    cluster_id: int
+    face_ids: list[int]  # best first: the representative face leads
+    representative_face_id: int
+    distance: float
+    min_size: int
+
+
+@dataclass(frozen=True)
+class StoredCluster:
+    cluster_id: int
+    space_hash: str
+    size: int
+    representative_face_id: int
+    distance: float
+    min_size: int
+    created_at: float
+    updated_at: float
+    face_ids: list[int]
+
+
+class Clusters(Part):
+    """The unknown faces' vectors in, their groups out."""
+
+    def _unknown(self, space_hash: str, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        """Unverified faces with a vector in the space that the model names nobody for
+        (no face_suggestion row), in id order."""
+        face = self.face.table
+        suggestion = self.db.suggestion_table
+        return (
+            sa.select(*columns)
+            .join(face, face.c.id == embedding.c.face_id)
+            .where(
+                embedding.c.space_hash == space_hash,
+                ~self.face.verified_clause,
+                ~sa.exists().where(suggestion.c.face_id == embedding.c.face_id),
+            )
+            .order_by(embedding.c.face_id)
+        )
+
+    def unknown_ids(self, space_hash: str) -> list[int]:
+        with self.engine.connect() as conn:
+            query = self._unknown(space_hash, embedding.c.face_id)
+            return [int(face_id) for (face_id,) in conn.execute(query)]
+
+    def unknown_vectors(self, space_hash: str) -> tuple[list[int], np.ndarray]:
+        """The unknown faces' ids and vectors."""
+        query = self._unknown(space_hash, embedding.c.face_id, embedding.c.vector)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        vectors = np.stack([np.frombuffer(r.vector, dtype=VECTOR_DTYPE) for r in rows])
+        return [int(r.face_id) for r in rows], vectors.astype(np.float32)
+
+    def members(self, space_hash: str) -> dict[int, set[int]]:
+        """cluster id -> its faces, for the space's clusters."""
+        query = (
+            sa.select(face_cluster_member.c.cluster_id, face_cluster_member.c.face_id)
+            .join(face_cluster, face_cluster.c.cluster_id == face_cluster_member.c.cluster_id)
+            .where(face_cluster.c.space_hash == space_hash)
+        )
+        found: dict[int, set[int]] = {}
+        with self.engine.connect() as conn:
+            for cluster_id, face_id in conn.execute(query):
+                found.setdefault(int(cluster_id), set()).add(int(face_id))
+        return found
+
+    def next_id(self) -> int:
+        with self.engine.connect() as conn:
+            highest = conn.execute(sa.select(sa.func.max(face_cluster.c.cluster_id))).scalar()
+        return int(highest or 0) + 1
+
+    def replace(self, space_hash: str, clusters: Sequence[ClusterRow]) -> None:
+        """Make these the clusters (of every space: only the active one has clusters),
+        in one transaction; a kept id keeps its created_at."""
+        now = time.time()
+        with self.db.transaction() as conn:
+            wait_briefly_for_locks(conn)
+            created = dict(
+                conn.execute(sa.select(face_cluster.c.cluster_id, face_cluster.c.created_at)).all()
+            )
+            conn.execute(face_cluster_member.delete())
+            conn.execute(face_cluster.delete())
+            if not clusters:
+                return
+            conn.execute(
+                face_cluster.insert(),
+                [
+                    {
+                        "cluster_id": c.cluster_id,
+                        "space_hash": space_hash,
+                        "size": len(c.face_ids),
+                        "representative_face_id": c.representative_face_id,
+                        "distance": c.distance,
+                        "min_size": c.min_size,
+                        "created_at": created.get(c.cluster_id, now),
+                        "updated_at": now,
+                    }
+                    for c in clusters
+                ],
+            )
+            conn.execute(
+                face_cluster_member.insert(),
+                [
+                    {"face_id": face_id, "cluster_id": c.cluster_id, "joined_at": now}
+                    for c in clusters
+                    for face_id in c.face_ids
+                ],
+            )
+
+    def extend(
+        self, joins: Sequence[tuple[int, int]], founded: Sequence[ClusterRow], space_hash: str
+    ) -> None:
+        """Add faces to clusters ((face_id, cluster_id)) and new clusters, in one
+        transaction; the clusters' sizes and updated_at follow."""
+        now = time.time()
+        with self.db.transaction() as conn:
+            wait_briefly_for_locks(conn)
+            if founded:
+                conn.execute(
+                    face_cluster.insert(),
+                    [
+                        {
+                            "cluster_id": c.cluster_id,
+                            "space_hash": space_hash,
+                            "size": len(c.face_ids),
+                            "representative_face_id": c.representative_face_id,
+                            "distance": c.distance,
+                            "min_size": c.min_size,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for c in founded
+                    ],
+                )
+            rows = [{"face_id": f, "cluster_id": c, "joined_at": now} for f, c in joins]
+            rows += [
+                {"face_id": f, "cluster_id": c.cluster_id, "joined_at": now}
+                for c in founded
+                for f in c.face_ids
+            ]
+            if rows:
+                conn.execute(face_cluster_member.insert(), rows)
+            for cluster_id in {c for _, c in joins}:
+                count = (
+                    sa.select(sa.func.count())
+                    .where(face_cluster_member.c.cluster_id == cluster_id)
+                    .scalar_subquery()
+                )
+                conn.execute(
+                    face_cluster.update()
+                    .where(face_cluster.c.cluster_id == cluster_id)
+                    .values(size=count, updated_at=now)
+                )
+
+    def listing(self, min_size: int = 1) -> list[StoredCluster]:
+        """The clusters, biggest first, with their faces as they are now (a face the app
+        named or deleted since has left: the triggers remove it)."""
+        with self.engine.connect() as conn:
+            clusters = conn.execute(sa.select(face_cluster)).all()
+            members: dict[int, list[int]] = {}
+            for cluster_id, face_id in conn.execute(
+                sa.select(face_cluster_member.c.cluster_id, face_cluster_member.c.face_id).order_by(
+                    face_cluster_member.c.face_id
+                )
+            ):
+                members.setdefault(int(cluster_id), []).append(int(face_id))
+        listed = [
+            StoredCluster(
+                cluster_id=int(c.cluster_id),
+                space_hash=c.space_hash,
+                size=len(members.get(int(c.cluster_id), [])),
+                representative_face_id=int(c.representative_face_id),
+                distance=float(c.distance),
+                min_size=int(c.min_size),
+                created_at=float(c.created_at),
+                updated_at=float(c.updated_at),
+                face_ids=members.get(int(c.cluster_id), []),
+            )
+            for c in clusters
+        ]
+        return sorted(
+            (c for c in listed if c.size >= min_size), key=lambda c: (-c.size, c.cluster_id)
+        )

@@ -1,0 +1,68 @@
+"""facestore.clustering (pure): grouping, ids that stay, calibration. Synthetic vectors:
+plumbing only; the defaults were chosen on real faces (docs/accuracy.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facestore.clustering import (
+    ClusterParams,
+    calibrate_distance,
+    group,
+    purity,
+    representative,
+    stable_ids,
+)
+
+
+def blobs(
+    people: int, per_person: int, spread: float, seed: int = 0
+) -> tuple[np.ndarray, list[int]]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(people, 64))
+    vectors = np.concatenate(
+        [c + spread * rng.normal(size=(per_person, 64)) for c in centres]
+    ).astype(np.float32)
+    return vectors, [p for p in range(people) for _ in range(per_person)]
+
+
+def test_separate_people_form_separate_groups_and_singletons_none() -> None:
+    vectors, people = blobs(5, 6, 0.05)
+    loner = np.random.default_rng(9).normal(size=(1, 64)).astype(np.float32)
+    labels = group(np.concatenate([vectors, loner]), ClusterParams(0.1, 2))
+    assert labels[-1] == -1  # one face is no cluster
+    assert purity(labels[:-1], people) == 1.0
+    assert len(set(labels[:-1].tolist())) == 5
+    assert group(np.zeros((0, 64), np.float32), ClusterParams(0.1)).shape == (0,)
+
+
+def test_min_size_leaves_small_groups_out() -> None:
+    vectors, _ = blobs(3, 2, 0.01)
+    assert (group(vectors, ClusterParams(0.1, 3)) == -1).all()
+    assert (group(vectors, ClusterParams(0.1, 2)) >= 0).all()
+
+
+def test_a_cluster_keeps_its_id_while_most_of_its_faces_stay() -> None:
+    previous = {7: [1, 2, 3, 4], 9: [10, 11, 12]}
+    groups = {0: [1, 2, 3, 20], 1: [10, 30, 31, 32], 2: [40, 41]}
+    present = [1, 2, 3, 4, 10, 11, 12, 20, 30, 31, 32, 40, 41]  # 4, 11, 12 in no group
+    ids = stable_ids(groups, previous, next_id=12, present=present)
+    assert ids[0] == 7  # 3 of its 4 faces stayed together
+    assert ids[1] != 9  # only 1 of 3: a new cluster
+    assert sorted([ids[1], ids[2]]) == [12, 13]  # new ids from the high-water mark
+    # faces that left the run (named, deleted) do not count against the cluster
+    assert stable_ids({0: [2, 3]}, {7: [1, 2, 3, 4]}, 12) == {0: 7}
+    assert stable_ids({0: [2, 3]}, {7: [1, 2, 3, 4]}, 12, present=[1, 2, 3, 4]) == {0: 12}
+
+
+def test_calibration_needs_two_named_people_and_stays_pure() -> None:
+    vectors, people = blobs(6, 5, 0.05)
+    assert calibrate_distance(vectors[:5], people[:5]) is None
+    distance = calibrate_distance(vectors, people)
+    assert distance is not None
+    assert purity(group(vectors, ClusterParams(distance)), people) >= 0.98
+
+
+def test_the_representative_is_the_face_nearest_the_centre() -> None:
+    vectors = np.array([[1, 0], [0.9, 0.1], [0.6, 0.4]], dtype=np.float32)
+    assert representative(vectors) == 1
