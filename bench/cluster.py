@@ -30,6 +30,7 @@ from scipy.cluster.hierarchy import fcluster, linkage  # noqa: E402
 from sklearn.cluster import DBSCAN, HDBSCAN  # noqa: E402
 
 from facestore.backbones import build_backbone  # noqa: E402
+from facestore.clustering import leaders  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.images import decode_crop  # noqa: E402
 from facestore.importer import crop_bytes  # noqa: E402
@@ -62,27 +63,6 @@ def score(labels: Labels, people: np.ndarray) -> tuple[float, float, int]:
 def at_least(labels: Labels, min_size: int) -> Labels:
     counts = Counter(labels.tolist())
     return np.array([c if c >= 0 and counts[c] >= min_size else -1 for c in labels.tolist()])
-
-
-def leaders(vectors: np.ndarray, radius: float) -> Labels:
-    """Each face joins the first leader within `radius` (cosine distance), else leads."""
-    dim = vectors.shape[1]
-    chosen = np.zeros((1024, dim), np.float32)
-    count = 0
-    labels = np.empty(len(vectors), int)
-    for i, v in enumerate(vectors):
-        if count:
-            similarity = chosen[:count] @ v
-            best = int(np.argmax(similarity))
-            if 1.0 - similarity[best] <= radius:
-                labels[i] = best
-                continue
-        if count == len(chosen):
-            chosen = np.concatenate([chosen, np.zeros_like(chosen)])
-        chosen[count] = v
-        labels[i] = count
-        count += 1
-    return labels
 
 
 def two_stage(vectors: np.ndarray, radius: float, distance: float) -> Labels:

@@ -6,6 +6,7 @@ import click
 
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json
+from facestore.cli.options import cluster_options
 from facestore.errors import ConfigurationError
 from facestore.grouping import cluster_params, recluster
 from facestore.timestamps import iso_utc
@@ -21,28 +22,17 @@ SHOW_FACES = 12
 @click.option(
     "--rebuild",
     is_flag=True,
-    help="Group every unknown face anew first (ids are kept where most faces stay).",
+    help="Group every unknown face anew first (ids are kept where most faces stay), "
+    "with --cluster-distance and --cluster-min-size.",
 )
-@click.option(
-    "--distance",
-    type=click.FloatRange(min=0.0, max=2.0, min_open=True),
-    default=None,
-    help="With --rebuild: the cosine distance at which clusters are cut. [default: 0.06 "
-    "for dlib (measured on ORL); other backbones: calibrated on the verified faces]",
-)
-@click.option(
-    "--cluster-min-size",
-    type=click.IntRange(min=2),
-    default=None,
-    help="With --rebuild: fewest faces that make a cluster. [default: 2]",
-)
+@cluster_options
 @pass_app()
 def clusters(
     app: App,
     as_json: bool,
     min_size: int,
     rebuild: bool,
-    distance: float | None,
+    cluster_distance: float | None,
     cluster_min_size: int | None,
 ) -> None:
     """Clusters of unknown faces, biggest first, with their faces.
@@ -62,7 +52,7 @@ def clusters(
             raise ConfigurationError(
                 "No active embedding space yet: run 'facestore embed' (or 'facestore watch')."
             )
-        params, source = cluster_params(store, space, distance, cluster_min_size)
+        params, source = cluster_params(store, space, cluster_distance, cluster_min_size)
         report = recluster(store, space, params, source)
     listed = store.clusters.listing(min_size)
     rows = [

@@ -178,3 +178,25 @@ def far_option(func: F) -> F:
         "retrained model may still name; the 'unknown' threshold is calibrated to it. "
         "Lower: fewer strangers named, more known faces left unknown.",
     )(func)
+
+
+CLUSTER_DISTANCE_HELP = (
+    "Cosine distance at which clusters of unknown faces are cut. [default: 0.06 for dlib "
+    "(measured on ORL); other backbones: calibrated on the verified faces]"
+)
+
+
+def cluster_options(func: F) -> F:
+    """--cluster-distance and --cluster-min-size (watch, clusters --rebuild)."""
+    func = click.option(
+        "--cluster-min-size",
+        type=click.IntRange(min=2),
+        default=None,
+        help="Fewest faces that make a cluster. [default: 2]",
+    )(func)
+    return click.option(
+        "--cluster-distance",
+        type=click.FloatRange(min=0.0, max=2.0, min_open=True),
+        default=None,
+        help=CLUSTER_DISTANCE_HELP,
+    )(func)

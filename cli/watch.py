@@ -8,7 +8,7 @@ import click
 
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand
-from facestore.cli.options import classifier_option, min_confidence_option
+from facestore.cli.options import classifier_option, cluster_options, min_confidence_option
 from facestore.daemon import (
     Daemon,
     WatchOptions,
@@ -92,19 +92,7 @@ DEFAULTS = WatchOptions()
     show_default=True,
     help="Group the unverified faces the model names nobody for into face_cluster rows.",
 )
-@click.option(
-    "--cluster-distance",
-    type=click.FloatRange(min=0.0, max=2.0, min_open=True),
-    default=None,
-    help="Cosine distance at which clusters are cut. [default: 0.06 for dlib (measured "
-    "on ORL); other backbones: calibrated on the verified faces]",
-)
-@click.option(
-    "--cluster-min-size",
-    type=click.IntRange(min=2),
-    default=None,
-    help="Fewest faces that make a cluster. [default: 2]",
-)
+@cluster_options
 @pass_app(backbone=True)
 def watch(
     app: App,

@@ -38,6 +38,19 @@ class StoredCluster:
     face_ids: list[int]
 
 
+def _row(cluster: ClusterRow, space_hash: str, created: float, now: float) -> dict[str, Any]:
+    return {
+        "cluster_id": cluster.cluster_id,
+        "space_hash": space_hash,
+        "size": len(cluster.face_ids),
+        "representative_face_id": cluster.representative_face_id,
+        "distance": cluster.distance,
+        "min_size": cluster.min_size,
+        "created_at": created,
+        "updated_at": now,
+    }
+
+
 class Clusters(Part):
     """The unknown faces' vectors in, their groups out."""
 
@@ -105,19 +118,7 @@ class Clusters(Part):
                 return
             conn.execute(
                 face_cluster.insert(),
-                [
-                    {
-                        "cluster_id": c.cluster_id,
-                        "space_hash": space_hash,
-                        "size": len(c.face_ids),
-                        "representative_face_id": c.representative_face_id,
-                        "distance": c.distance,
-                        "min_size": c.min_size,
-                        "created_at": created.get(c.cluster_id, now),
-                        "updated_at": now,
-                    }
-                    for c in clusters
-                ],
+                [_row(c, space_hash, created.get(c.cluster_id, now), now) for c in clusters],
             )
             conn.execute(
                 face_cluster_member.insert(),
@@ -138,20 +139,7 @@ class Clusters(Part):
             wait_briefly_for_locks(conn)
             if founded:
                 conn.execute(
-                    face_cluster.insert(),
-                    [
-                        {
-                            "cluster_id": c.cluster_id,
-                            "space_hash": space_hash,
-                            "size": len(c.face_ids),
-                            "representative_face_id": c.representative_face_id,
-                            "distance": c.distance,
-                            "min_size": c.min_size,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for c in founded
-                    ],
+                    face_cluster.insert(), [_row(c, space_hash, now, now) for c in founded]
                 )
             rows = [{"face_id": f, "cluster_id": c, "joined_at": now} for f, c in joins]
             rows += [

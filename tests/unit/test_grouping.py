@@ -71,7 +71,7 @@ def test_the_daemon_keeps_clusters_of_unknown_faces(tmp_path: Path, cli: Cli) ->
     assert [row["size"] for row in listed] == [3, 3, 2]
     assert listed[0]["cluster_id"] == id_a and listed[0]["representative_face_id"] in a + more_a
     rebuilt = json.loads(
-        cli("--db", db, "clusters", "--rebuild", "--distance", "0.05", "--json").stdout
+        cli("--db", db, "clusters", "--rebuild", "--cluster-distance", "0.05", "--json").stdout
     )
     assert rebuilt["rebuild"]["clusters"] == 3 and rebuilt["rebuild"]["distance_from"] == "given"
     assert {row["cluster_id"] for row in rebuilt["clusters"]} == set(second)  # ids kept
