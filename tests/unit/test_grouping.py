@@ -6,14 +6,26 @@ identical vectors, which is all these checks need."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from facestore import db as database
 from facestore.daemon import WatchOptions
-from tests.support.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from facestore.embedding import embed_pending
+from facestore.grouping import cluster_params, recluster
+from tests.support.backends import AppDatabase
+from tests.support.helpers import (
+    FakeBackbone,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_exec,
+    sqlite_rows,
+)
 from tests.support.types import Cli
 from tests.unit.test_daemon import FakeClock, make_daemon
 
+MakeApp = Callable[..., AppDatabase]
 CROPS = {
     name: encode(face_image(person, 0)) for name, person in zip("ABCD", (7, 8, 9, 5), strict=True)
 }
@@ -88,3 +100,25 @@ def test_without_a_known_distance_the_daemon_says_so_and_goes_on(tmp_path: Path)
     assert clusters_of(db) == {}
     assert sqlite_rows(db, "SELECT count(*) FROM embedding") == [(4,)]
     assert WatchOptions().clusters
+
+
+def test_a_rebuild_on_both_databases_keeps_ids_and_names(make_app: MakeApp) -> None:
+    app = make_app(people=2, per_person=3)
+    rows = [{"crop": CROPS[name], "no": False} for name in "AAABBC"]
+    app.exec_many(
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
+        "VALUES (1, :crop, NULL, :no)",
+        rows,
+    )
+    store = app.store()
+    embed_pending(store, FakeBackbone(), verified=False)
+    space = store.spaces.active()
+    assert space is not None
+    before = app.rows("SELECT id, person_id, verified FROM face ORDER BY id")
+    params, source = cluster_params(store, space, distance=0.05)
+    first = recluster(store, space, params, source)
+    assert (first.unknown, first.clustered, first.clusters) == (6, 5, 2)
+    ids = store.clusters.members(space.config_hash)
+    again = recluster(store, space, params, source)
+    assert again.clusters == 2 and store.clusters.members(space.config_hash) == ids
+    assert app.rows("SELECT id, person_id, verified FROM face ORDER BY id") == before
