@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -12,6 +13,7 @@ from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json, progress_bar
 from facestore.cli.options import classifier_option
+from facestore.daemon.signals import StopEvent, stop_on_signals
 from facestore.errors import FacestoreError
 from facestore.reembed import ReembedReport, activate_recorded, reembed
 
@@ -54,6 +56,10 @@ def reembed_command(
     space is complete, it trains a model there, publishes it and activates the
     space in one step. JSON keys: space, embedded, failed, activated,
     model_version, seconds.
+
+    SIGTERM or SIGINT stops the build within a second or so: what was embedded
+    is kept, nothing is activated, and the exit status is 128 + the signal's
+    number.
     """
     store = app.store
     if activate_only:
@@ -75,7 +81,8 @@ def reembed_command(
         options = app.backbone_settings()
         model = app.build_backbone()
         total = store.queue.count_pending(space_of(model).config_hash)
-        with progress_bar(total, "reembed") as bar:
+        stop = StopEvent()
+        with stop_on_signals(stop) as received, progress_bar(total, "reembed") as bar:
             report = reembed(
                 store,
                 model,
@@ -84,7 +91,16 @@ def reembed_command(
                 activate_space=activate,
                 classifier=classifier,
                 progress=bar,
+                stop=stop,
             )
+        if received:
+            click.echo(
+                f"Stopped by {signal.Signals(received[0]).name} after embedding "
+                f"{report.embedded} faces into the new space; nothing was activated. Run "
+                "'facestore reembed' again with the same backbone to resume.",
+                err=True,
+            )
+            sys.exit(128 + received[0])
     if as_json:
         print_json(report.as_json())
     else:

@@ -137,8 +137,8 @@ class Clusterer:
         self._disabled_for: str | None = None
 
     def update(self, space: Space, full: bool = False) -> None:
-        if self._disabled_for == space.config_hash:
-            return
+        if self._disabled_for == space.config_hash and not full:
+            return  # tried again with the next model: there may be named people by then
         if full or self._space != space.config_hash or self._params is None:
             try:
                 params, source = cluster_params(self.store, space, self.distance, self.min_size)
@@ -146,6 +146,7 @@ class Clusterer:
                 log.warning("Not clustering unknown faces: %s", exc)
                 self._disabled_for = space.config_hash
                 return
+            self._disabled_for = None
             recluster(self.store, space, params, source)
             self._load(space, params)
             return

@@ -108,13 +108,19 @@ def reembed(
     activate_space: bool = True,
     classifier: str = "auto",
     progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
 ) -> ReembedReport:
+    """Build the backbone's space beside the active one; then (activate_space) train
+    there and switch. A set `stop` ends the build early and nothing is activated."""
     started = time.perf_counter()
-    space, embedded, failed = build_space(store, backbone, batch_size=batch_size, progress=progress)
+    space, embedded, failed = build_space(
+        store, backbone, batch_size=batch_size, progress=progress, stop=stop
+    )
     active = store.spaces.active()
     version = None
     already_active = active is not None and active.config_hash == space.config_hash
-    if activate_space and not already_active:
+    stopped = stop is not None and stop.is_set()
+    if activate_space and not already_active and not stopped:
         version = activate(store, space, model_dir, classifier)
     return ReembedReport(
         space=space.config_hash,

@@ -20,7 +20,9 @@ def start_embed(db: Path, workdir: Path, weights: Path) -> tuple[subprocess.Pope
         [sys.executable, "-m", "facestore", "--db", str(db), "embed", "--batch-size", "8", "-v"],
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
-        env={**os.environ, "FACESTORE_WEIGHTS": str(weights)},
+        # One model thread: these tests are about processes and signals, and two OpenMP
+        # threads beside busy cores can run 300x slower (see the issue 15 note).
+        env={**os.environ, "FACESTORE_WEIGHTS": str(weights), "OMP_NUM_THREADS": "1"},
         cwd=workdir,
         start_new_session=True,  # its own process group, as under systemd
     )

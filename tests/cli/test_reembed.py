@@ -11,7 +11,7 @@ import pytest
 
 from facestore import artifacts, backbones
 from facestore.config import BackboneSettings
-from facestore.reembed import build_space
+from facestore.reembed import build_space, reembed
 from facestore.repository import StagedVersion
 from facestore.store import Store
 from tests.support.helpers import (
@@ -171,3 +171,22 @@ def test_prune_with_only_the_active_space(cli: Cli, db_in_space_a: Path) -> None
     result = cli("--db", db_in_space_a, "prune", "--yes")
     assert "nothing to prune" in result.stdout
     assert sqlite_rows(db_in_space_a, "SELECT count(*) FROM embedding") == [(15,)]
+
+
+def test_a_stopped_reembed_activates_nothing(
+    cli: Cli, db_in_space_a: Path, store_for: StoreFor, tmp_path: Path
+) -> None:
+    before = status(cli, db_in_space_a)
+    stop = threading.Event()
+    report = reembed(
+        store_for(db_in_space_a),
+        salted(BackboneSettings(weights=Path("B"))),
+        Path("model"),
+        batch_size=4,
+        progress=lambda n: stop.set(),
+        stop=stop,
+    )
+    assert not report.activated and report.model_version is None and 0 < report.embedded < 16
+    after = status(cli, db_in_space_a)
+    assert after["active_space"] == before["active_space"]
+    assert after["model"]["version"] == before["model"]["version"]
