@@ -76,6 +76,19 @@ def recluster(store: Store, space: Space, params: ClusterParams, source: str) ->
     mostly holds. Never touches person_id, verified or a named face."""
     started = time.perf_counter()
     face_ids, vectors = store.clusters.unknown_vectors(space.config_hash)
+    return _regroup(store, space, params, source, face_ids, vectors, started)[0]
+
+
+def _regroup(
+    store: Store,
+    space: Space,
+    params: ClusterParams,
+    source: str,
+    face_ids: list[int],
+    vectors: np.ndarray,
+    started: float,
+) -> tuple[ClusteringReport, list[ClusterRow]]:
+    """recluster() on unknown faces already read: the report and the clusters written."""
     labels = group(vectors, params)
     groups = {
         int(label): [face_ids[i] for i in np.flatnonzero(labels == label)]
@@ -114,7 +127,7 @@ def recluster(store: Store, space: Space, params: ClusterParams, source: str) ->
         params.distance,
         source,
     )
-    return report
+    return report, rows
 
 
 class Clusterer:
@@ -147,21 +160,18 @@ class Clusterer:
                 self._disabled_for = space.config_hash
                 return
             self._disabled_for = None
-            recluster(self.store, space, params, source)
-            self._load(space, params)
+            self._regroup_all(space, params, source)
             return
         self._join_new(space, self._params)
 
-    def _load(self, space: Space, params: ClusterParams) -> None:
+    def _regroup_all(self, space: Space, params: ClusterParams, source: str) -> None:
+        """Re-cluster every unknown face, and keep the centres and the waiting faces."""
+        started = time.perf_counter()
         face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
+        _, rows = _regroup(self.store, space, params, source, face_ids, vectors, started)
         units = dict(zip(face_ids, unit_rows(vectors), strict=True)) if face_ids else {}
-        members = self.store.clusters.members(space.config_hash)
-        self._centres = {
-            cid: np.sum([units[f] for f in faces if f in units], axis=0)
-            for cid, faces in members.items()
-            if any(f in units for f in faces)
-        }
-        clustered = set().union(*members.values()) if members else set()
+        self._centres = {r.cluster_id: np.sum([units[f] for f in r.face_ids], axis=0) for r in rows}
+        clustered = {f for r in rows for f in r.face_ids}
         self._waiting = {f: v for f, v in units.items() if f not in clustered}
         self._next_id = self.store.clusters.next_id()
         self._space, self._params = space.config_hash, params

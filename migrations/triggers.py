@@ -8,6 +8,10 @@ in place. A relabel does not touch the cache.
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
+
 V1_NAMES = ("facestore_face_delete", "facestore_face_insert", "facestore_face_update_crop")
 V2_NAMES = (*V1_NAMES, "facestore_face_verified")
 
@@ -74,6 +78,14 @@ def _promote(now: str) -> list[str]:
         "INSERT INTO embedding_job (face_id, space_hash, priority, enqueued_at) "
         f"SELECT NEW.id, config_hash, 0, {now} FROM embedding_space WHERE is_active {missing}",
     ]
+
+
+def verified_type(bind: Any) -> str | None:
+    """How the app's face.verified column is typed: boolean, integer (0/1) or absent."""
+    for column in sa.inspect(bind).get_columns("face"):
+        if column["name"] == "verified":
+            return "boolean" if isinstance(column["type"], sa.Boolean) else "integer"
+    return None
 
 
 def _verified_condition(verified_type: str | None) -> tuple[str, str]:

@@ -21,14 +21,6 @@ depends_on = None
 FACE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _verified_type() -> str | None:
-    """How the app's face.verified column is typed: boolean, integer (0/1) or absent."""
-    for column in sa.inspect(op.get_bind()).get_columns("face"):
-        if column["name"] == "verified":
-            return "boolean" if isinstance(column["type"], sa.Boolean) else "integer"
-    return None
-
-
 def upgrade() -> None:
     op.create_table(
         "embedding_job",
@@ -43,9 +35,15 @@ def upgrade() -> None:
     op.create_index("ix_embedding_job_claim", "embedding_job", claim_order)
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
-        statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v3(_verified_type())]
+        statements = [
+            *triggers.drop(triggers.V2_NAMES),
+            *triggers.sqlite_v3(triggers.verified_type(op.get_bind())),
+        ]
     elif dialect == "postgresql":
-        statements = [*triggers.drop_postgresql(), *triggers.postgresql_v3(_verified_type())]
+        statements = [
+            *triggers.drop_postgresql(),
+            *triggers.postgresql_v3(triggers.verified_type(op.get_bind())),
+        ]
     else:
         raise RuntimeError(f"facestore supports SQLite and PostgreSQL, not {dialect}")
     for sql in statements:
@@ -55,7 +53,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
-        verified = _verified_type() is not None
+        verified = triggers.verified_type(op.get_bind()) is not None
         for sql in [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v2(verified)]:
             op.execute(sql)
     elif dialect == "postgresql":

@@ -29,12 +29,6 @@ def _face_columns() -> dict[str, sa.types.TypeEngine]:
     return {c["name"]: c["type"] for c in sa.inspect(op.get_bind()).get_columns("face")}
 
 
-def _verified_type(columns: dict[str, sa.types.TypeEngine]) -> str | None:
-    if "verified" not in columns:
-        return None
-    return "boolean" if isinstance(columns["verified"], sa.Boolean) else "integer"
-
-
 def upgrade() -> None:
     columns = _face_columns()
     dialect = op.get_bind().dialect.name
@@ -44,7 +38,7 @@ def upgrade() -> None:
         sa.Column("person_id", columns["person_id"], primary_key=True),  # the app's own type
         sa.Column("created_at", sa.Float, nullable=False, server_default=NOW[dialect]),
     )
-    verified = _verified_type(columns)
+    verified = triggers.verified_type(op.get_bind())
     if dialect == "sqlite":
         statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v4(verified)]
     else:
@@ -54,8 +48,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    columns = _face_columns()
-    verified = _verified_type(columns)
+    verified = triggers.verified_type(op.get_bind())
     if op.get_bind().dialect.name == "sqlite":
         statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v3(verified)]
     else:

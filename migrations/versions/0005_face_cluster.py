@@ -21,13 +21,6 @@ depends_on = None
 FACE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _verified_type() -> str | None:
-    for column in sa.inspect(op.get_bind()).get_columns("face"):
-        if column["name"] == "verified":
-            return "boolean" if isinstance(column["type"], sa.Boolean) else "integer"
-    return None
-
-
 def upgrade() -> None:
     op.create_table(
         "face_cluster",
@@ -54,7 +47,7 @@ def upgrade() -> None:
         sa.Column("joined_at", sa.Float, nullable=False),
     )
     op.create_index("ix_face_cluster_member_cluster", "face_cluster_member", ["cluster_id"])
-    verified = _verified_type()
+    verified = triggers.verified_type(op.get_bind())
     if op.get_bind().dialect.name == "sqlite":
         statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v5(verified)]
     else:
@@ -68,7 +61,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    verified = _verified_type()
+    verified = triggers.verified_type(op.get_bind())
     if op.get_bind().dialect.name == "sqlite":
         statements = [*triggers.drop(triggers.V2_NAMES), *triggers.sqlite_v4(verified)]
     else:
