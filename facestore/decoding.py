@@ -215,9 +215,10 @@ class ProcessDecoding:
         self.batch_size = batch_size
         self._prepare = backbone.prepare_function
         shape = (SLOTS, batch_size, *backbone.prepared_shape)
-        size = math.prod(shape) * np.dtype(np.float32).itemsize
         self._memory = shared_memory.SharedMemory(
-            name=f"facestore-{os.getpid()}-{secrets.token_hex(4)}", create=True, size=size
+            name=f"facestore-{os.getpid()}-{secrets.token_hex(4)}",
+            create=True,
+            size=self.bytes_needed(backbone, batch_size),
         )
         self._shape = shape
         self._slots: np.ndarray | None = decode_worker.slot_array(self._memory.buf, shape)
@@ -226,6 +227,11 @@ class ProcessDecoding:
             self._free.put(slot)
         self._lock = threading.Lock()
         self._executor = self._start()
+
+    @staticmethod
+    def bytes_needed(backbone: ProcessPreparable, batch_size: int) -> int:
+        """The shared memory of the slots: SLOTS batches of float32 inputs."""
+        return SLOTS * batch_size * math.prod(backbone.prepared_shape) * 4
 
     @property
     def memory_name(self) -> str:
@@ -405,7 +411,7 @@ def make_decode_pool(
     if mode == "threads" or not isinstance(backbone, ProcessPreparable):
         cpu = ThreadDecoding(decode, workers)
     else:
-        need = SLOTS * batch_size * math.prod(backbone.prepared_shape) * 4
+        need = ProcessDecoding.bytes_needed(backbone, batch_size)
         free = shared_memory_free()
         if free is not None and need > free // 2:
             log.warning(
