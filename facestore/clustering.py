@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
 
 LEADER_SHARE = 1 / 3  # micro-cluster radius / cut: 0.02 of 0.06 on dlib ORL
 DEFAULT_MIN_SIZE = 2
@@ -60,6 +59,8 @@ def leaders(vectors: np.ndarray, radius: float) -> np.ndarray:
 
 def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
     """A group label per face (0..k-1), -1 for faces in no group of min_size."""
+    from scipy.cluster.hierarchy import fcluster, linkage  # ~0.2 s: not at CLI start
+
     if len(vectors) == 0:
         return np.zeros(0, dtype=np.int64)
     units = unit_rows(vectors)
