@@ -29,15 +29,20 @@ _memory: shared_memory.SharedMemory | None = None
 _prepare: Callable[[Any], np.ndarray] | None = None
 
 
-def attach(name: str, shape: tuple[int, ...], prepare: Callable[[Any], np.ndarray]) -> None:
-    """Pool initializer: map the parent's slots (slots, rows, *input shape), float32."""
+def attach(
+    name: str, shape: tuple[int, ...], prepare: Callable[[Any], np.ndarray], parent: int
+) -> None:
+    """Pool initializer: map the parent's slots (slots, rows, *input shape), float32.
+
+    parent: the pid of the process that started the pool. Passed in rather than read
+    here, so that a worker whose parent died while it was still starting exits too.
+    """
     global _slots, _memory, _prepare
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _memory = shared_memory.SharedMemory(name=name)  # the parent owns (and unlinks) it
     _slots = slot_array(_memory.buf, shape)
     _prepare = prepare
-    parent = os.getppid()
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 

@@ -242,7 +242,7 @@ class ProcessDecoding:
             self.workers,
             mp_context=get_context("spawn"),  # no fork of a process that holds torch threads
             initializer=decode_worker.attach,
-            initargs=(self._memory.name, self._shape, self._prepare),
+            initargs=(self._memory.name, self._shape, self._prepare, os.getpid()),
         )
         with _workers_skip_main():
             for _ in range(self.workers):  # start them now, while the pass sets up
