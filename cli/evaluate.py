@@ -65,7 +65,8 @@ def evaluate_command(
       30% of every other person's faces held out as known test faces; named
       right / named wrongly / left unknown, and strangers rejected, against the
       false-accept target, with the point retrain's rule picks;
-    - the pairs of people confused most.
+    - the pairs of people confused most;
+    - people whose faces form two separate groups (maybe two people under one name).
 
     Reads cached vectors only (run 'facestore embed' first); publishes nothing.
     """
@@ -121,4 +122,10 @@ def report_lines(result: Evaluation, space: str) -> str:
         )
     lines += ["", "most confused pairs (k-fold errors):"]
     lines += [f"  {a} ~ {b}: {n}" for a, b, n in result.confused_pairs] or ["  none"]
+    lines += ["", "faces in two groups (two people under one name? a hint: pose splits too):"]
+    lines += [
+        f"  {p.person_id}: groups of {p.groups[0]} and {p.groups[1]} faces, "
+        f"{p.ratio:.1f}x the usual spread"
+        for p in result.split_people
+    ] or ["  none"]
     return "\n".join(lines)

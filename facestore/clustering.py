@@ -57,6 +57,34 @@ def leaders(vectors: np.ndarray, radius: float) -> np.ndarray:
     return labels
 
 
+def components(units: np.ndarray, distance: float, block: int = 2048) -> list[np.ndarray]:
+    """The connected components of "within distance" over unit rows (indices each).
+
+    Average linkage never joins groups with no pair within the cut, so each component
+    can be cut alone: the distance matrices stay per component, not N x N (20,000
+    faces: 1.6 GB in one piece). Built block by block, in float32.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows, cols = [], []
+    for start in range(0, len(units), block):
+        similarity = units[start : start + block] @ units.T
+        near_rows, near_cols = np.nonzero(similarity >= 1.0 - distance - 1e-6)
+        rows.append(near_rows + start)
+        cols.append(near_cols)
+    graph = coo_matrix(
+        (
+            np.ones(sum(len(r) for r in rows), dtype=np.int8),
+            (np.concatenate(rows), np.concatenate(cols)),
+        ),
+        shape=(len(units), len(units)),
+    )
+    count, labels = connected_components(graph, directed=False)
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if count else []
+
+
 def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
     """A group label per face (0..k-1), -1 for faces in no group of min_size."""
     from scipy.cluster.hierarchy import fcluster, linkage  # ~0.2 s: not at CLI start
@@ -67,12 +95,19 @@ def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
     micro = leaders(units, params.distance * LEADER_SHARE)
     sums = np.zeros((int(micro.max()) + 1, units.shape[1]))
     np.add.at(sums, micro, units)
-    if len(sums) == 1:
-        labels = np.zeros(len(units), dtype=np.int64)
-    else:
-        centroids = unit_rows(sums)
-        tree = linkage(centroids, method="average", metric="cosine")
-        labels = (fcluster(tree, t=params.distance, criterion="distance") - 1)[micro]
+    centroids = unit_rows(sums)
+    groups = np.empty(len(centroids), dtype=np.int64)
+    count = 0
+    for members in components(centroids, params.distance):
+        if len(members) == 1:
+            groups[members] = count
+            count += 1
+            continue
+        tree = linkage(centroids[members], method="average", metric="cosine")
+        found = fcluster(tree, t=params.distance, criterion="distance") - 1
+        groups[members] = count + found
+        count += int(found.max()) + 1
+    labels = groups[micro]
     sizes = Counter(labels.tolist())
     return np.array([c if sizes[c] >= params.min_size else -1 for c in labels.tolist()])
 
@@ -142,3 +177,67 @@ def representative(vectors: np.ndarray) -> int:
     units = unit_rows(vectors)
     centre = units.sum(axis=0)
     return int(np.argmax(units @ centre))
+
+
+class UnitRows:
+    """Unit vectors by id in one growing matrix: nearest-row queries in one product."""
+
+    def __init__(self) -> None:
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._ids: list[int] = []
+        self._row: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._row
+
+    def ids(self) -> list[int]:
+        return list(self._ids)
+
+    def get(self, key: int) -> np.ndarray:
+        return self._matrix[self._row[key]]
+
+    def put(self, key: int, vector: np.ndarray) -> None:
+        """Add or replace the row of key."""
+        if key in self._row:
+            self._matrix[self._row[key]] = vector
+            return
+        count = len(self._ids)
+        if count == len(self._matrix):
+            grown = np.zeros((max(16, 2 * count), len(vector)), dtype=np.float32)
+            if count:
+                grown[:count] = self._matrix
+            self._matrix = grown
+        self._matrix[count] = vector
+        self._row[key] = count
+        self._ids.append(key)
+
+    def pop(self, key: int) -> np.ndarray:
+        """Remove key's row (the last row takes its place) and return it."""
+        row = self._row.pop(key)
+        vector = self._matrix[row].copy()
+        last = len(self._ids) - 1
+        if row != last:
+            moved = self._ids[last]
+            self._matrix[row] = self._matrix[last]
+            self._ids[row] = moved
+            self._row[moved] = row
+        self._ids.pop()
+        return vector
+
+    def within(self, vector: np.ndarray, distance: float) -> list[int]:
+        """The ids whose cosine distance to vector is at most distance."""
+        if not self._ids:
+            return []
+        similarity = self._matrix[: len(self._ids)] @ vector
+        return [self._ids[i] for i in np.flatnonzero(1.0 - similarity <= distance)]
+
+    def nearest(self, vector: np.ndarray, distance: float) -> int | None:
+        """The id of the nearest row, if within distance."""
+        if not self._ids:
+            return None
+        similarity = self._matrix[: len(self._ids)] @ vector
+        best = int(np.argmax(similarity))
+        return self._ids[best] if 1.0 - float(similarity[best]) <= distance else None

@@ -83,6 +83,7 @@ class EmbedReport:
     pending: int | None  # None: not counted (a queue-only pass)
     seconds: float
     more: bool = False  # stopped at the deadline with work left
+    written: tuple[int, ...] = ()  # the faces whose vectors this pass stored
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -242,6 +243,7 @@ class Embedder:
             pending=store.queue.count_pending(space.config_hash, verified) if scan else None,
             seconds=time.perf_counter() - started,
             more=totals.more,
+            written=tuple(totals.written),
         )
 
 

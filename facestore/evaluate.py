@@ -13,6 +13,12 @@ returns figures; the CLI reads the vectors and prints or plots them.
   strangers rejected, are averaged over the seeds. `calibrated` is the point that
   retrain's default target picks.
 - Confused pairs: the pairs of people the k-fold predictions mix up most.
+- Split people: people whose faces fall into two groups much further apart than a
+  person's faces usually are (the top merge of average linkage over their faces, against
+  the library's median): a hint that two people share one name. On ORL (dlib) the rule
+  lists 92.5% of merged pairs, and also 7 of the 40 single people, whose pose changes
+  split them as far (bench/split_people.py, docs/accuracy.md): a list to look at, not
+  a verdict.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ STRANGER_SHARE = 0.25
 KNOWN_TEST_SHARE = 0.3
 FAR_GRID = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
 CONFUSED_PAIRS = 10
+SPLIT_FACTOR = 1.5  # times the library's median split: bench/split_people.py on ORL
+SPLIT_MIN_FACES = 4  # fewer faces cannot show two groups of two
+SPLIT_PEOPLE = 10
 
 
 @dataclass
@@ -84,6 +93,7 @@ class Evaluation:
     curve: list[CurvePoint]
     calibrated: CurvePoint
     confused_pairs: list[tuple[Any, Any, int]] = field(default_factory=list)
+    split_people: list[SplitPerson] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +111,7 @@ class Evaluation:
                 "calibrated": self.calibrated.as_json(),
             },
             "confused_pairs": [{"people": [a, b], "errors": n} for a, b, n in self.confused_pairs],
+            "split_people": [p.as_json() for p in self.split_people],
         }
 
 
@@ -130,6 +141,48 @@ def confused_pairs(dataset: Dataset, predicted: np.ndarray, top: int) -> list[tu
             a, b = sorted((int(truth), int(guess)))
             pairs[(a, b)] += 1
     return [(dataset.classes[a], dataset.classes[b], n) for (a, b), n in pairs.most_common(top)]
+
+
+@dataclass(frozen=True)
+class SplitPerson:
+    person_id: Any
+    distance: float  # average cosine distance between the two groups of their faces
+    ratio: float  # distance / the library's median of it
+    groups: tuple[int, int]  # faces in each group, bigger first
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "person_id": self.person_id,
+            "distance": round(self.distance, 4),
+            "ratio": round(self.ratio, 2),
+            "groups": list(self.groups),
+        }
+
+
+def split_people(
+    dataset: Dataset, factor: float = SPLIT_FACTOR, top: int = SPLIT_PEOPLE
+) -> list[SplitPerson]:
+    """People whose faces form two groups at least `factor` times further apart than the
+    library's median person's, both groups of 2+ faces; furthest first."""
+    from scipy.cluster.hierarchy import fcluster, linkage  # not at CLI start
+
+    splits = []
+    for label, person_id in enumerate(dataset.classes):
+        faces = unit_rows(dataset.vectors[dataset.labels == label])
+        if len(faces) < SPLIT_MIN_FACES:
+            continue
+        tree = linkage(faces, method="average", metric="cosine")
+        sizes = np.bincount(fcluster(tree, t=2, criterion="maxclust"))[1:]
+        splits.append((person_id, float(tree[-1, 2]), tuple(sorted(sizes.tolist(), reverse=True))))
+    if len(splits) < 3:
+        return []
+    median = float(np.median([d for _, d, _ in splits]))
+    found = [
+        SplitPerson(person_id, d, d / median, (groups[0], groups[1]))
+        for person_id, d, groups in splits
+        if median > 0 and d >= factor * median and len(groups) == 2 and min(groups) >= 2
+    ]
+    return sorted(found, key=lambda p: -p.ratio)[:top]
 
 
 def open_set_split(
@@ -245,4 +298,5 @@ def evaluate(
         curve=curve,
         calibrated=calibrated,
         confused_pairs=confused_pairs(dataset, predictions[open_set_classifier], CONFUSED_PAIRS),
+        split_people=split_people(dataset),
     )

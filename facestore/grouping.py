@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from facestore.clustering import (
     DEFAULT_MIN_SIZE,
     MEASURED_DISTANCE,
     ClusterParams,
+    UnitRows,
     calibrate_distance,
     group,
     representative,
@@ -135,7 +137,11 @@ class Clusterer:
     (every suggestion is redone then), and between those, each new unknown face joins
     the cluster whose centre is within the distance, or founds one with the
     unclustered faces within the distance (min_size in all), or waits among them.
-    The cost of a join grows with the clusters and the waiting faces, not the library.
+
+    A join reads nothing but the new faces (the caller passes them in) and the
+    clusters' signature: its cost grows with the new faces, and in memory with the
+    clusters and waiting faces, not with the library. Clusters someone else wrote
+    (`facestore clusters --rebuild`, another daemon) are read back before joining.
     """
 
     def __init__(self, store: Store, distance: float | None, min_size: int | None) -> None:
@@ -144,12 +150,23 @@ class Clusterer:
         self.min_size = min_size
         self._space: str | None = None
         self._params: ClusterParams | None = None
-        self._centres: dict[int, np.ndarray] = {}  # cluster id -> sum of unit vectors
-        self._waiting: dict[int, np.ndarray] = {}  # unclustered unknown face -> unit vector
-        self._next_id = 1
+        self._sums: dict[int, np.ndarray] = {}  # cluster id -> sum of its unit vectors
+        self._centres = UnitRows()  # cluster id -> its mean direction
+        self._member_of: dict[int, int] = {}  # clustered face -> cluster id
+        self._waiting = UnitRows()  # unclustered unknown face -> unit vector
+        self._signature: tuple[int, float] | None = None  # of the clusters as last written
         self._disabled_for: str | None = None
 
-    def update(self, space: Space, full: bool = False) -> None:
+    def update(
+        self,
+        space: Space,
+        full: bool = False,
+        new: Mapping[int, np.ndarray] | None = None,
+        unverified: Collection[int] | None = None,
+    ) -> None:
+        """new: unknown faces (id -> vector) that may not be clustered yet; unverified:
+        every unverified face, when the caller read them all (waiting faces not among
+        them are forgotten)."""
         if self._disabled_for == space.config_hash and not full:
             return  # tried again with the next model: there may be named people by then
         if full or self._space != space.config_hash or self._params is None:
@@ -162,67 +179,91 @@ class Clusterer:
             self._disabled_for = None
             self._regroup_all(space, params, source)
             return
-        self._join_new(space, self._params)
+        if self.store.clusters.signature() != self._signature:
+            log.info("The clusters were rewritten elsewhere; reading them back")
+            self._read_back(space, self._params, new or {})
+        if unverified is not None:
+            keep = set(unverified)
+            for gone in [f for f in self._waiting.ids() if f not in keep]:
+                self._waiting.pop(gone)
+        self._join(space, self._params, new or {})
 
     def _regroup_all(self, space: Space, params: ClusterParams, source: str) -> None:
         """Re-cluster every unknown face, and keep the centres and the waiting faces."""
         started = time.perf_counter()
         face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
         _, rows = _regroup(self.store, space, params, source, face_ids, vectors, started)
-        units = dict(zip(face_ids, unit_rows(vectors), strict=True)) if face_ids else {}
-        self._centres = {r.cluster_id: np.sum([units[f] for f in r.face_ids], axis=0) for r in rows}
-        clustered = {f for r in rows for f in r.face_ids}
-        self._waiting = {f: v for f, v in units.items() if f not in clustered}
-        self._next_id = self.store.clusters.next_id()
-        self._space, self._params = space.config_hash, params
+        self._remember(space, params, face_ids, vectors, {r.cluster_id: r.face_ids for r in rows})
 
-    def _join_new(self, space: Space, params: ClusterParams) -> None:
-        unknown = set(self.store.clusters.unknown_ids(space.config_hash))
-        for gone in [f for f in self._waiting if f not in unknown]:
-            del self._waiting[gone]  # named, suggested or deleted meanwhile
-        known = set(self._waiting) | set().union(
-            *self.store.clusters.members(space.config_hash).values(), set()
-        )
-        new = sorted(unknown - known)
-        if not new:
+    def _read_back(self, space: Space, params: ClusterParams, new: Collection[int]) -> None:
+        face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
+        members = self.store.clusters.members(space.config_hash)
+        self._remember(space, params, face_ids, vectors, members)
+        for face_id in new:  # to be joined now, not left waiting
+            if face_id in self._waiting:
+                self._waiting.pop(face_id)
+
+    def _remember(
+        self,
+        space: Space,
+        params: ClusterParams,
+        face_ids: list[int],
+        vectors: np.ndarray,
+        members: Mapping[int, Collection[int]],
+    ) -> None:
+        units = dict(zip(face_ids, unit_rows(vectors), strict=True)) if face_ids else {}
+        self._sums, self._centres, self._member_of = {}, UnitRows(), {}
+        for cluster_id, faces in members.items():
+            present = [units[f] for f in faces if f in units]
+            if present:
+                self._add_to(cluster_id, np.sum(present, axis=0))
+                self._member_of.update((f, cluster_id) for f in faces)
+        self._waiting = UnitRows()
+        for face_id, unit in units.items():
+            if face_id not in self._member_of:
+                self._waiting.put(face_id, unit)
+        self._space, self._params = space.config_hash, params
+        self._signature = self.store.clusters.signature()
+
+    def _join(self, space: Space, params: ClusterParams, new: Mapping[int, np.ndarray]) -> None:
+        fresh = sorted(f for f in new if f not in self._member_of and f not in self._waiting)
+        if not fresh:
             return
-        blobs = self.store.library.vectors_of(space.config_hash, new)
         joins: list[tuple[int, int]] = []
-        founded: list[ClusterRow] = []
-        for face_id in new:
-            if face_id not in blobs:
-                continue
-            vector = unit_rows(np.frombuffer(blobs[face_id], dtype="<f4")[None, :])[0]
-            cluster_id = self._nearest_cluster(vector, params.distance)
+        founding: list[tuple[list[int], np.ndarray]] = []  # faces (founder first), centre
+        for face_id in fresh:
+            vector = unit_rows(np.asarray(new[face_id], dtype=np.float32)[None, :])[0]
+            cluster_id = self._centres.nearest(vector, params.distance)
             if cluster_id is not None:
                 joins.append((face_id, cluster_id))
-                self._centres[cluster_id] = self._centres[cluster_id] + vector
+                self._add_to(cluster_id, vector)
                 continue
-            near = [
-                f for f, v in self._waiting.items() if 1.0 - float(v @ vector) <= params.distance
-            ]
+            near = self._waiting.within(vector, params.distance)
+            if near and len(near) + 1 >= params.min_size:
+                still = self.store.clusters.still_unknown(space.config_hash, near)
+                for gone in set(near) - still:  # named, suggested or deleted meanwhile
+                    self._waiting.pop(gone)
+                near = sorted(still)
             if len(near) + 1 >= params.min_size:
-                faces = [face_id, *near]
-                founded.append(
-                    ClusterRow(self._next_id, faces, face_id, params.distance, params.min_size)
-                )
-                self._centres[self._next_id] = vector + np.sum(
-                    [self._waiting.pop(f) for f in near], axis=0
-                )
-                self._next_id += 1
+                centre = vector + np.sum([self._waiting.pop(f) for f in near], axis=0)
+                founding.append(([face_id, *near], centre))
             else:
-                self._waiting[face_id] = vector
-        if joins or founded:
-            self.store.clusters.extend(joins, founded, space.config_hash)
-            log.info(
-                "%d unknown faces joined clusters, %d clusters founded", len(joins), len(founded)
-            )
+                self._waiting.put(face_id, vector)
+        if not joins and not founding:
+            return
+        rows = [
+            ClusterRow(0, faces, faces[0], params.distance, params.min_size)
+            for faces, _ in founding
+        ]
+        ids = self.store.clusters.extend(joins, rows, space.config_hash)
+        for cluster_id, (faces, centre) in zip(ids, founding, strict=True):
+            self._add_to(cluster_id, centre)
+            self._member_of.update((f, cluster_id) for f in faces)
+        self._member_of.update(joins)
+        self._signature = self.store.clusters.signature()
+        log.info("%d unknown faces joined clusters, %d clusters founded", len(joins), len(ids))
 
-    def _nearest_cluster(self, vector: np.ndarray, distance: float) -> int | None:
-        if not self._centres:
-            return None
-        ids = list(self._centres)
-        centres = unit_rows(np.stack([self._centres[c] for c in ids]))
-        similarity = centres @ vector
-        best = int(np.argmax(similarity))
-        return ids[best] if 1.0 - float(similarity[best]) <= distance else None
+    def _add_to(self, cluster_id: int, vectors_sum: np.ndarray) -> None:
+        total = self._sums.get(cluster_id, 0) + vectors_sum
+        self._sums[cluster_id] = total
+        self._centres.put(cluster_id, unit_rows(total[None, :])[0])

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from facestore.decoding import Decoded, DecodePool, DecodingBatch
@@ -37,6 +37,7 @@ class StageTotals:
     embedded: int = 0
     failed: int = 0
     more: bool = False  # the deadline ended the pass with claimed work possibly left
+    written: list[int] = field(default_factory=list)  # faces whose vectors were stored
 
 
 class _End:
@@ -98,6 +99,7 @@ def run_stages(
                 log.warning("Face %d failed to embed: %s", f.face_id, f.error)
             totals.embedded += outcome.embedded
             totals.failed += outcome.failed
+            totals.written.extend(outcome.written)
             log.info(
                 "Embedded %d faces in %.0f ms (%d failed, %d changed meanwhile)",
                 outcome.embedded,

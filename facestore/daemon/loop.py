@@ -58,6 +58,8 @@ class Daemon:
         self.suggester = Suggester(store, options.min_confidence)
         self.clusterer = Clusterer(store, options.cluster_distance, options.cluster_min_size)
         self._recluster = True  # a full re-cluster at start and after each new model
+        self._read_all = True  # the next suggestion pass reads every unverified face
+        self._embedded_unverified: set[int] = set()  # since the last suggestion pass
         self.predictor: Predictor | None = None
         self.backbone: Backbone | None = None
         self.space: Space | None = None
@@ -176,6 +178,7 @@ class Daemon:
         scan = self._follow_active_space() or scan
         if scan:
             self.store.cache.sweep_orphans()
+            self._read_all = True
         if self.embedder is None or self.space is None:
             self._between_slices()
             return
@@ -213,16 +216,28 @@ class Daemon:
             )
             more = more or report.more
             embedded += report.embedded
+            if not verified:
+                self._embedded_unverified.update(report.written)
         return more, embedded
 
     def _between_slices(self) -> None:
         self._load_model()  # another process may have published or rolled back
         if self.options.retrain:
             self.maybe_retrain()
-        if self.options.suggestions and self.predictor is not None:
-            self.suggest()
-        if self.options.suggestions and self.options.clusters and self.space is not None:
-            self.clusterer.update(self.space, full=self._recluster)
+        if not self.options.suggestions or self.space is None:
+            return
+        only = None if self._read_all else set(self._embedded_unverified)
+        self._read_all = False
+        self._embedded_unverified.clear()
+        if self.predictor is not None:
+            outcome = self.suggester.suggest(self.predictor, self.space.config_hash, only=only)
+            new, unverified = outcome.unnamed, outcome.unverified
+        else:  # no model: every unverified face is unknown
+            rows = self.store.suggestions.unverified_vectors(self.space.config_hash, only)
+            new = {face_id: vector for face_id, _, vector in rows}
+            unverified = None if only is not None else frozenset(new)
+        if self.options.clusters:
+            self.clusterer.update(self.space, self._recluster, new, unverified)
             self._recluster = False
 
     def maybe_retrain(self) -> None:
@@ -244,7 +259,7 @@ class Daemon:
         """Suggestions for unverified faces not yet considered by the current model."""
         if self.predictor is None or self.space is None:
             return 0
-        return self.suggester.suggest(self.predictor, self.space.config_hash, replace_all)
+        return self.suggester.suggest(self.predictor, self.space.config_hash, replace_all).written
 
     # -- the loop -----------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -10,6 +12,13 @@ from facestore.predict import Predictor
 from facestore.store import Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SuggestPass:
+    written: int
+    unnamed: dict[int, np.ndarray] = field(default_factory=dict)  # considered, no suggestion
+    unverified: frozenset[int] | None = None  # every unverified face, when all were read
 
 
 class Suggester:
@@ -21,25 +30,39 @@ class Suggester:
         self._considered: dict[int, str] = {}  # face_id -> crop sha256 considered
         self._rejections: dict[int, frozenset[str]] = {}  # as of the last pass
 
-    def suggest(self, predictor: Predictor, space_hash: str, replace_all: bool = False) -> int:
+    def suggest(
+        self,
+        predictor: Predictor,
+        space_hash: str,
+        replace_all: bool = False,
+        only: Collection[int] | None = None,
+    ) -> SuggestPass:
         """With replace_all (a new model), every row is rewritten; else only new faces
-        and faces whose rejections changed. A rejected person is never suggested."""
+        and faces whose rejections changed. A rejected person is never suggested.
+
+        only: the faces embedded since the last pass; then just those (and faces whose
+        rejections changed) are read, so the cost follows the change, not the library.
+        """
         if replace_all:
             self._considered.clear()
+            only = None
         rejections = self.store.suggestions.rejections()
         changed = {
             face_id
             for face_id in rejections.keys() | self._rejections.keys()
             if rejections.get(face_id) != self._rejections.get(face_id)
         }
-        rows = self.store.suggestions.unverified_vectors(space_hash)
+        wanted = None if only is None else set(only) | changed
+        rows = self.store.suggestions.unverified_vectors(space_hash, wanted)
         fresh = [
             (face_id, sha, vector)
             for face_id, sha, vector in rows
             if replace_all or self._considered.get(face_id) != sha or face_id in changed
         ]
+        unverified = frozenset(face_id for face_id, _, _ in rows) if only is None else None
         if not fresh and not replace_all:
-            return 0
+            self._rejections = rejections
+            return SuggestPass(0, unverified=unverified)
         predictions = predictor.classify(
             _stack([v for _, _, v in fresh]),
             [str(face_id) for face_id, _, _ in fresh],
@@ -59,10 +82,12 @@ class Suggester:
             replace_all=replace_all,
         )
         self._considered.update({face_id: sha for face_id, sha, _ in fresh})
-        self._rejections = rejections
+        self._rejections = rejections  # only now: a failed write is redone next pass
         if written or replace_all:
             log.info("Wrote %d suggestions with model %s", written, predictor.version)
-        return written
+        suggested = {face_id for face_id, _, _ in named}
+        unnamed = {face_id: v for face_id, _, v in fresh if face_id not in suggested}
+        return SuggestPass(written, unnamed, unverified)
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

@@ -59,6 +59,7 @@ class Cache(Part):
             sum(o.embedded for o in outcomes),
             sum(o.failed for o in outcomes),
             sum(o.changed for o in outcomes),
+            tuple(face_id for o in outcomes for face_id in o.written),
         )
 
     def _write_one(
@@ -170,7 +171,9 @@ class Cache(Part):
             for r in bad:
                 self._record_failure(conn, space_hash, r, now)
         total = len(vectors) + len(failures)
-        return WriteOutcome(len(good), len(bad), total - len(good) - len(bad))
+        return WriteOutcome(
+            len(good), len(bad), total - len(good) - len(bad), tuple(r.face_id for r in good)
+        )
 
     def _record_failure(
         self, conn: Connection, space_hash: str, failure: FailureResult, now: float

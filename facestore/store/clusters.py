@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,10 +71,20 @@ class Clusters(Part):
             .order_by(embedding.c.face_id)
         )
 
-    def unknown_ids(self, space_hash: str) -> list[int]:
+    def still_unknown(self, space_hash: str, face_ids: Collection[int]) -> set[int]:
+        """Those of face_ids that are still unknown faces."""
+        query = self._unknown(space_hash, embedding.c.face_id).where(
+            embedding.c.face_id.in_(sorted(face_ids))
+        )
         with self.engine.connect() as conn:
-            query = self._unknown(space_hash, embedding.c.face_id)
-            return [int(face_id) for (face_id,) in conn.execute(query)]
+            return {int(face_id) for (face_id,) in conn.execute(query)}
+
+    def signature(self) -> tuple[int, float]:
+        """(clusters, latest update): changes whenever anyone writes clusters."""
+        query = sa.select(sa.func.count(), sa.func.max(face_cluster.c.updated_at))
+        with self.engine.connect() as conn:
+            count, latest = conn.execute(query).one()
+        return int(count), float(latest or 0.0)
 
     def unknown_vectors(self, space_hash: str) -> tuple[list[int], np.ndarray]:
         """The unknown faces' ids and vectors."""
@@ -130,13 +141,17 @@ class Clusters(Part):
             )
 
     def extend(
-        self, joins: Sequence[tuple[int, int]], founded: Sequence[ClusterRow], space_hash: str
-    ) -> None:
+        self, joins: Sequence[tuple[int, int]], founding: Sequence[ClusterRow], space_hash: str
+    ) -> list[int]:
         """Add faces to clusters ((face_id, cluster_id)) and new clusters, in one
-        transaction; the clusters' sizes and updated_at follow."""
+        transaction; the clusters' sizes and updated_at follow. The new clusters get
+        their ids here (their cluster_id is ignored); returns them in order."""
         now = time.time()
         with self.db.transaction() as conn:
             wait_briefly_for_locks(conn)
+            highest = conn.execute(sa.select(sa.func.max(face_cluster.c.cluster_id))).scalar()
+            first = int(highest or 0) + 1
+            founded = [dataclasses.replace(c, cluster_id=first + i) for i, c in enumerate(founding)]
             if founded:
                 conn.execute(
                     face_cluster.insert(), [_row(c, space_hash, now, now) for c in founded]
@@ -160,6 +175,7 @@ class Clusters(Part):
                     .where(face_cluster.c.cluster_id == cluster_id)
                     .values(size=count, updated_at=now)
                 )
+        return [c.cluster_id for c in founded]
 
     def listing(self, min_size: int = 1) -> list[StoredCluster]:
         """The clusters, biggest first, with their faces as they are now (a face the app

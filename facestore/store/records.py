@@ -91,6 +91,7 @@ class WriteOutcome:
     embedded: int
     failed: int
     changed: int  # results dropped because the crop changed while they were computed
+    written: tuple[int, ...] = ()  # the faces whose vectors were stored
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,12 +14,17 @@ from facestore.store.database import Part
 from facestore.store.dialect import wait_briefly_for_locks
 from facestore.store.records import VECTOR_DTYPE
 
+ID_CHUNK = 5000  # ids per IN (...) list: under SQLite's bound-parameter limit
+
 
 class Suggestions(Part):
     """The unverified faces' vectors in, their suggestion rows out."""
 
-    def unverified_vectors(self, space_hash: str) -> list[tuple[int, str, np.ndarray]]:
-        """(face_id, crop sha256, vector) of unverified faces with a vector in the space."""
+    def unverified_vectors(
+        self, space_hash: str, face_ids: Collection[int] | None = None
+    ) -> list[tuple[int, str, np.ndarray]]:
+        """(face_id, crop sha256, vector) of unverified faces with a vector in the space:
+        all of them, or those among face_ids (a cost that follows face_ids, not the library)."""
         face = self.face.table
         query = (
             sa.select(embedding.c.face_id, embedding.c.crop_sha256, embedding.c.vector)
@@ -27,10 +32,19 @@ class Suggestions(Part):
             .where(embedding.c.space_hash == space_hash, ~self.face.verified_clause)
             .order_by(embedding.c.face_id)
         )
+        if face_ids is None:
+            parts = [query]
+        else:
+            ids = sorted(face_ids)
+            parts = [
+                query.where(embedding.c.face_id.in_(ids[i : i + ID_CHUNK]))
+                for i in range(0, len(ids), ID_CHUNK)
+            ]
         with self.engine.connect() as conn:
             return [
                 (int(r.face_id), r.crop_sha256, np.frombuffer(r.vector, dtype=VECTOR_DTYPE))
-                for r in conn.execute(query)
+                for part in parts
+                for r in conn.execute(part)
             ]
 
     def rejections(self) -> dict[int, frozenset[str]]:

@@ -32,6 +32,9 @@ def test_evaluate_json_and_plot(cli: Cli, embedded_db: Path, tmp_path: Path) -> 
     for p in curve:
         assert p["named_right"] + p["named_wrong"] + p["unknown"] == pytest.approx(1, abs=1e-3)
     assert open_set["calibrated"]["far_target"] == 0.03
+    assert isinstance(report["split_people"], list)  # its rule: tests/unit/test_split_people.py
+    text = cli("--db", embedded_db, "evaluate", "--seeds", "2").stdout
+    assert "faces in two groups" in text and "most confused pairs" in text
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.size == (1200, 500)
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from facestore.clustering import (
+    LEADER_SHARE,
     ClusterParams,
+    UnitRows,
     calibrate_distance,
+    components,
     group,
+    leaders,
     purity,
     representative,
     stable_ids,
+    unit_rows,
 )
 
 
@@ -66,3 +71,41 @@ def test_calibration_needs_two_named_people_and_stays_pure() -> None:
 def test_the_representative_is_the_face_nearest_the_centre() -> None:
     vectors = np.array([[1, 0], [0.9, 0.1], [0.6, 0.4]], dtype=np.float32)
     assert representative(vectors) == 1
+
+
+def test_unit_rows_find_within_and_nearest_through_puts_and_pops() -> None:
+    rng = np.random.default_rng(3)
+    vectors = unit_rows(rng.normal(size=(40, 8)))
+    rows = UnitRows()
+    for i, v in enumerate(vectors):
+        rows.put(100 + i, v)
+    for i in range(0, 40, 3):  # pops move the last row into the gap
+        assert np.array_equal(rows.pop(100 + i), vectors[i])
+    kept = [i for i in range(40) if i % 3]
+    assert sorted(rows.ids()) == [100 + i for i in kept] and len(rows) == len(kept)
+    probe = vectors[5]
+    expected = sorted(100 + i for i in kept if 1.0 - float(vectors[i] @ probe) <= 0.6)
+    assert sorted(rows.within(probe, 0.6)) == expected and 105 in expected
+    assert rows.nearest(probe, 0.01) == 105 and rows.nearest(-probe, 0.01) is None
+    rows.put(105, -probe)  # replaced in place
+    assert rows.nearest(probe, 0.01) is None and np.array_equal(rows.get(105), -probe)
+
+
+def test_cutting_each_component_alone_groups_as_one_linkage_over_all() -> None:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rng = np.random.default_rng(5)
+    centres = unit_rows(rng.normal(size=(30, 16)))
+    vectors = unit_rows(np.repeat(centres, 6, axis=0) + rng.normal(scale=0.12, size=(180, 16)))
+    params = ClusterParams(0.3, 1)
+    micro = leaders(vectors, params.distance * LEADER_SHARE)
+    sums = np.zeros((int(micro.max()) + 1, 16))
+    np.add.at(sums, micro, vectors)
+    tree = linkage(unit_rows(sums), method="average", metric="cosine")
+    whole = (fcluster(tree, t=params.distance, criterion="distance") - 1)[micro]
+
+    def partition(labels: np.ndarray) -> set[frozenset[int]]:
+        return {frozenset(np.flatnonzero(labels == c).tolist()) for c in set(labels.tolist())}
+
+    assert len(components(unit_rows(sums), params.distance)) > 1  # several pieces
+    assert partition(group(vectors, params)) == partition(whole)

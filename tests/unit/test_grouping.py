@@ -9,6 +9,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from facestore import db as database
 from facestore.daemon import WatchOptions
 from facestore.embedding import embed_pending
@@ -122,3 +124,59 @@ def test_a_rebuild_on_both_databases_keeps_ids_and_names(make_app: MakeApp) -> N
     again = recluster(store, space, params, source)
     assert again.clusters == 2 and store.clusters.members(space.config_hash) == ids
     assert app.rows("SELECT id, person_id, verified FROM face ORDER BY id") == before
+
+
+@pytest.mark.parametrize("with_model", [False, True])
+def test_a_woken_pass_reads_only_the_new_faces(
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch, with_model: bool
+) -> None:
+    db = make_app_db(tmp_path / "app.db", people=3, per_person=4)
+    database.upgrade(database.create_engine(f"sqlite:///{db}"))
+    a, b = add_unverified(db, "A", 3), add_unverified(db, "B", 3)
+    # with a model that accepts nobody, every unverified face is unknown too
+    daemon = make_daemon(
+        db, tmp_path, FakeClock(), retrain=with_model, min_confidence=1.01, cluster_distance=0.05
+    )
+    daemon.reconcile()
+    assert (daemon.predictor is not None) == with_model
+    assert sorted(clusters_of(db).values(), key=min) == [set(a), set(b)]
+
+    def whole_library(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a woken pass read every unknown face")
+
+    reads_ids = daemon.store.suggestions.unverified_vectors
+    monkeypatch.setattr(daemon.store.clusters, "unknown_vectors", whole_library)
+    monkeypatch.setattr(daemon.store.clusters, "members", whole_library)
+    monkeypatch.setattr(
+        daemon.store.suggestions,
+        "unverified_vectors",
+        lambda space, face_ids=None: (
+            reads_ids(space, face_ids) if face_ids is not None else whole_library()
+        ),
+    )
+    more_a, d, c = (
+        add_unverified(db, "A", 1),
+        add_unverified(db, "D", 2),
+        add_unverified(db, "C", 1),
+    )
+    daemon.reconcile(scan=False)  # woken by the change: the queue only
+    now = clusters_of(db)
+    id_a = next(cid for cid, faces in now.items() if set(a) <= faces)
+    assert now[id_a] == set(a + more_a) and set(d) in now.values()
+    assert c[0] not in set().union(*now.values())
+    monkeypatch.undo()
+
+    # a rebuild elsewhere with min size 3 drops D's pair; the daemon reads that back,
+    # and a third D face founds a cluster that exists
+    cli(
+        "--db", db, "clusters", "--rebuild", "--cluster-distance", "0.05", "--cluster-min-size", "3"
+    )
+    assert set(d) not in clusters_of(db).values()
+    third = add_unverified(db, "D", 1)
+    daemon.reconcile(scan=False)
+    assert set(d + third) in clusters_of(db).values()
+    assert sqlite_rows(
+        db,
+        "SELECT count(*) FROM face_cluster_member m "
+        "WHERE NOT EXISTS (SELECT 1 FROM face_cluster c WHERE c.cluster_id = m.cluster_id)",
+    ) == [(0,)]
