@@ -15,6 +15,9 @@ from facestore.daemon import (
     exit_on_signals_while_starting,
     stop_on_signals,
 )
+from facestore.daemon.http import MetricsServer, parse_addr
+from facestore.daemon.systemd import Notifier
+from facestore.daemon.telemetry import QueueCollector, Telemetry
 
 DEFAULTS = WatchOptions()
 
@@ -93,9 +96,18 @@ DEFAULTS = WatchOptions()
     help="Group the unverified faces the model names nobody for into face_cluster rows.",
 )
 @cluster_options
+@click.option(
+    "--metrics-addr",
+    envvar="FACESTORE_METRICS_ADDR",
+    show_envvar=True,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics on /metrics and health on /healthz and /readyz here "
+    "(a bare PORT binds 127.0.0.1). Off by default.",
+)
 @pass_app(backbone=True)
 def watch(
     app: App,
+    metrics_addr: str | None,
     **options: object,
 ) -> None:
     """Run beside the tagging app: keep the cache current, retrain, suggest.
@@ -117,8 +129,12 @@ def watch(
     SIGTERM or SIGINT stops within a second or so, mid-batch if need be (the
     unwritten faces go back to the queue), and exits 0. Exit status 2
     means a configuration problem (do not restart); other failures exit 1.
+
+    Under systemd (Type=notify) it sends READY=1 once started, WATCHDOG=1 while
+    its loop runs (WatchdogSec=) and STOPPING=1 on SIGTERM; README, "Operations".
     """
     exit_on_signals_while_starting()
+    address = parse_addr(metrics_addr) if metrics_addr else None
     store = app.store
     active = store.spaces.active()
     default_name = active.backbone if active else None  # --backbone, else the active space's
@@ -128,6 +144,15 @@ def watch(
         WatchOptions(batch_size=options_backbone.batch_size),
         **{k: v for k, v in options.items()},  # type: ignore[arg-type]
     )
-    daemon = Daemon(store, app.model_dir, watch_options, embedder)
-    with stop_on_signals(daemon):
-        daemon.run()
+    telemetry = Telemetry(watch_options.interval)
+    telemetry.registry.register(QueueCollector(store.queue.depth_by_space))
+    server = MetricsServer(telemetry, *address) if address else None
+    daemon = Daemon(
+        store, app.model_dir, watch_options, embedder, telemetry=telemetry, notifier=Notifier()
+    )
+    try:
+        with stop_on_signals(daemon):
+            daemon.run()
+    finally:
+        if server is not None:
+            server.close()

@@ -27,7 +27,7 @@ from facestore.backbones import Backbone, PreparedBackbone, Space, space_of
 from facestore.decoding import DecodePool, decoder, make_decode_pool
 from facestore.errors import SpaceMismatchError
 from facestore.inference import Chunker, embed_batch, probe
-from facestore.pipeline import run_stages
+from facestore.pipeline import BatchObserver, run_stages
 from facestore.store import Crop, LeaseOwner, Store, worker_host
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,11 @@ class Embedder:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         stop: threading.Event | None = None,
         decode: str = "auto",
+        on_batch: BatchObserver | None = None,
     ) -> None:
         self.store = store
         self.backbone = backbone
+        self.on_batch = on_batch  # (embedded, failed, seconds) after each batch is written
         self.batch_size = batch_size or default_batch_size(backbone)
         self.lease_seconds = lease_seconds
         self.stop = stop or threading.Event()
@@ -236,6 +238,7 @@ class Embedder:
                 stop=self.stop,
                 deadline=deadline,
                 progress=progress,
+                on_batch=self.on_batch,
             )
         return EmbedReport(
             embedded=totals.embedded,

@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 EmbedStep = Callable[[list[Decoded]], tuple[list[VectorResult], list[FailureResult]] | None]
 WriteStep = Callable[[list[VectorResult], list[FailureResult]], WriteOutcome]
+BatchObserver = Callable[[int, int, float], None]  # embedded, failed, seconds
 
 
 @dataclass
@@ -56,6 +57,7 @@ def run_stages(
     stop: threading.Event,
     deadline: float | None = None,
     progress: Callable[[int], None] | None = None,
+    on_batch: BatchObserver | None = None,
 ) -> StageTotals:
     """Run the pass; errors of any stage are raised here once the others have stopped."""
     abandon = threading.Event()
@@ -109,6 +111,8 @@ def run_stages(
             )
             if progress is not None:
                 progress(size)
+            if on_batch is not None:
+                on_batch(outcome.embedded, outcome.failed, time.perf_counter() - started)
 
     threads = [
         threading.Thread(target=claimer, name="facestore-claim", daemon=True),

@@ -24,6 +24,8 @@ from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
 from facestore.daemon.policy import RetrainPolicy, RetrainScheduler
 from facestore.daemon.retraining import retrain_if_due
 from facestore.daemon.suggester import Suggester
+from facestore.daemon.systemd import Notifier
+from facestore.daemon.telemetry import Telemetry
 from facestore.daemon.wakeups import wake_source
 from facestore.embedding import Embedder
 from facestore.errors import ModelError
@@ -32,6 +34,9 @@ from facestore.predict import Predictor
 from facestore.store import Store
 
 log = logging.getLogger(__name__)
+
+BEAT_SECONDS = 5.0  # the idle loop shows it is alive at least this often
+RETRAIN_ALLOWANCE = 1800.0  # seconds a retrain may run without a beat (then: hung)
 
 
 class Daemon:
@@ -42,12 +47,16 @@ class Daemon:
         options: WatchOptions,
         backbone: Backbone | None,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """No I/O here: `start()` (or the first reconcile) reads the database and model."""
         self.store = store
         self.model_dir = model_dir
         self.options = options
         self.clock = clock
+        self.telemetry = telemetry or Telemetry(options.interval)
+        self.notifier = notifier or Notifier(env={})
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.scheduler = RetrainScheduler(
@@ -75,6 +84,8 @@ class Daemon:
         self._started = True
         self._serve(*self._choose_backbone(self._configured))
         self._load_model()
+        if self.predictor is None:
+            log.info("No model to serve yet: suggestions start with the first retrain")
 
     def close(self) -> None:
         if self.embedder is not None:
@@ -92,10 +103,14 @@ class Daemon:
                     batch_size=self.options.batch_size,
                     lease_seconds=self.options.lease,
                     stop=self.stop,
+                    on_batch=self.telemetry.batch,
                 )
         self.backbone, self.space = backbone, space
+        self.telemetry.loaded("backbone", backbone is not None)
 
     def request_stop(self) -> None:
+        if not self.stop.is_set():
+            self.notifier.send("STOPPING=1")
         self.stop.set()
         self.wake.set()
 
@@ -145,6 +160,11 @@ class Daemon:
             return
         self.predictor = predictor
         log.info("Model %s loaded", predictor.version)
+        self.telemetry.model_served(
+            predictor.version,
+            predictor.bundle.metrics.get("accuracy"),
+            self.space.label if self.space else predictor.space_hash[:12],
+        )
         if self.options.suggestions:
             self.suggest(replace_all=True)
             self._recluster = True
@@ -163,7 +183,7 @@ class Daemon:
 
     # -- one pass ---------------------------------------------------------------------
 
-    def reconcile(self, scan: bool = True) -> None:
+    def reconcile(self, scan: bool = True) -> int:
         """One pass. scan=False (woken by a change): trust the queue the triggers fill.
 
         The timer's passes scan the face table (and sweep orphans) as the ground truth.
@@ -181,14 +201,14 @@ class Daemon:
             self._read_all = True
         if self.embedder is None or self.space is None:
             self._between_slices()
-            return
+            return 0
         more = True
         while more and not self.stop.is_set():
             more, done = self._embed_slice(scan=scan and slices == 0)
             embedded += done
             slices += 1
             if self.stop.is_set():
-                return
+                return embedded
             self._between_slices()
         log.debug(
             "Reconciled in %.0f ms (%d embedded in %d slices, %s)",
@@ -197,6 +217,7 @@ class Daemon:
             slices,
             "scan" if scan else "queue only",
         )
+        return embedded
 
     def _embed_slice(self, scan: bool) -> tuple[bool, int]:
         """Embed for about one slice: verified faces first, then at least one batch of
@@ -221,6 +242,7 @@ class Daemon:
         return more, embedded
 
     def _between_slices(self) -> None:
+        self.telemetry.beat()
         self._load_model()  # another process may have published or rolled back
         if self.options.retrain:
             self.maybe_retrain()
@@ -232,6 +254,7 @@ class Daemon:
         if self.predictor is not None:
             outcome = self.suggester.suggest(self.predictor, self.space.config_hash, only=only)
             new, unverified = outcome.unnamed, outcome.unverified
+            self.telemetry.suggestions.inc(outcome.written)
         else:  # no model: every unverified face is unknown
             rows = self.store.suggestions.unverified_vectors(self.space.config_hash, only)
             new = {face_id: vector for face_id, _, vector in rows}
@@ -244,32 +267,44 @@ class Daemon:
         if self.space is None:
             return
         trained = self.predictor.bundle.training_set if self.predictor else {}
-        if retrain_if_due(
-            self.scheduler,
-            self.store,
-            self.model_dir,
-            self.options.classifier,
-            self.space,
-            trained,
-            self.clock(),
-        ):
+        with self.telemetry.busy("retrain", RETRAIN_ALLOWANCE):
+            published = retrain_if_due(
+                self.scheduler,
+                self.store,
+                self.model_dir,
+                self.options.classifier,
+                self.space,
+                trained,
+                self.clock(),
+                self.telemetry,
+            )
+        if published:
             self._load_model()
 
     def suggest(self, replace_all: bool = False) -> int:
         """Suggestions for unverified faces not yet considered by the current model."""
         if self.predictor is None or self.space is None:
             return 0
-        return self.suggester.suggest(self.predictor, self.space.config_hash, replace_all).written
+        written = self.suggester.suggest(
+            self.predictor, self.space.config_hash, replace_all
+        ).written
+        self.telemetry.suggestions.inc(written)
+        return written
 
     # -- the loop -----------------------------------------------------------------------
 
     def _safe_reconcile(self, scan: bool = True) -> None:
         """A database error (busy beyond the timeout, disk trouble, a statement the
         database refuses) is logged and the pass retried: the daemon keeps serving."""
+        started = time.perf_counter()
         try:
-            self.reconcile(scan)
+            embedded = self.reconcile(scan)
         except sa.exc.DBAPIError as exc:
             log.error("Reconcile failed, retrying next interval: %s", exc.orig)
+            self.telemetry.reconcile_failed(type(exc.orig).__name__, str(exc.orig).strip())
+            return
+        if not self.stop.is_set():
+            self.telemetry.reconciled(embedded, time.perf_counter() - started)
 
     def run(self) -> None:
         """Reconcile now, then on every wake-up (debounced, confirmed) and every interval."""
@@ -285,12 +320,18 @@ class Daemon:
                 source.description,
                 options.interval,
             )
+            self.notifier.send("READY=1")
+            self.notifier.start_watchdog(self.telemetry.alive)
             self._safe_reconcile()
             next_timer = self.clock() + options.interval
             while not self.stop.is_set():
-                woke = self.wake.wait(max(0.0, next_timer - self.clock()))
+                self.telemetry.beat()
+                left = next_timer - self.clock()
+                woke = self.wake.wait(max(0.0, min(left, BEAT_SECONDS)))
                 if self.stop.is_set():
                     break
+                if not woke and left > BEAT_SECONDS:
+                    continue  # still waiting: beat again
                 if woke:
                     self.stop.wait(options.debounce)
                     self.wake.clear()
@@ -301,4 +342,6 @@ class Daemon:
                 else:
                     next_timer = self.clock() + options.interval
                 self._safe_reconcile(scan=not woke)
+        self.telemetry.stopped()
+        self.notifier.close()
         log.info("Stopped")

@@ -9,6 +9,7 @@ from typing import Any
 
 from facestore.backbones import Space
 from facestore.daemon.policy import RetrainScheduler
+from facestore.daemon.telemetry import Telemetry
 from facestore.errors import BusyError, FacestoreError
 from facestore.retrain import retrain
 from facestore.status import shown
@@ -25,6 +26,7 @@ def retrain_if_due(
     space: Space,
     trained: Mapping[int, Any],
     now: float,
+    telemetry: Telemetry | None = None,
 ) -> bool:
     """Retrain if the labels changed enough since the model; whether one was published."""
     current = store.library.training_pairs(space.config_hash)
@@ -41,9 +43,13 @@ def retrain_if_due(
         return False
     except FacestoreError as exc:
         scheduler.failed(current)
+        if telemetry is not None:
+            telemetry.retrain_failures.inc()
         log.warning("Retrain failed, retrying after the next change: %s", exc)
         return False
     scheduler.succeeded()
+    if telemetry is not None:
+        telemetry.retrained(report.seconds)
     log.info(
         "Retrain published model %s (accuracy %s, %d people, %.1fs)",
         report.version,

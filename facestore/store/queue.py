@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from facestore.config import configured_worker_host
-from facestore.schema import embedding_job
+from facestore.schema import embedding_job, embedding_space
 from facestore.store.database import Part
 from facestore.store.dialect import (
     LOCK_NOT_AVAILABLE,
@@ -256,6 +256,26 @@ class WorkQueue(Part):
             if owner is not None and owner.host == host and not is_alive(owner.pid)
         ]
         return sum(self.release(text) for text in dead)
+
+    def depth_by_space(self) -> Iterator[tuple[str, int, int]]:
+        """(space label, queued, under a live lease) for every space with queued jobs."""
+        job = embedding_job.c
+        with self.engine.connect() as conn:
+            now = database_now(conn)
+            rows = conn.execute(
+                sa.select(
+                    job.space_hash,
+                    embedding_space.c.backbone,
+                    sa.func.count(),
+                    sa.func.count().filter(job.lease_expires_at >= now),
+                )
+                .join(
+                    embedding_space, embedding_space.c.config_hash == job.space_hash, isouter=True
+                )
+                .group_by(job.space_hash, embedding_space.c.backbone)
+            ).all()
+        for space_hash, backbone, queued, leased in rows:
+            yield f"{backbone or 'unknown'}/{space_hash[:12]}", int(queued), int(leased)
 
     def count_queued(self, space_hash: str) -> QueueCounts:
         """Queued jobs of the space: all of them, and those under a live lease."""
