@@ -15,6 +15,7 @@ from facestore.cli.common import (
     apply_logging,
 )
 from facestore.cli.database import db
+from facestore.cli.doctor import doctor
 from facestore.cli.embed import embed, failures, import_command, status
 from facestore.cli.evaluate import evaluate_command
 from facestore.cli.model import model, predict, retrain_command, train
@@ -77,3 +78,4 @@ main.add_command(watch)
 main.add_command(reembed_command)
 main.add_command(prune)
 main.add_command(clusters)
+main.add_command(doctor)

@@ -4,6 +4,9 @@ options.py    WatchOptions: the command's flags as one value
 policy.py     RetrainPolicy (pure) and RetrainScheduler (its state)
 wakeups.py    what wakes the loop: file events + data_version, LISTEN, the timer
 suggester.py  face_suggestion rows for unverified faces
+telemetry.py  Prometheus metrics and the health behind /healthz, /readyz
+http.py       the endpoints, served from a thread (watch --metrics-addr)
+systemd.py    READY=1, WATCHDOG=1, STOPPING=1 to $NOTIFY_SOCKET
 signals.py    SIGTERM / SIGINT
 loop.py       Daemon: start(), then run() reconciles until stopped
 """

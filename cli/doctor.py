@@ -1,0 +1,59 @@
+"""`facestore doctor`: is this installation healthy, and if not, what to fix."""
+
+from __future__ import annotations
+
+import click
+
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import FacestoreCommand, print_json
+from facestore.doctor import (
+    DEFAULT_STUCK_AFTER,
+    Installation,
+    diagnose,
+    exit_code,
+    format_checks,
+)
+
+
+@click.command(cls=FacestoreCommand)
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as a JSON list.")
+@click.option(
+    "--stuck-after",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_STUCK_AFTER,
+    show_default=True,
+    help="Seconds after which a queue with no vector written meanwhile counts as stuck.",
+)
+@pass_app(backbone=True)
+def doctor(app: App, as_json: bool, stuck_after: float) -> None:
+    """Check the installation end to end and say what to fix, one line per check.
+
+    \b
+    database      reachable; SQLite's journal mode or the server's version
+    face table    the app's table and its columns
+    schema        facestore's migrations at head
+    triggers      installed, and firing (a crop change inside a transaction
+                  that is rolled back must queue the face)
+    weights       the backbone's weights resolve (as 'watch' would: --weights,
+                  FACESTORE_WEIGHTS, the torch hub cache) and match the active space
+    model         the current model loads (files verified) in the active space
+    queue         the oldest queued face; stuck if older than --stuck-after with
+                  no vector written meanwhile
+    failures      faces that failed to embed, by reason
+    leases        faces leased by workers that are gone
+    last retrain  when, and how many labels changed since
+
+    Exit status 0 when no check fails (warnings included), 1 otherwise.
+    """
+    install = Installation(
+        engine=app.engine(),
+        model_dir=app.model_dir,
+        build_backbone=app.build_backbone,
+        stuck_after=stuck_after,
+    )
+    checks = diagnose(install)
+    if as_json:
+        print_json([c.as_json() for c in checks])
+    else:
+        click.echo(format_checks(checks))
+    raise SystemExit(exit_code(checks))
