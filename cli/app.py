@@ -7,13 +7,10 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from sqlalchemy.engine import Engine
 
-from facestore import db as database
-from facestore.backbones import Backbone, build_backbone
 from facestore.cli.options import (
     BACKBONE_PARAMS,
     backbone_options,
@@ -21,7 +18,12 @@ from facestore.cli.options import (
     model_dir_option,
 )
 from facestore.config import DEFAULT_MODEL_DIR, BackboneSettings, resolve_backbone, resolve_db
-from facestore.store import Store
+
+if TYPE_CHECKING:  # imported where used: a command that needs none starts fast
+    from sqlalchemy.engine import Engine
+
+    from facestore.backbones import Backbone
+    from facestore.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +52,8 @@ class App:
     def engine(self, create: bool = False) -> Engine:
         """The app's database; only create=True ('facestore import') may create a file."""
         if self._engine is None:
+            from facestore import db as database
+
             self._engine = database.create_engine(self.db_url, must_exist=not create)
         return self._engine
 
@@ -57,6 +61,9 @@ class App:
     def store(self) -> Store:
         """The cache, refusing a database whose facestore schema is missing or behind."""
         if self._store is None:
+            from facestore import db as database
+            from facestore.store import Store
+
             engine = self.engine()
             database.require_head(engine)
             self._store = Store(engine)
@@ -78,6 +85,8 @@ class App:
         )
 
     def build_backbone(self, default_name: str | None = None) -> Backbone:
+        from facestore.backbones import build_backbone
+
         return build_backbone(self.backbone_settings(default_name))
 
 

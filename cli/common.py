@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -10,8 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
-import sqlalchemy.exc
-from tqdm import tqdm
+from click.utils import make_default_short_help
 
 from facestore.errors import FacestoreError
 from facestore.timestamps import iso_utc
@@ -43,12 +43,54 @@ class FacestoreGroup(click.Group):
             return super().invoke(ctx)
         except FacestoreError as exc:
             raise click_error(exc) from exc
-        except sqlalchemy.exc.OperationalError as exc:
-            raise click.ClickException(
-                f"The database reported an error: {exc.orig}. Check that --db is the right "
-                "database, that it is not on a full or read-only disk, and that facestore's "
-                "schema is current ('facestore db current')."
-            ) from exc
+        except Exception as exc:
+            if _is_operational_error(exc):
+                raise click.ClickException(
+                    f"The database reported an error: {getattr(exc, 'orig', exc)}. Check that "
+                    "--db is the right database, that it is not on a full or read-only disk, "
+                    "and that facestore's schema is current ('facestore db current')."
+                ) from exc
+            raise
+
+
+def _is_operational_error(exc: Exception) -> bool:
+    if "sqlalchemy" not in sys.modules:  # not imported: the error cannot be one of its
+        return False
+    import sqlalchemy.exc
+
+    return isinstance(exc, sqlalchemy.exc.OperationalError)
+
+
+class LazyGroup(FacestoreGroup):
+    """Imports a command's module only when that command runs: `facestore --help` and the
+    light commands start without torch, scikit-learn or Alembic. `--help` lists the short
+    help from the table (tests/cli/test_cli_errors.py checks it against the commands)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy  # name -> ("module:attribute", short help)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = self.lazy[cmd_name][0].partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.lazy:
+                rows.append((name, make_default_short_help(self.lazy[name][1], limit)))
+            elif (command := self.get_command(ctx, name)) is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 VERBOSE_HELP = "-v for progress logs, -vv for debug logs."
@@ -129,6 +171,8 @@ class JsonFormatter(TextFormatter):
 @contextmanager
 def progress_bar(total: int, desc: str, unit: str = "face") -> Iterator[Callable[[int], None]]:
     """A tqdm bar on a TTY (with ETA), silent otherwise."""
+    from tqdm import tqdm
+
     with tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr) as bar:
 
         def advance(n: int) -> None:

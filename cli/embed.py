@@ -1,4 +1,4 @@
-"""`facestore embed`, `facestore status` and `facestore import`."""
+"""`facestore embed` and `facestore import`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from facestore.cli.common import FacestoreCommand, print_json, progress_bar
 from facestore.daemon.signals import StopEvent, stop_on_signals
 from facestore.embedding import embed_pending
 from facestore.importer import check_folder, count_files, import_folder
-from facestore.repository import ModelRepository
-from facestore.status import collect_status, format_status
 
 SHOW_SKIPPED = 20
 
@@ -57,22 +55,6 @@ def embed(app: App, as_json: bool) -> None:
         )
 
 
-@click.command(cls=FacestoreCommand)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_app()
-def status(app: App, as_json: bool) -> None:
-    """Counts of faces, vectors, pending and failed faces, the active space and the model.
-
-    JSON keys: faces, verified, embedded, pending, failed, stale, active_space,
-    model.
-    """
-    report = collect_status(app.store, ModelRepository(app.model_dir).summary())
-    if as_json:
-        print_json(report)
-    else:
-        click.echo(format_status(report))
-
-
 @click.command("import", cls=FacestoreCommand)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
@@ -104,30 +86,3 @@ def import_command(app: App, directory: Path, as_json: bool) -> None:
         click.echo(f"  skipped {path}")
     if len(report.skipped) > len(shown):
         click.echo(f"  ... and {len(report.skipped) - len(shown)} more (--json lists them all)")
-
-
-@click.command(cls=FacestoreCommand)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@pass_app()
-def failures(app: App, limit: int | None, as_json: bool) -> None:
-    """List the faces that could not be embedded in the active space, and why.
-
-    Newest first: face_id, person_id, the reason, how many times the current
-    crop was tried, and when it last failed (ISO 8601 UTC). A failed face is
-    tried again when the app changes its crop. JSON: a list of {face_id,
-    person_id, error, attempts, failed_at}.
-    """
-    store = app.store
-    active = store.spaces.active()
-    rows = store.library.failures(active.config_hash, limit) if active else []
-    if as_json:
-        print_json([row.as_json() for row in rows])
-        return
-    if not rows:
-        click.echo("no failed faces" + ("" if active else " (nothing embedded yet)"))
-    for row in rows:
-        click.echo(
-            f"face {row.face_id} (person {row.person_id}): {row.error} "
-            f"[{row.attempts} attempt{'s' if row.attempts != 1 else ''}, last {row.failed_at}]"
-        )

@@ -7,24 +7,84 @@ from pathlib import Path
 import click
 
 from facestore import __version__
-from facestore.cli.clusters import clusters
 from facestore.cli.common import (
     LOG_FORMAT_HELP,
     VERBOSE_HELP,
-    FacestoreGroup,
+    LazyGroup,
     apply_logging,
 )
-from facestore.cli.database import db
-from facestore.cli.doctor import doctor
-from facestore.cli.embed import embed, failures, import_command, status
-from facestore.cli.evaluate import evaluate_command
-from facestore.cli.model import model, predict, retrain_command, train
 from facestore.cli.options import location_options
-from facestore.cli.spaces import prune, reembed_command
-from facestore.cli.watch import watch
+
+# Each command's module is imported only when it runs; the text is what --help lists.
+COMMANDS = {
+    "clusters": (
+        "facestore.cli.clusters:clusters",
+        "Clusters of unknown faces, biggest first, with their faces.",
+    ),
+    "db": (
+        "facestore.cli.database:db",
+        "Install, inspect or remove facestore's tables and triggers in the app's database.",
+    ),
+    "doctor": (
+        "facestore.cli.doctor:doctor",
+        "Check the installation end to end and say what to fix, one line per check.",
+    ),
+    "embed": (
+        "facestore.cli.embed:embed",
+        "Embed verified faces that have no vector yet in the active space.",
+    ),
+    "evaluate": (
+        "facestore.cli.evaluate:evaluate_command",
+        "Measure recognition on the database's own verified faces (active space).",
+    ),
+    "failures": (
+        "facestore.cli.status:failures",
+        "List the faces that could not be embedded in the active space, and why.",
+    ),
+    "import": (
+        "facestore.cli.embed:import_command",
+        "Add the crops under DIRECTORY as verified faces: one folder per person.",
+    ),
+    "model": (
+        "facestore.cli.models:model",
+        "List published model versions, or roll back to one.",
+    ),
+    "predict": (
+        "facestore.cli.model:predict",
+        "Predict person_id and confidence for crop FILES and/or --face-id faces.",
+    ),
+    "prune": (
+        "facestore.cli.spaces:prune",
+        "Delete the vectors and failure rows of every space that is not active.",
+    ),
+    "reembed": (
+        "facestore.cli.spaces:reembed_command",
+        "Move the store to a new backbone or new weights, with zero downtime.",
+    ),
+    "retrain": (
+        "facestore.cli.model:retrain_command",
+        "Refit the classifier over the cached vectors and publish a new model version.",
+    ),
+    "status": (
+        "facestore.cli.status:status",
+        "Counts of faces, vectors, pending and failed faces, the active space and the model.",
+    ),
+    "train": (
+        "facestore.cli.model:train",
+        "Embed what is pending, then retrain and publish: the whole job in one command.",
+    ),
+    "watch": (
+        "facestore.cli.watch:watch",
+        "Run beside the tagging app: keep the cache current, retrain, suggest.",
+    ),
+}
 
 
-@click.group(cls=FacestoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @location_options
 @click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
 @click.option(
@@ -62,20 +122,3 @@ def main(
       TORCH_HOME            the torch hub cache searched for weights
     """
     apply_logging(ctx)
-
-
-main.add_command(db)
-main.add_command(embed)
-main.add_command(status)
-main.add_command(failures)
-main.add_command(import_command)
-main.add_command(retrain_command)
-main.add_command(train)
-main.add_command(predict)
-main.add_command(evaluate_command)
-main.add_command(model)
-main.add_command(watch)
-main.add_command(reembed_command)
-main.add_command(prune)
-main.add_command(clusters)
-main.add_command(doctor)

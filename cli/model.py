@@ -1,4 +1,4 @@
-"""`facestore retrain`, `facestore train`, `facestore predict` and `facestore model ...`."""
+"""`facestore retrain`, `facestore train` and `facestore predict`."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ import click
 from facestore import db as database
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
-from facestore.cli.common import CommandGroup, FacestoreCommand, print_json, progress_bar
+from facestore.cli.common import FacestoreCommand, print_json, progress_bar
 from facestore.cli.options import classifier_option, far_option, min_confidence_option
 from facestore.embedding import embed_pending
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
 from facestore.importer import crop_bytes
 from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
-from facestore.repository import ModelRepository
 from facestore.retrain import RetrainReport, retrain
-from facestore.status import shown
 
 
 def training_options(func: Any) -> Any:
@@ -179,40 +177,3 @@ def predict(
             click.echo(f"{r.input}: {detail}")
     if any(r.error for r in results):
         click.get_current_context().exit(1)
-
-
-@click.group(cls=CommandGroup)
-def model() -> None:
-    """List published model versions, or roll back to one."""
-
-
-@model.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_app(db=False)
-def list_command(app: App, as_json: bool) -> None:
-    """Show the versions kept under model/history/, newest first (* = current)."""
-    model_dir = app.model_dir
-    rows = ModelRepository(model_dir).history()
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo(f"no published models in {model_dir}")
-    for row in rows:
-        mark = "*" if row["current"] else " "
-        click.echo(
-            f"{mark} {row['version']}  {row['classifier']}  accuracy {shown(row['accuracy'])}  "
-            f"classes {row['classes_kept']}  train {row['n_train']}"
-        )
-
-
-@model.command()
-@click.argument("version", required=False)
-@pass_app(db=False)
-def rollback(app: App, version: str | None) -> None:
-    """Make VERSION current again (default: the version before the current one).
-
-    The version's integrity is checked first; the switch is atomic.
-    """
-    restored = ModelRepository(app.model_dir).rollback(version)
-    click.echo(f"current model is now {restored}")

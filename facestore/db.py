@@ -12,14 +12,9 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from facestore.errors import (
@@ -31,7 +26,15 @@ from facestore.errors import (
 from facestore.locks import advisory_lock
 from facestore.schema import ALEMBIC_VERSION_TABLE, reflect_face_table
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger(__name__)
+
+# The newest migration. Reading it from the migration scripts means importing Alembic and
+# every script (0.2 s at each CLI start): tests/unit/test_migrations.py checks it is
+# Alembic's head.
+SCHEMA_HEAD = "0005"
 
 BUSY_TIMEOUT_MS = 30_000
 MIN_SQLITE = (3, 35)
@@ -152,6 +155,8 @@ def _is_setup_error(exc: sa.exc.DBAPIError) -> bool:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's Config, built in code: no alembic.ini at run time."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", "facestore.migrations:")
     cfg.attributes["connection"] = connection
@@ -159,15 +164,17 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    return SCHEMA_HEAD
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision in facestore's version table (None: not installed). Plain SQL: as
+    Alembic reads it, without importing Alembic."""
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": ALEMBIC_VERSION_TABLE})
-        return context.get_current_revision()
+        if not sa.inspect(conn).has_table(ALEMBIC_VERSION_TABLE):
+            return None
+        rows = conn.execute(sa.text(f"SELECT version_num FROM {ALEMBIC_VERSION_TABLE}")).all()
+    return str(rows[0][0]) if rows else None
 
 
 def require_head(engine: Engine) -> None:
@@ -180,12 +187,16 @@ def require_head(engine: Engine) -> None:
 
 def known_revisions() -> list[str]:
     """facestore's revisions, oldest first."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     return [r.revision for r in reversed(list(script.walk_revisions()))]
 
 
 @contextlib.contextmanager
 def _revision_errors(revision: str) -> Iterator[None]:
+    from alembic.util import CommandError
+
     try:
         yield
     except CommandError as exc:
@@ -203,6 +214,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         advisory_lock(engine, "migration"),
         engine.connect() as conn,
     ):
+        from alembic import command
+
         command.upgrade(alembic_config(conn), revision)
         conn.commit()
 
@@ -214,6 +227,8 @@ def downgrade(engine: Engine, revision: str) -> None:
         advisory_lock(engine, "migration"),
         engine.connect() as conn,
     ):
+        from alembic import command
+
         command.downgrade(alembic_config(conn), revision)
         conn.commit()
     if revision == "base":

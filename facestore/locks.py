@@ -13,11 +13,12 @@ import fcntl
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
 from facestore.errors import BusyError
+
+if TYPE_CHECKING:  # `facestore model list` takes the publish lock without a database
+    from sqlalchemy.engine import Engine
 
 # Retrains and migrations share one key: neither may run while the other does.
 MAINTENANCE_LOCK = "facestore maintenance"
@@ -42,6 +43,8 @@ def advisory_lock(engine: Engine, what: str, name: str = MAINTENANCE_LOCK) -> It
     if engine.dialect.name != "postgresql":
         yield
         return
+    import sqlalchemy as sa
+
     key = advisory_key(name)
     with engine.connect() as conn:
         got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()

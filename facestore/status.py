@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from facestore.store import Store
+if TYPE_CHECKING:
+    from facestore.store import Store
 
 
 def collect_status(store: Store, model: dict[str, Any] | None) -> dict[str, Any]:

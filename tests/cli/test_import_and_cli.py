@@ -66,12 +66,19 @@ def test_plugin_backbone_through_the_cli(
 
 
 def all_commands(group: click.Group, prefix: str = "") -> list[str]:
+    """Every command, the lazily loaded ones included."""
+    ctx = click.Context(group)
     names = []
-    for name, command in group.commands.items():
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         names.append(f"{prefix}{name}")
         if isinstance(command, click.Group):
             names.extend(all_commands(command, f"{prefix}{name} "))
     return names
+
+
+def test_every_command_is_listed() -> None:
+    assert {"watch", "doctor", "model list", "db current"} <= set(all_commands(main))
 
 
 @pytest.mark.parametrize("command", all_commands(main))

@@ -137,3 +137,13 @@ def test_downgrade_one_step_restores_the_previous_triggers(upgraded_db: Path) ->
     sqlite_exec(upgraded_db, "DELETE FROM face WHERE id = 1")  # v1 triggers work without the table
     database.upgrade(engine_for(upgraded_db))
     assert "facestore_face_verified" in our_triggers()
+
+
+def test_the_schema_head_constant_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from facestore import db as database
+
+    script = ScriptDirectory.from_config(database.alembic_config())
+    assert script.get_current_head() == database.SCHEMA_HEAD
+    assert database.known_revisions()[-1] == database.SCHEMA_HEAD

@@ -1,0 +1,48 @@
+"""`facestore model list` and `facestore model rollback`: the published versions. Reads
+JSON files only, so it starts fast."""
+
+from __future__ import annotations
+
+import click
+
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import CommandGroup, print_json
+from facestore.repository import ModelRepository
+from facestore.status import shown
+
+
+@click.group(cls=CommandGroup)
+def model() -> None:
+    """List published model versions, or roll back to one."""
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app(db=False)
+def list_command(app: App, as_json: bool) -> None:
+    """Show the versions kept under model/history/, newest first (* = current)."""
+    model_dir = app.model_dir
+    rows = ModelRepository(model_dir).history()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo(f"no published models in {model_dir}")
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        click.echo(
+            f"{mark} {row['version']}  {row['classifier']}  accuracy {shown(row['accuracy'])}  "
+            f"classes {row['classes_kept']}  train {row['n_train']}"
+        )
+
+
+@model.command()
+@click.argument("version", required=False)
+@pass_app(db=False)
+def rollback(app: App, version: str | None) -> None:
+    """Make VERSION current again (default: the version before the current one).
+
+    The version's integrity is checked first; the switch is atomic.
+    """
+    restored = ModelRepository(app.model_dir).rollback(version)
+    click.echo(f"current model is now {restored}")

@@ -1,0 +1,55 @@
+"""`facestore status` and `facestore failures`: reads only, so they start fast (no torch,
+scikit-learn or Alembic)."""
+
+from __future__ import annotations
+
+import click
+
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import FacestoreCommand, print_json
+
+
+@click.command(cls=FacestoreCommand)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app()
+def status(app: App, as_json: bool) -> None:
+    """Counts of faces, vectors, pending and failed faces, the active space and the model.
+
+    JSON keys: faces, verified, embedded, pending, failed, stale, active_space,
+    model.
+    """
+    from facestore.repository import ModelRepository
+    from facestore.status import collect_status, format_status
+
+    report = collect_status(app.store, ModelRepository(app.model_dir).summary())
+    if as_json:
+        print_json(report)
+    else:
+        click.echo(format_status(report))
+
+
+@click.command(cls=FacestoreCommand)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_app()
+def failures(app: App, limit: int | None, as_json: bool) -> None:
+    """List the faces that could not be embedded in the active space, and why.
+
+    Newest first: face_id, person_id, the reason, how many times the current
+    crop was tried, and when it last failed (ISO 8601 UTC). A failed face is
+    tried again when the app changes its crop. JSON: a list of {face_id,
+    person_id, error, attempts, failed_at}.
+    """
+    store = app.store
+    active = store.spaces.active()
+    rows = store.library.failures(active.config_hash, limit) if active else []
+    if as_json:
+        print_json([row.as_json() for row in rows])
+        return
+    if not rows:
+        click.echo("no failed faces" + ("" if active else " (nothing embedded yet)"))
+    for row in rows:
+        click.echo(
+            f"face {row.face_id} (person {row.person_id}): {row.error} "
+            f"[{row.attempts} attempt{'s' if row.attempts != 1 else ''}, last {row.failed_at}]"
+        )
