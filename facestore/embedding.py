@@ -28,7 +28,7 @@ from facestore.decoding import DecodePool, decoder, make_decode_pool
 from facestore.errors import SpaceMismatchError
 from facestore.inference import Chunker, embed_batch, probe
 from facestore.pipeline import BatchObserver, run_stages
-from facestore.store import Crop, LeaseOwner, Store, worker_host
+from facestore.store import Crop, IdRanges, LeaseOwner, Store, worker_host
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def claimed_batches(
     lease_seconds: float,
     verified: bool = True,
     scan: bool = True,
+    scan_ids: IdRanges | None = None,
 ) -> Iterator[list[Crop]]:
     """Claim batches until the queue has nothing free.
 
@@ -67,12 +68,12 @@ def claimed_batches(
     if released:
         log.info("Freed %d faces leased by workers on this host that are gone", released)
     if scan:
-        store.queue.enqueue_pending(space_hash, verified)
+        store.queue.enqueue_pending(space_hash, verified, scan_ids)
     while True:
         batch = store.queue.claim(space_hash, batch_size, owner, lease_seconds, verified)
         if batch:
             yield batch
-        elif not scan or store.queue.enqueue_pending(space_hash, verified) == 0:
+        elif not scan or store.queue.enqueue_pending(space_hash, verified, scan_ids) == 0:
             return
 
 
@@ -196,6 +197,7 @@ class Embedder:
         scan: bool = True,
         sweep: bool | None = None,
         deadline: float | None = None,
+        scan_ids: IdRanges | None = None,
         progress: ProgressCallback | None = None,
     ) -> EmbedReport:
         """Embed the pending verified faces of the space (default: the backbone's).
@@ -208,6 +210,8 @@ class Embedder:
         None), so the cost does not grow with the store. sweep (default: scan)
         deletes cache rows of deleted faces first. With a deadline
         (time.monotonic()) no new batch starts after it, and `more` says work is left.
+        scan_ids limits the scan to those faces (the daemon's rolling check); what is left
+        is not counted then.
         """
         started = time.perf_counter()
         space = space or space_of(self.backbone)
@@ -220,11 +224,18 @@ class Embedder:
             store.spaces.record_device_info(space.config_hash, self.backbone.device_info)
             self._noted.add(space.config_hash)  # a process's device does not change
         if scan if sweep is None else sweep:
-            store.cache.sweep_orphans()
+            store.cache.sweep_orphans(scan_ids)
         owner = str(LeaseOwner.new())
         with _releasing(store, owner):
             batches = claimed_batches(
-                store, space.config_hash, self.batch_size, owner, self.lease_seconds, verified, scan
+                store,
+                space.config_hash,
+                self.batch_size,
+                owner,
+                self.lease_seconds,
+                verified,
+                scan,
+                scan_ids,
             )
             totals = run_stages(
                 batches,
@@ -243,7 +254,11 @@ class Embedder:
         return EmbedReport(
             embedded=totals.embedded,
             failed=totals.failed,
-            pending=store.queue.count_pending(space.config_hash, verified) if scan else None,
+            pending=(
+                store.queue.count_pending(space.config_hash, verified)
+                if scan and scan_ids is None
+                else None
+            ),
             seconds=time.perf_counter() - started,
             more=totals.more,
             written=tuple(totals.written),

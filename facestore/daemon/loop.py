@@ -23,15 +23,16 @@ from facestore.backbones import Backbone, Space, space_of
 from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
 from facestore.daemon.policy import RetrainPolicy, RetrainScheduler
 from facestore.daemon.retraining import retrain_if_due
+from facestore.daemon.rolling import RollingCheck
 from facestore.daemon.suggester import Suggester
 from facestore.daemon.systemd import Notifier
 from facestore.daemon.telemetry import Telemetry
-from facestore.daemon.wakeups import wake_source
+from facestore.daemon.wakeups import DataVersionProbe, wake_source
 from facestore.embedding import Embedder
 from facestore.errors import ModelError
 from facestore.grouping import Clusterer
 from facestore.predict import Predictor
-from facestore.store import Store
+from facestore.store import IdRanges, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,16 @@ class Daemon:
         self.suggester = Suggester(store, options.min_confidence)
         self.clusterer = Clusterer(store, options.cluster_distance, options.cluster_min_size)
         self._recluster = True  # a full re-cluster at start and after each new model
-        self._read_all = True  # the next suggestion pass reads every unverified face
+        self._read_all = True  # the next suggestion pass reads the unverified faces in _checking
+        self._checking: IdRanges | None = None  # what this timer pass checks (None: all)
+        self._rolling = RollingCheck()
+        # The retrain policy reads every training pair (1M faces: 12 s on SQLite), so it
+        # does only when labels may have changed: a wake-up by the app, verified faces
+        # embedded here, another space. Otherwise it reuses them, or skips when nothing waits.
+        self._labels_changed = True
+        self._pairs: dict[int, Any] | None = None
+        self._pairs_for: tuple[str, int] | None = None  # (space, id of the trained set)
+        self._commits: DataVersionProbe | None = None  # SQLite: did anyone else commit?
         self._embedded_unverified: set[int] = set()  # since the last suggestion pass
         self.predictor: Predictor | None = None
         self.backbone: Backbone | None = None
@@ -91,6 +101,19 @@ class Daemon:
         if self.embedder is not None:
             self.embedder.close()
             self.embedder = None
+        if self._commits is not None:
+            self._commits.close()
+            self._commits = None
+
+    def _others_committed(self) -> bool:
+        """On a timer pass: may the labels have changed? SQLite tells (data_version);
+        on PostgreSQL a timer pass assumes so (its wake-ups are LISTEN/NOTIFY)."""
+        if self.store.engine.dialect.name != "sqlite":
+            return True
+        if self._commits is None:
+            self._commits = DataVersionProbe(self.store.engine)
+            return True
+        return self._commits.changed()
 
     def _serve(self, backbone: Backbone | None, space: Space | None) -> None:
         """Embed with this backbone (one Embedder for the process), or not at all."""
@@ -195,16 +218,20 @@ class Daemon:
         self.start()
         started = time.perf_counter()
         embedded = slices = 0
-        scan = self._follow_active_space() or scan
+        followed = self._follow_active_space()
+        scan = followed or scan
+        if followed or not scan or self._others_committed():
+            self._labels_changed = True  # the app wrote, or another space
         if scan:
-            self.store.cache.sweep_orphans()
+            self._checking = self._rolling.next(self.store.library.highest_face_id())
+            self.store.cache.sweep_orphans(self._checking)
             self._read_all = True
         if self.embedder is None or self.space is None:
             self._between_slices()
             return 0
         more = True
         while more and not self.stop.is_set():
-            more, done = self._embed_slice(scan=scan and slices == 0)
+            more, done = self._embed_slice(scan=scan and slices == 0, scan_ids=self._checking)
             embedded += done
             slices += 1
             if self.stop.is_set():
@@ -219,7 +246,7 @@ class Daemon:
         )
         return embedded
 
-    def _embed_slice(self, scan: bool) -> tuple[bool, int]:
+    def _embed_slice(self, scan: bool, scan_ids: IdRanges | None = None) -> tuple[bool, int]:
         """Embed for about one slice: verified faces first, then at least one batch of
         unverified ones. Returns (work left, faces embedded)."""
         assert self.embedder is not None and self.space is not None
@@ -233,12 +260,19 @@ class Daemon:
             if self.stop.is_set():
                 break
             report = self.embedder.run_pass(
-                self.space, verified=verified, scan=scan, sweep=False, deadline=deadline
+                self.space,
+                verified=verified,
+                scan=scan,
+                sweep=False,
+                deadline=deadline,
+                scan_ids=scan_ids,
             )
             more = more or report.more
             embedded += report.embedded
             if not verified:
                 self._embedded_unverified.update(report.written)
+            elif report.written:
+                self._labels_changed = True  # new training faces
         return more, embedded
 
     def _between_slices(self) -> None:
@@ -249,16 +283,21 @@ class Daemon:
         if not self.options.suggestions or self.space is None:
             return
         only = None if self._read_all else set(self._embedded_unverified)
+        checking = self._checking
         self._read_all = False
         self._embedded_unverified.clear()
         if self.predictor is not None:
-            outcome = self.suggester.suggest(self.predictor, self.space.config_hash, only=only)
+            outcome = self.suggester.suggest(
+                self.predictor, self.space.config_hash, only=only, ids=checking
+            )
             new, unverified = outcome.unnamed, outcome.unverified
             self.telemetry.suggestions.inc(outcome.written)
         else:  # no model: every unverified face is unknown
-            rows = self.store.suggestions.unverified_vectors(self.space.config_hash, only)
+            rows = self.store.suggestions.unverified_vectors(
+                self.space.config_hash, only, None if only is not None else checking
+            )
             new = {face_id: vector for face_id, _, vector in rows}
-            unverified = None if only is not None else frozenset(new)
+            unverified = None if only is not None or checking else frozenset(new)
         if self.options.clusters:
             self.clusterer.update(self.space, self._recluster, new, unverified)
             self._recluster = False
@@ -267,6 +306,13 @@ class Daemon:
         if self.space is None:
             return
         trained = self.predictor.bundle.training_set if self.predictor else {}
+        same = self._pairs_for == (self.space.config_hash, id(trained))
+        if same and not self._labels_changed and self.scheduler.waiting_since is None:
+            return  # nothing changed and nothing waits: no read at all
+        if self._labels_changed or self._pairs is None or self._pairs_for is None:
+            self._pairs = self.store.library.training_pairs(self.space.config_hash)
+            self._labels_changed = False
+        self._pairs_for = (self.space.config_hash, id(trained))
         with self.telemetry.busy("retrain", RETRAIN_ALLOWANCE):
             published = retrain_if_due(
                 self.scheduler,
@@ -277,6 +323,7 @@ class Daemon:
                 trained,
                 self.clock(),
                 self.telemetry,
+                current=self._pairs,
             )
         if published:
             self._load_model()

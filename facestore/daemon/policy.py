@@ -56,7 +56,7 @@ class RetrainScheduler:
             return 0
         if self.waiting_since is None:
             self.waiting_since = now
-        if fingerprint(current) == self.failed_set:
+        if self.failed_set is not None and fingerprint(current) == self.failed_set:
             return 0  # this exact set already failed; wait for the next change
         if not self.policy.due(changes, self.waiting_since, self.last_retrain, now):
             return 0

@@ -27,9 +27,15 @@ def retrain_if_due(
     trained: Mapping[int, Any],
     now: float,
     telemetry: Telemetry | None = None,
+    current: Mapping[int, Any] | None = None,
 ) -> bool:
-    """Retrain if the labels changed enough since the model; whether one was published."""
-    current = store.library.training_pairs(space.config_hash)
+    """Retrain if the labels changed enough since the model; whether one was published.
+
+    current: the training pairs as last read, when nothing can have changed since
+    (else they are read: at 1M faces that is the costly part).
+    """
+    if current is None:
+        current = store.library.training_pairs(space.config_hash)
     changes = scheduler.due(trained, current, now)
     if not changes:
         return False

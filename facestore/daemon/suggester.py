@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facestore.predict import Predictor
-from facestore.store import Store
+from facestore.store import IdRanges, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,18 @@ class Suggester:
         space_hash: str,
         replace_all: bool = False,
         only: Collection[int] | None = None,
+        ids: IdRanges | None = None,
     ) -> SuggestPass:
         """With replace_all (a new model), every row is rewritten; else only new faces
         and faces whose rejections changed. A rejected person is never suggested.
 
         only: the faces embedded since the last pass; then just those (and faces whose
         rejections changed) are read, so the cost follows the change, not the library.
+        ids: else, only the unverified faces among those (the timer's rolling check).
         """
         if replace_all:
             self._considered.clear()
-            only = None
+            only, ids = None, None
         rejections = self.store.suggestions.rejections()
         changed = {
             face_id
@@ -53,13 +55,16 @@ class Suggester:
             if rejections.get(face_id) != self._rejections.get(face_id)
         }
         wanted = None if only is None else set(only) | changed
-        rows = self.store.suggestions.unverified_vectors(space_hash, wanted)
+        rows = self.store.suggestions.unverified_vectors(
+            space_hash, wanted, ids if wanted is None else None
+        )
         fresh = [
             (face_id, sha, vector)
             for face_id, sha, vector in rows
             if replace_all or self._considered.get(face_id) != sha or face_id in changed
         ]
-        unverified = frozenset(face_id for face_id, _, _ in rows) if only is None else None
+        complete = only is None and ids is None
+        unverified = frozenset(face_id for face_id, _, _ in rows) if complete else None
         if not fresh and not replace_all:
             self._rejections = rejections
             return SuggestPass(0, unverified=unverified)

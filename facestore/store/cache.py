@@ -20,6 +20,7 @@ from facestore.store.dialect import is_transient, upsert
 from facestore.store.queue import drop_jobs
 from facestore.store.records import (
     FailureResult,
+    IdRanges,
     VectorResult,
     WriteOutcome,
     crop_sha256,
@@ -209,8 +210,9 @@ class Cache(Part):
                 )
             )
 
-    def sweep_orphans(self) -> int:
-        """Delete cache rows of deleted faces, and suggestions of verified ones.
+    def sweep_orphans(self, ids: IdRanges | None = None) -> int:
+        """Delete cache rows of deleted faces, and suggestions of verified ones (among
+        ids, when given).
 
         The app may bypass the triggers (deletes made before facestore was installed).
         Checks with a read first, so an idle sweep takes no write lock and writes nothing.
@@ -223,6 +225,8 @@ class Cache(Part):
         }
         verified_ids = sa.select(face.c.id).where(self.face.verified_clause)
         stale[suggestion] = stale[suggestion] | suggestion.c.face_id.in_(verified_ids)
+        if ids is not None:
+            stale = {table: sa.and_(ids.clause(table.c.face_id), w) for table, w in stale.items()}
         with self.engine.connect() as conn:
             found = [
                 table

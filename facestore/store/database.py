@@ -22,7 +22,7 @@ from facestore.schema import (
 )
 from facestore.schema import reflect_face_table as _reflect
 from facestore.store.dialect import is_transient
-from facestore.store.records import Crop, crop_from
+from facestore.store.records import Crop, IdRanges, crop_from
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,13 @@ class Database:
                 self._open.conn = None
 
     def pending_filter(
-        self, space_hash: str, verified: bool = True
+        self, space_hash: str, verified: bool = True, ids: IdRanges | None = None
     ) -> list[sa.ColumnElement[bool]]:
-        """Faces (verified, or else unverified) with no vector and no failure in the space."""
+        """Faces (verified, or else unverified) with no vector and no failure in the space
+        (among ids, when given)."""
         face = self.face.table
         return [
+            *([ids.clause(face.c.id)] if ids is not None else []),
             self.face.verified_clause if verified else ~self.face.verified_clause,
             ~sa.exists().where(
                 embedding.c.face_id == face.c.id, embedding.c.space_hash == space_hash

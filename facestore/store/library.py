@@ -81,6 +81,12 @@ class Library(Part):
                 for r in conn.execute(query)
             ]
 
+    def highest_face_id(self) -> int | None:
+        """max(face.id): the primary key's last entry, not a scan."""
+        with self.engine.connect() as conn:
+            highest = conn.execute(sa.select(sa.func.max(self.face.table.c.id))).scalar()
+        return None if highest is None else int(highest)
+
     def vectors_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, bytes]:
         query = sa.select(embedding.c.face_id, embedding.c.vector).where(
             embedding.c.space_hash == space_hash, embedding.c.face_id.in_(list(face_ids))

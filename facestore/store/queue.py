@@ -27,7 +27,7 @@ from facestore.store.dialect import (
     insert_for,
     wait_briefly_for_locks,
 )
-from facestore.store.records import Crop, QueueCounts
+from facestore.store.records import Crop, IdRanges, QueueCounts
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +99,25 @@ class WorkQueue(Part):
             embedding_job.c.face_id == face.c.id, embedding_job.c.space_hash == space_hash
         )
 
-    def enqueue_pending(self, space_hash: str, verified: bool = True) -> int:
+    def enqueue_pending(
+        self, space_hash: str, verified: bool = True, ids: IdRanges | None = None
+    ) -> int:
         """Queue the pending faces not queued yet (a scan of the face table).
 
         The triggers queue new and changed faces of the active space as the app
         writes them; this scan catches the rest (faces from before facestore, a
         new space, writes made without the triggers). With verified=True it also
         moves verified faces queued as unverified to the front. Reads first: an
-        idle call writes nothing.
+        idle call writes nothing. With ids, only those faces are looked at.
         """
         face = self.face.table
         job = embedding_job.c
-        where = [*self.db.pending_filter(space_hash, verified), self._not_queued(space_hash)]
+        where = [*self.db.pending_filter(space_hash, verified, ids), self._not_queued(space_hash)]
         demoted = [
             job.space_hash == space_hash,
             job.priority == UNVERIFIED,
             job.face_id.in_(sa.select(face.c.id).where(self.face.verified_clause)),
+            *([ids.clause(job.face_id)] if ids is not None else []),
         ]
         with self.engine.connect() as conn:
             missing = conn.execute(sa.select(sa.exists().where(*where))).scalar()

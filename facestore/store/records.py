@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 VECTOR_DTYPE = np.dtype("<f4")
 
@@ -87,6 +88,25 @@ class FailureResult:
 
 
 @dataclass(frozen=True)
+class IdRanges:
+    """Face ids lo <= id < hi (hi None: no end): the part of the library one timer pass
+    checks, so that its cost does not grow with the library."""
+
+    spans: tuple[tuple[int, int | None], ...]
+
+    def clause(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        return sa.or_(
+            *(
+                sa.and_(column >= lo, column < hi) if hi is not None else column >= lo
+                for lo, hi in self.spans
+            )
+        )
+
+    def __str__(self) -> str:
+        return ", ".join(f"{lo}..{'' if hi is None else hi - 1}" for lo, hi in self.spans)
+
+
+@dataclass(frozen=True)
 class WriteOutcome:
     embedded: int
     failed: int
@@ -109,7 +129,7 @@ class SpaceSummary:
     config_hash: str
     active: bool
     vectors: int
-    missing: int
+    missing: int | None  # None: not counted (status without --exact on a large library)
     failed: int
     created_at: str | None  # ISO 8601 UTC
     activated_at: str | None

@@ -62,23 +62,32 @@ class Spaces(Part):
                 .values(is_active=True, activated_at=time.time())
             )
 
-    def summaries(self) -> list[SpaceSummary]:
-        """Every space the database holds, with its vectors and the verified faces it lacks."""
+    def summaries(self, exact: bool = True) -> list[SpaceSummary]:
+        """Every space the database holds, with its vectors and (exact: a scan of the
+        face table) the verified faces it lacks."""
         face = self.face.table
         verified = self.face.verified_clause
         with self.engine.connect() as conn:
             spaces = conn.execute(
                 sa.select(embedding_space).order_by(embedding_space.c.created_at)
             ).all()
-            n_verified = conn.execute(sa.select(sa.func.count()).where(verified)).scalar_one()
+            n_verified = (
+                conn.execute(sa.select(sa.func.count()).where(verified)).scalar_one()
+                if exact
+                else None
+            )
             result = []
             for row in spaces:
                 has_vector = sa.exists().where(
                     embedding.c.face_id == face.c.id, embedding.c.space_hash == row.config_hash
                 )
-                covered = conn.execute(
-                    sa.select(sa.func.count()).where(verified, has_vector)
-                ).scalar_one()
+                covered = (
+                    conn.execute(
+                        sa.select(sa.func.count()).where(verified, has_vector)
+                    ).scalar_one()
+                    if exact
+                    else None
+                )
                 result.append(
                     SpaceSummary(
                         backbone=row.backbone,
@@ -89,7 +98,11 @@ class Spaces(Part):
                             .select_from(embedding)
                             .where(embedding.c.space_hash == row.config_hash)
                         ).scalar_one(),
-                        missing=int(n_verified - covered),
+                        missing=(
+                            int(n_verified - covered)
+                            if n_verified is not None and covered is not None
+                            else None
+                        ),
                         failed=conn.execute(
                             sa.select(sa.func.count())
                             .select_from(embedding_failure)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from facestore.schema import embedding
 from facestore.store.database import Part
 from facestore.store.dialect import wait_briefly_for_locks
-from facestore.store.records import VECTOR_DTYPE
+from facestore.store.records import VECTOR_DTYPE, IdRanges
 
 ID_CHUNK = 5000  # ids per IN (...) list: under SQLite's bound-parameter limit
 
@@ -21,24 +21,35 @@ class Suggestions(Part):
     """The unverified faces' vectors in, their suggestion rows out."""
 
     def unverified_vectors(
-        self, space_hash: str, face_ids: Collection[int] | None = None
+        self,
+        space_hash: str,
+        face_ids: Collection[int] | None = None,
+        ids: IdRanges | None = None,
     ) -> list[tuple[int, str, np.ndarray]]:
         """(face_id, crop sha256, vector) of unverified faces with a vector in the space:
-        all of them, or those among face_ids (a cost that follows face_ids, not the library)."""
+        all of them, those among face_ids (a cost that follows face_ids, not the library),
+        or those in the id ranges."""
         face = self.face.table
+        in_space = embedding.c.space_hash == space_hash
+        if ids is not None and self.engine.dialect.name == "sqlite":
+            # Without statistics SQLite would walk the space's whole index (1M rows for a
+            # slice of 50k); an expression is not indexed, so it takes the key's range.
+            in_space = embedding.c.space_hash.concat("") == space_hash
         query = (
             sa.select(embedding.c.face_id, embedding.c.crop_sha256, embedding.c.vector)
             .join(face, face.c.id == embedding.c.face_id)
-            .where(embedding.c.space_hash == space_hash, ~self.face.verified_clause)
+            .where(in_space, ~self.face.verified_clause)
             .order_by(embedding.c.face_id)
         )
+        if ids is not None:
+            query = query.where(ids.clause(embedding.c.face_id))
         if face_ids is None:
             parts = [query]
         else:
-            ids = sorted(face_ids)
+            wanted = sorted(face_ids)
             parts = [
-                query.where(embedding.c.face_id.in_(ids[i : i + ID_CHUNK]))
-                for i in range(0, len(ids), ID_CHUNK)
+                query.where(embedding.c.face_id.in_(wanted[i : i + ID_CHUNK]))
+                for i in range(0, len(wanted), ID_CHUNK)
             ]
         with self.engine.connect() as conn:
             return [

@@ -18,7 +18,8 @@ from facestore.daemon import (
     WatchOptions,
     count_changes,
 )
-from facestore.store import Store, decode_vectors
+from facestore.daemon.rolling import RollingCheck
+from facestore.store import IdRanges, Store, decode_vectors
 from tests.support.helpers import (
     FakeBackbone,
     encode,
@@ -295,3 +296,58 @@ def test_a_database_error_in_a_pass_is_logged_and_the_daemon_goes_on(
     with caplog.at_level("ERROR"):
         daemon._safe_reconcile()
     assert "Reconcile failed, retrying next interval: value too long" in caplog.text
+
+
+def test_rolling_check_slices_wrap_and_new_rows_come_first() -> None:
+    check = RollingCheck(per_pass=4)
+    assert check.next(10) is None  # the first pass checks everything
+    assert check.next(10) == IdRanges(((0, 4),))
+    assert check.next(12) == IdRanges(((4, 8), (11, None)))  # 11 and 12 are new
+    assert check.next(12) == IdRanges(((8, 12),))
+    assert check.next(12) == IdRanges(((12, 16),))
+    assert check.next(12) == IdRanges(((0, 4),))  # round again
+
+
+def test_a_timer_pass_finds_lost_work_within_its_period_and_new_rows_at_once(
+    daemon_db: Path, tmp_path: Path
+) -> None:
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock(), retrain=False)
+    daemon._rolling = RollingCheck(per_pass=4)
+    daemon.reconcile()  # checks everything: 15 faces embedded
+    embedded = lambda face_id: bool(  # noqa: E731
+        sqlite_rows(daemon_db, "SELECT 1 FROM embedding WHERE face_id = ?", face_id)
+    )
+    assert all(embedded(i) for i in range(1, 16))
+    # lost events: face 10's vector gone behind facestore's back, face 16 added unqueued
+    sqlite_exec(daemon_db, "DELETE FROM embedding WHERE face_id = 10")
+    sqlite_exec(
+        daemon_db,
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, 1, 1)",
+        encode(face_image(1, 90)),
+    )
+    sqlite_exec(daemon_db, "DELETE FROM embedding_job")
+    daemon.reconcile()  # ids 0..3, and 16 (new since the last pass)
+    assert embedded(16) and not embedded(10)
+    daemon.reconcile()  # 4..7
+    assert not embedded(10)
+    daemon.reconcile()  # 8..11
+    assert embedded(10)
+
+
+def test_an_idle_timer_pass_reads_no_training_pairs(
+    daemon_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock())
+    daemon.reconcile()
+    daemon.reconcile()  # the pass after the first model: nothing waits any more
+    reads: list[str] = []
+    real = daemon.store.library.training_pairs
+    monkeypatch.setattr(
+        daemon.store.library, "training_pairs", lambda space: reads.append(space) or real(space)
+    )
+    daemon.reconcile()
+    daemon.reconcile()
+    assert reads == []  # 1M faces: 12 s each on SQLite
+    sqlite_exec(daemon_db, "UPDATE face SET person_id = 2 WHERE id IN (1, 2, 3)")
+    daemon.reconcile()  # another connection committed: read, and retrain (3 changes)
+    assert len(reads) == 1

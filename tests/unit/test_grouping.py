@@ -150,8 +150,8 @@ def test_a_woken_pass_reads_only_the_new_faces(
     monkeypatch.setattr(
         daemon.store.suggestions,
         "unverified_vectors",
-        lambda space, face_ids=None: (
-            reads_ids(space, face_ids) if face_ids is not None else whole_library()
+        lambda space, face_ids=None, ids=None: (
+            reads_ids(space, face_ids, ids) if face_ids is not None else whole_library()
         ),
     )
     more_a, d, c = (
