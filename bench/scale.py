@@ -7,8 +7,10 @@ into the active space (synthetic 512-d, clustered per person: timing only). Then
 measures, through facestore's own code and CLI:
 
 - queue_pass_s: the daemon woken by a change: 10 new faces embedded (random facenet
-  weights), suggestions and clusters for them;
-- timer_pass_s: the daemon's timer pass with nothing new (the safety net);
+  weights), suggestions for them (clusters off: bench/cluster_library.py);
+- first_timer_pass_s, timer_pass_s (the last of 3), timer_pass_max_s: the daemon's
+  timer passes with nothing new (the safety net; the first checks everything);
+- the same with _retrain: the daemon with its retrain policy on;
 - help_s, status_s: `facestore --help` and `facestore status --json` as subprocesses;
 - retrain_s, retrain_peak_rss_mib: `facestore retrain` as a subprocess (auto, with
   the calibrated "unknown" rule), capped at --retrain-cap seconds;
@@ -218,25 +220,34 @@ def main() -> None:
         Suggester(store, None).suggest(predictor, space.config_hash, replace_all=True)
         result["suggest_100k_s"] = round(time.perf_counter() - started, 1)
 
-    options = WatchOptions(retrain=False, clusters=False)
-    daemon = Daemon(store, model_dir, options, backbone)
-    daemon.start()
-    started = time.perf_counter()
-    daemon.reconcile(scan=True)  # the first pass also loads what it serves
-    result["first_timer_pass_s"] = round(time.perf_counter() - started, 2)
-    started = time.perf_counter()
-    daemon.reconcile(scan=True)
-    result["timer_pass_s"] = round(time.perf_counter() - started, 2)
-    crops = [synthetic_crop(1, i) for i in range(10)]
     face = store.db.face.table
-    with engine.begin() as conn:
-        conn.execute(
-            face.insert(), [{"face_crop_blob": c, "person_id": 1, "verified": True} for c in crops]
+    for retrain_on in (False, True):
+        # retrain on: the policy re-reads the training pairs whenever labels may have changed
+        suffix = "_retrain" if retrain_on else ""
+        daemon = Daemon(
+            store, model_dir, WatchOptions(retrain=retrain_on, clusters=False), backbone
         )
-    started = time.perf_counter()
-    daemon.reconcile(scan=False)
-    result["queue_pass_s"] = round(time.perf_counter() - started, 2)
-    daemon.close()
+        daemon.start()
+        started = time.perf_counter()
+        daemon.reconcile(scan=True)  # the first pass checks everything
+        result[f"first_timer_pass{suffix}_s"] = round(time.perf_counter() - started, 2)
+        passes = []
+        for _ in range(3):  # steady state: rolling slices
+            started = time.perf_counter()
+            daemon.reconcile(scan=True)
+            passes.append(time.perf_counter() - started)
+        result[f"timer_pass{suffix}_s"] = round(passes[-1], 2)
+        result[f"timer_pass{suffix}_max_s"] = round(max(passes), 2)
+        crops = [synthetic_crop(1, i + 10 * retrain_on) for i in range(10)]
+        with engine.begin() as conn:
+            conn.execute(
+                face.insert(),
+                [{"face_crop_blob": c, "person_id": 1, "verified": True} for c in crops],
+            )
+        started = time.perf_counter()
+        daemon.reconcile(scan=False)  # woken by the app's insert
+        result[f"queue_pass{suffix}_s"] = round(time.perf_counter() - started, 2)
+        daemon.close()
 
     print(json.dumps(result))
     for key, value in result.items():
