@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LEGACY_MIN_CONFIDENCE = 0.2  # models without an open-set rule
 DEFAULT_TOP_K = 3
+CLASSIFY_CHUNK = 1024  # faces per predict_proba: 1024 x 10k people x 8 B = 80 MB a matrix
 
 
 @dataclass
@@ -66,6 +67,18 @@ def check_space(bundle: Bundle, backbone: Backbone) -> None:
             "the model was trained with, or move the model to these weights with "
             "'facestore reembed' (or embed and retrain in this space)."
         )
+
+
+def most_probable(proba: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the k largest values, largest first, ties by index: what a stable
+    argsort of -proba starts with, without sorting every person (10k people)."""
+    if k >= len(proba):
+        return np.argsort(-proba, kind="stable")
+    kth = np.partition(-proba, k - 1)[k - 1]
+    above = np.flatnonzero(-proba < kth)
+    ties = np.flatnonzero(-proba == kth)[: k - len(above)]
+    chosen = np.sort(np.concatenate([above, ties]))
+    return chosen[np.argsort(-proba[chosen], kind="stable")]
 
 
 class Predictor:
@@ -133,6 +146,26 @@ class Predictor:
         if len(vectors) == 0:
             return []
         vectors = np.asarray(vectors, dtype=np.float32)
+        predictions: list[Prediction] = []
+        for start in range(0, len(vectors), CLASSIFY_CHUNK):  # memory: chunk x people
+            end = start + CLASSIFY_CHUNK
+            predictions += self._classify_chunk(
+                vectors[start:end],
+                labels[start:end],
+                top_k,
+                min_confidence,
+                excluded[start:end] if excluded is not None else None,
+            )
+        return predictions
+
+    def _classify_chunk(
+        self,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        top_k: int,
+        min_confidence: float | None,
+        excluded: Sequence[Collection[str]] | None,
+    ) -> list[Prediction]:
         classifier = self.bundle.classifier
         probabilities = classifier.predict_proba(vectors)
         classes = [int(c) for c in classifier.classes_]
@@ -152,11 +185,9 @@ class Predictor:
         rows = zip(labels, probabilities, confidences, accepted, strict=True)
         for n, (label, proba, conf, ok) in enumerate(rows):
             ruled_out = excluded[n] if excluded is not None else nobody
-            order = [
-                int(i)
-                for i in np.argsort(-proba, kind="stable")
-                if str(names[int(i)]) not in ruled_out
-            ]
+            # after a rejection every person may be needed; else only the top_k
+            ranked_ids = most_probable(proba, len(proba) if ruled_out else max(1, top_k))
+            order = [int(i) for i in ranked_ids if str(names[int(i)]) not in ruled_out]
             ranked = [
                 {
                     "person_id": names[i],

@@ -76,3 +76,30 @@ def test_a_changed_open_set_file_fails_the_integrity_check(tmp_path: Path) -> No
     target.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match="open_set.npz does not match the sha256"):
         Predictor.load(model_dir)
+
+
+def test_most_probable_is_a_stable_argsorts_head() -> None:
+    from facestore.predict import most_probable
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        proba = rng.integers(0, 5, size=30).astype(float)  # many ties
+        k = int(rng.integers(1, 31))
+        assert most_probable(proba, k).tolist() == np.argsort(-proba, kind="stable")[:k].tolist()
+
+
+def test_classify_in_chunks_answers_as_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facestore import predict
+
+    model_dir, centres = published(tmp_path)
+    predictor = Predictor.load(model_dir)
+    rng = np.random.default_rng(1)
+    vectors = np.vstack([centres, rng.normal(size=(5, 32)) * 4]).astype(np.float32)
+    labels = [str(i) for i in range(len(vectors))]
+    excluded = [{"p1"} if i % 4 == 0 else set() for i in range(len(vectors))]
+    whole = predictor.classify(vectors, labels, top_k=5, excluded=excluded)
+    monkeypatch.setattr(predict, "CLASSIFY_CHUNK", 4)
+    assert predictor.classify(vectors, labels, top_k=5, excluded=excluded) == whole
+    assert len(whole) == 17 and all(p.person_id != "p1" for p in whole[::4])
