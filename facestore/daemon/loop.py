@@ -209,7 +209,9 @@ class Daemon:
     def reconcile(self, scan: bool = True) -> int:
         """One pass. scan=False (woken by a change): trust the queue the triggers fill.
 
-        The timer's passes scan the face table (and sweep orphans) as the ground truth.
+        The timer's passes are the safety net: the first checks every face, later ones a
+        rolling slice of ids and the rows added since (facestore.daemon.rolling), sweeping
+        orphans there too.
         The embedding is done in slices of at most `slice_seconds` (plus the batch in
         progress): after each slice the model is reloaded if another worker published
         one, the retrain policy is evaluated and suggestions are written, so that none
@@ -297,7 +299,7 @@ class Daemon:
                 self.space.config_hash, only, None if only is not None else checking
             )
             new = {face_id: vector for face_id, _, vector in rows}
-            unverified = None if only is not None or checking else frozenset(new)
+            unverified = None if only is not None or checking is not None else frozenset(new)
         if self.options.clusters:
             self.clusterer.update(self.space, self._recluster, new, unverified)
             self._recluster = False
@@ -309,7 +311,8 @@ class Daemon:
         same = self._pairs_for == (self.space.config_hash, id(trained))
         if same and not self._labels_changed and self.scheduler.waiting_since is None:
             return  # nothing changed and nothing waits: no read at all
-        if self._labels_changed or self._pairs is None or self._pairs_for is None:
+        other_space = self._pairs_for is None or self._pairs_for[0] != self.space.config_hash
+        if self._labels_changed or self._pairs is None or other_space:
             self._pairs = self.store.library.training_pairs(self.space.config_hash)
             self._labels_changed = False
         self._pairs_for = (self.space.config_hash, id(trained))
