@@ -136,21 +136,22 @@ def watch(
     exit_on_signals_while_starting()
     address = parse_addr(metrics_addr) if metrics_addr else None
     store = app.store
-    active = store.spaces.active()
-    default_name = active.backbone if active else None  # --backbone, else the active space's
-    options_backbone = app.backbone_settings(default_name)
-    embedder = app.build_backbone(default_name)
-    watch_options = dataclasses.replace(
-        WatchOptions(batch_size=options_backbone.batch_size),
-        **{k: v for k, v in options.items()},  # type: ignore[arg-type]
-    )
-    telemetry = Telemetry(watch_options.interval)
+    telemetry = Telemetry(float(options["interval"]))  # type: ignore[arg-type]
     telemetry.registry.register(QueueCollector(store.queue.depth_by_space))
+    # before the backbone: a taken port fails at once, and /healthz answers while it loads
     server = MetricsServer(telemetry, *address) if address else None
-    daemon = Daemon(
-        store, app.model_dir, watch_options, embedder, telemetry=telemetry, notifier=Notifier()
-    )
     try:
+        active = store.spaces.active()
+        default_name = active.backbone if active else None  # --backbone, else the active's
+        options_backbone = app.backbone_settings(default_name)
+        embedder = app.build_backbone(default_name)
+        watch_options = dataclasses.replace(
+            WatchOptions(batch_size=options_backbone.batch_size),
+            **{k: v for k, v in options.items()},  # type: ignore[arg-type]
+        )
+        daemon = Daemon(
+            store, app.model_dir, watch_options, embedder, telemetry=telemetry, notifier=Notifier()
+        )
         with stop_on_signals(daemon):
             daemon.run()
     finally:
