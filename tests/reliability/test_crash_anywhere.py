@@ -93,7 +93,14 @@ def test_kill_9_anywhere(
     watchers.append(final)
     wait_for(lambda: "Watching" in final.output(), 60, "the daemon to start")
     total = people * per_person
-    wait_for(lambda: len(vectors(db)) == total, patient(60), "the restarted daemon to finish")
+    failures = "SELECT face_id, attempts, error FROM embedding_failure ORDER BY face_id"
+    wait_for(
+        lambda: (
+            len(vectors(db)) == total and sqlite_rows(db, failures) == sqlite_rows(clean, failures)
+        ),
+        patient(60),
+        "the restarted daemon to finish (its last batch holds only the corrupt crops)",
+    )
     wait_for(lambda: artifacts.current_version(model_dir) is not None, patient(12), "a model")
     assert final.stop() == 0
 
@@ -107,7 +114,6 @@ def test_kill_9_anywhere(
     for face_id, (sha, vector) in want.items():
         assert got[face_id][0] == sha
         np.testing.assert_allclose(got[face_id][1], vector, atol=1e-5)
-    failures = "SELECT face_id, attempts, error FROM embedding_failure ORDER BY face_id"
     assert sqlite_rows(db, failures) == sqlite_rows(clean, failures)
     bundle = artifacts.load_bundle(model_dir)
     assert len(bundle.training_set) <= total
