@@ -57,6 +57,10 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -66,11 +70,10 @@ class MetricsServer:
     """The endpoints on host:port until close()."""
 
     def __init__(self, telemetry: Telemetry, host: str, port: int) -> None:
-        if ":" in host:
-            _Server.address_family = socket.AF_INET6
+        server_class = _Server6 if ":" in host else _Server
         try:
             self._server = make_server(
-                host, port, wsgi_app(telemetry), _Server, handler_class=_QuietHandler
+                host, port, wsgi_app(telemetry), server_class, handler_class=_QuietHandler
             )
         except OSError as exc:
             raise ConfigurationError(
