@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 MakeApp = Callable[..., AppDatabase]
 FACES = 5000 if FULL else 240
+# 4 workers embed about 4.4 faces/s on the quiet dev machine (both tests below: 118 s)
 WORKER_ARGS = ["--no-suggestions", "--no-retrain", "--interval", "2", "--batch-size", "16"]
 BATCH_LOG = re.compile(r"Embedded (\d+) faces in")
 
@@ -59,7 +60,7 @@ def test_four_workers_embed_each_face_exactly_once(
     app = big_postgres_app
     workers = [Watcher(app.url, tmp_path, weights_file, *WORKER_ARGS) for _ in range(4)]
     watchers.extend(workers)
-    seconds = wait_for(lambda: count(app) == FACES, patient(FACES / 7), f"{FACES} vectors")
+    seconds = wait_for(lambda: count(app) == FACES, patient(FACES / 4), f"{FACES} vectors")
     for worker in workers:
         assert worker.stop() == 0, worker.output()
     shares = [embedded_by(w) for w in workers]
@@ -101,7 +102,7 @@ def test_a_worker_killed_mid_batch_is_taken_over_when_its_lease_expires(
         Watcher(app.url, tmp_path, weights_file, *WORKER_ARGS, "--lease", lease) for _ in range(2)
     ]
     watchers.extend(others)
-    seconds = wait_for(lambda: count(app) == FACES, patient(FACES / 7), f"{FACES} vectors")
+    seconds = wait_for(lambda: count(app) == FACES, patient(FACES / 4), f"{FACES} vectors")
     for worker in others:
         assert worker.stop() == 0, worker.output()
     figures(
