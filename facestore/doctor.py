@@ -70,7 +70,7 @@ def diagnose(install: Installation) -> list[Check]:
         return checks + _skipped(" and ".join(f"the {name}" for name in failed), rest)
     store = Store(install.engine)
     active = store.spaces.active()
-    checks.append(check_triggers(install.engine, active))
+    checks.append(check_triggers(store, active))
     checks.append(check_weights(install, active))
     model, bundle = check_model(install.model_dir, active)
     checks.append(model)
@@ -141,9 +141,10 @@ def _installed_triggers(conn: sa.Connection) -> set[str]:
     return {str(name) for (name,) in conn.execute(sa.text(query))}
 
 
-def check_triggers(engine: Engine, active: Space | None) -> Check:
+def check_triggers(store: Store, active: Space | None) -> Check:
     """Installed, and firing: a crop changed inside a rolled-back transaction must queue
     the face in the active space (and drop its vector)."""
+    engine = store.engine
     expected = SQLITE_TRIGGERS if engine.dialect.name == "sqlite" else PG_TRIGGERS
     previous = database.known_revisions()[-2]
     with engine.connect() as conn:
@@ -157,9 +158,8 @@ def check_triggers(engine: Engine, active: Space | None) -> Check:
         )
     if active is None:
         return Check("triggers", OK, "installed; firing not checked: no embedding space yet")
-    face = reflect_face_table(engine).table
-    with engine.connect() as conn:
-        face_id = conn.execute(sa.select(sa.func.max(face.c.id))).scalar()
+    face = store.db.face.table
+    face_id = store.library.highest_face_id()
     if face_id is None:
         return Check("triggers", OK, "installed; firing not checked: the face table is empty")
     with engine.connect() as conn:
