@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.covariance import ledoit_wolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -91,12 +92,86 @@ def centroid(seed: int, n_train: int) -> CosineCentroid:
     return CosineCentroid()
 
 
-def lda(seed: int, n_train: int) -> LinearDiscriminantAnalysis:
+class ShrinkageLDA(ClassifierMixin, BaseEstimator):
+    """scikit-learn's LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"), fitted
+    class by class over row indices, so a 1M x 512 training matrix is never copied.
+
+    The same model: class means, the prior-weighted sum of each class's Ledoit-Wolf
+    covariance of standardised features, coef = lstsq(covariance, means.T).T, and
+    predict_proba is the softmax of the decision function (tested against
+    scikit-learn's). scikit-learn selects each class with a mask over every row
+    (10k classes x 1M rows) and its intercept takes the diagonal of a classes x
+    classes product; here the rows are grouped once and the diagonal is a row sum.
+    The decision function runs in float32, a chunk at a time.
+    """
+
+    def __init__(self, chunk: int = 2048) -> None:
+        self.chunk = chunk
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ShrinkageLDA:
+        return self.fit_rows(X, y, None)
+
+    def fit_rows(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None) -> ShrinkageLDA:
+        """Fit on X[rows], y[rows] (all rows when None), reading the rows of one class at a time."""
+        X, y = np.asarray(X), np.asarray(y)
+        rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.classes_, labels = np.unique(y[rows], return_inverse=True)
+        n_classes, n_features = len(self.classes_), X.shape[1]
+        if len(rows) <= n_classes:
+            raise ValueError("The number of samples must be more than the number of classes.")
+        order = np.argsort(labels, kind="stable")
+        groups = np.split(rows[order], np.flatnonzero(np.diff(labels[order])) + 1)
+        self.priors_ = np.bincount(labels, minlength=n_classes) / len(rows)
+        means = np.empty((n_classes, n_features))
+        covariance = np.zeros((n_features, n_features))
+        for index, members in enumerate(groups):
+            class_rows = np.asarray(X[members], dtype=np.float64)
+            means[index] = class_rows.mean(0)
+            covariance += self.priors_[index] * _shrunk_class_covariance(class_rows)
+        coef = scipy.linalg.lstsq(covariance, means.T)[0].T
+        intercept = -0.5 * np.einsum("ij,ij->i", means, coef) + np.log(self.priors_)
+        self.means_, self.covariance_ = means, covariance
+        self.coef_, self.intercept_ = coef.astype(np.float32), intercept.astype(np.float32)
+        self.n_features_in_ = n_features
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        return np.concatenate(
+            [
+                X[i : i + self.chunk] @ self.coef_.T + self.intercept_
+                for i in range(0, len(X), self.chunk)
+            ]
+            or [np.zeros((0, len(self.classes_)), dtype=np.float32)]
+        )
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(1)]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        decision = self.decision_function(X)
+        decision -= decision.max(1, keepdims=True)
+        np.exp(decision, out=decision)
+        decision /= decision.sum(1, keepdims=True)
+        return decision
+
+
+def _shrunk_class_covariance(class_rows: np.ndarray) -> np.ndarray:
+    """scikit-learn's shrinkage="auto" covariance of one class: Ledoit-Wolf on standardised
+    features, scaled back."""
+    scaler = StandardScaler()
+    covariance = ledoit_wolf(scaler.fit_transform(class_rows))[0]
+    scale = scaler.scale_
+    return scale[:, None] * covariance * scale[None, :]
+
+
+def lda(seed: int, n_train: int) -> ShrinkageLDA:
     """Fast and accurate on large libraries: shrinkage LDA (class means, shared covariance).
 
-    Memory is n_classes x dim plus one dim x dim covariance, so 5k people fit easily.
+    Memory is n_classes x dim plus one dim x dim covariance; the training matrix is
+    read one class at a time (1M vectors of 10k people: docs/benchmarks.md).
     """
-    return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+    return ShrinkageLDA()
 
 
 # `auto` is shrinkage LDA at every size. Chosen on real dlib embeddings of ORL

@@ -52,10 +52,20 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def class_centroids(units: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    sums = np.zeros((n_classes, units.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, units)
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    return centroids_of_rows(units, labels, n_classes, np.arange(len(units)))[0]
+
+
+def centroids_of_rows(
+    vectors: np.ndarray, labels: np.ndarray, n_classes: int, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, counts) of the unit vectors of vectors[rows], a chunk at a time."""
+    sums = np.zeros((n_classes, vectors.shape[1]), dtype=np.float64)
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        np.add.at(sums, labels[chunk], unit_rows(vectors[chunk]))
+    counts = np.bincount(labels[rows], minlength=n_classes)
+    centroids = sums / np.maximum(counts, 1).astype(np.float64)[:, None]
+    return centroids.astype(np.float32), counts
 
 
 def _squared_distances(units: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -70,6 +80,14 @@ class Calibration:
     impostor: np.ndarray  # distance to the nearest other person
 
 
+def probe_sample(n: int, max_probes: int = MAX_PROBES, seed: int = 0) -> np.ndarray:
+    """Positions 0..n-1, or a sorted random sample of max_probes of them."""
+    probes = np.arange(n)
+    if n > max_probes:
+        probes = np.sort(np.random.default_rng(seed).choice(probes, max_probes, replace=False))
+    return probes
+
+
 def leave_one_out(
     units: np.ndarray,
     labels: np.ndarray,
@@ -79,18 +97,22 @@ def leave_one_out(
 ) -> Calibration:
     """Genuine and impostor distances of (a sample of) the training faces."""
     counts = np.bincount(labels, minlength=len(centroids))
-    probes = np.arange(len(units))
-    if len(probes) > max_probes:
-        probes = np.sort(np.random.default_rng(seed).choice(probes, max_probes, replace=False))
+    probes = probe_sample(len(units), max_probes, seed)
+    return probe_distances(units[probes], labels[probes], counts, centroids)
+
+
+def probe_distances(
+    units: np.ndarray, labels: np.ndarray, counts: np.ndarray, centroids: np.ndarray
+) -> Calibration:
+    """Genuine and impostor distances of these training faces (counts: faces per class)."""
     genuine, impostor = [], []
-    for start in range(0, len(probes), CHUNK):
-        idx = probes[start : start + CHUNK]
-        u, own = units[idx], labels[idx]
+    for start in range(0, len(units), CHUNK):
+        u, own = units[start : start + CHUNK], labels[start : start + CHUNK]
         n = counts[own].astype(np.float32)[:, None]
         without_self = (centroids[own] * n - u) / np.maximum(n - 1, 1)
         genuine.append(np.linalg.norm(u - without_self, axis=1))
         sq = _squared_distances(u, centroids)
-        sq[np.arange(len(idx)), own] = np.inf
+        sq[np.arange(len(u)), own] = np.inf
         impostor.append(np.sqrt(sq.min(1)))
     return Calibration(np.concatenate(genuine), np.concatenate(impostor))
 
@@ -122,6 +144,12 @@ class OpenSetRule:
         if len(vectors) == 0:
             return np.zeros((0, len(self.centroids)), dtype=np.float32)
         return np.sqrt(_squared_distances(unit_rows(vectors), self.centroids))
+
+    def distances_to(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(n,) distance of each face to the person of its label (index into the centroids)."""
+        units, centroids = unit_rows(vectors), self.centroids[labels]
+        sq = 1.0 - 2.0 * np.einsum("ij,ij->i", units, centroids) + (centroids**2).sum(1)
+        return np.sqrt(np.maximum(sq, 0.0))
 
     def confidence(self, distances: np.ndarray) -> np.ndarray:
         """Estimated chance the name is right at these distances (0..1)."""
@@ -188,8 +216,10 @@ def calibrate(
     far: float = DEFAULT_FAR,
     max_probes: int = MAX_PROBES,
     seed: int = 0,
+    rows: np.ndarray | None = None,
 ) -> OpenSetRule:
-    """The rule for a model trained on these vectors (labels index 0..n_classes-1).
+    """The rule for a model trained on these vectors (labels index 0..n_classes-1), or on
+    vectors[rows] only; the vectors are read a chunk at a time, never copied whole.
 
     Every class needs at least 2 vectors (training drops smaller ones), so that each
     face has a leave-one-out centroid of its own person.
@@ -197,9 +227,10 @@ def calibrate(
     if not 0 < far < 1:
         raise ValueError(f"far must be in (0, 1), got {far}")
     labels = np.asarray(labels, dtype=np.int64)
-    units = unit_rows(vectors)
-    centroids = class_centroids(units, labels, n_classes)
-    cal = leave_one_out(units, labels, centroids, max_probes, seed)
+    rows = np.arange(len(vectors)) if rows is None else np.asarray(rows, dtype=np.int64)
+    centroids, counts = centroids_of_rows(vectors, labels, n_classes, rows)
+    probes = rows[probe_sample(len(rows), max_probes, seed)]
+    cal = probe_distances(unit_rows(vectors[probes]), labels[probes], counts, centroids)
     return rule_from(centroids, cal, far)
 
 

@@ -16,7 +16,7 @@ import logging
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,8 @@ class Dataset:
 def build_dataset(
     face_ids: Sequence[int], person_ids: Sequence[Any], vectors: np.ndarray
 ) -> Dataset:
+    """The kept classes' samples. A float32 `vectors` is used, not copied: when classes
+    are dropped, the kept rows are moved up inside it (1M x 512 floats are 2 GB)."""
     if len(face_ids) == 0:
         raise TrainingError(
             "There are no vectors of verified faces in the active space. "
@@ -82,13 +84,31 @@ def build_dataset(
         max(counts[p] for p in classes),
     )
     return Dataset(
-        vectors=np.asarray(vectors[keep], dtype=np.float32),
+        vectors=keep_rows(np.asarray(vectors, dtype=np.float32), keep),
         labels=np.asarray([index[person_ids[i]] for i in keep], dtype=np.int64),
         classes=classes,
         face_ids=[int(face_ids[i]) for i in keep],
         dropped_classes=dropped,
         dropped_samples=len(face_ids) - len(keep),
     )
+
+
+def keep_rows(vectors: np.ndarray, keep: Sequence[int]) -> np.ndarray:
+    """vectors[keep] for ascending `keep`, moved up in place a chunk at a time: row keep[i]
+    never lies before i, so each chunk reads rows that are not yet overwritten."""
+    if len(keep) == len(vectors):
+        return vectors
+    kept = np.asarray(keep, dtype=np.int64)
+    for start in range(0, len(kept), PREDICT_CHUNK):
+        chunk = kept[start : start + PREDICT_CHUNK]
+        vectors[start : start + len(chunk)] = vectors[chunk]
+    return vectors[: len(kept)]
+
+
+def class_members(labels: np.ndarray) -> list[np.ndarray]:
+    """The ascending row indices of each label, in label order."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
 
 
 def stratified_split(
@@ -98,31 +118,49 @@ def stratified_split(
     if not 0 <= val_fraction < 1:
         raise TrainingError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
     rng = np.random.default_rng(seed)
-    train: list[int] = []
-    val: list[int] = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
+    train: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    val: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    for members in class_members(labels):
         rng.shuffle(members)
         n_val = min(len(members) - 1, int(round(len(members) * val_fraction)))
-        val.extend(members[:n_val])
-        train.extend(members[n_val:])
-    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 PREDICT_CHUNK = 2048  # a 20k x 5k-class score matrix would take 800 MB
 
 
-def predict_best(model: Any, vectors: np.ndarray) -> np.ndarray:
-    """The most probable class (argmax of predict_proba), a chunk at a time.
+def row_chunks(rows: np.ndarray | None, n: int) -> Iterator[np.ndarray | slice]:
+    """Chunks of `rows` (or of 0..n-1) of PREDICT_CHUNK, to index the vectors with."""
+    if rows is None:
+        yield from (slice(i, i + PREDICT_CHUNK) for i in range(0, n, PREDICT_CHUNK))
+    else:
+        yield from (rows[i : i + PREDICT_CHUNK] for i in range(0, len(rows), PREDICT_CHUNK))
+
+
+def predict_best(model: Any, vectors: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """The most probable class (argmax of predict_proba) of vectors (or vectors[rows]),
+    a chunk at a time.
 
     This is the predictor's rule. With SVC(probability=True) it can differ from
     model.predict() on borderline faces (Platt scaling vs. one-vs-one votes).
     """
     parts = [
-        model.classes_[model.predict_proba(vectors[i : i + PREDICT_CHUNK]).argmax(1)]
-        for i in range(0, len(vectors), PREDICT_CHUNK)
+        model.classes_[model.predict_proba(vectors[chunk]).argmax(1)]
+        for chunk in row_chunks(rows, len(vectors))
     ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def fit_rows(model: Any, vectors: np.ndarray, labels: np.ndarray, rows: np.ndarray | None) -> None:
+    """Fit on vectors[rows] (all when None); without a copy where the model can (fit_rows)."""
+    if hasattr(model, "fit_rows"):
+        model.fit_rows(vectors, labels, rows)
+    elif rows is None:
+        model.fit(vectors, labels)
+    else:
+        model.fit(vectors[rows], labels[rows])
 
 
 @dataclass(frozen=True)
@@ -195,21 +233,28 @@ def fit(
     accuracy, val_open_set = None, None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*`probability` parameter", FutureWarning)
+        vectors, labels = dataset.vectors, dataset.labels
         if len(val_idx):
             model = factory(seed, len(train_idx))
-            model.fit(dataset.vectors[train_idx], dataset.labels[train_idx])
-            val_vectors, truth = dataset.vectors[val_idx], dataset.labels[val_idx]
-            predicted = predict_best(model, val_vectors)
+            fit_rows(model, vectors, labels, train_idx)
+            predicted, truth = predict_best(model, vectors, val_idx), labels[val_idx]
             accuracy = float(np.mean(predicted == truth))
             log.info("Validation accuracy %.4f on %d samples", accuracy, len(val_idx))
-            train_labels = dataset.labels[train_idx]
-            if np.bincount(train_labels, minlength=n_classes).min() >= MIN_SAMPLES_PER_CLASS:
-                rule = calibrate(dataset.vectors[train_idx], train_labels, n_classes, far)
-                distances = rule.distances(val_vectors)[np.arange(len(val_idx)), predicted]
+            if np.bincount(labels[train_idx], minlength=n_classes).min() >= MIN_SAMPLES_PER_CLASS:
+                rule = calibrate(vectors, labels, n_classes, far, rows=train_idx)
+                distances = np.concatenate(
+                    [
+                        rule.distances_to(
+                            vectors[val_idx[i : i + PREDICT_CHUNK]],
+                            predicted[i : i + PREDICT_CHUNK],
+                        )
+                        for i in range(0, len(val_idx), PREDICT_CHUNK)
+                    ]
+                )
                 val_open_set = open_set_outcome(predicted, truth, rule.accepts(distances))
-        final = factory(seed, len(dataset.labels))
-        final.fit(dataset.vectors, dataset.labels)
-    open_set = calibrate(dataset.vectors, dataset.labels, n_classes, far)
+        final = factory(seed, len(labels))
+        fit_rows(final, vectors, labels, None)
+    open_set = calibrate(vectors, labels, n_classes, far)
     log.info(
         "Open-set threshold %.4f at a false-accept target of %.1f%% (%s)",
         open_set.threshold,

@@ -9,8 +9,15 @@ import sqlalchemy as sa
 
 from facestore.schema import embedding, embedding_failure
 from facestore.store.database import Part
-from facestore.store.records import CacheCounts, FailureRow, TrainingRows, decode_vectors
+from facestore.store.records import (
+    CacheCounts,
+    FailureRow,
+    TrainingRows,
+    VectorMatrix,
+)
 from facestore.timestamps import iso_utc
+
+TRAINING_READ_CHUNK = 4096  # rows per fetch when reading training vectors
 
 
 class Library(Part):
@@ -118,10 +125,14 @@ class Library(Part):
             .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
             .order_by(embedding.c.face_id)
         )
+        face_ids: list[int] = []
+        person_ids: list[Any] = []
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return TrainingRows(
-            face_ids=[int(r.face_id) for r in rows],
-            person_ids=[r.person_id for r in rows],
-            vectors=decode_vectors([r.vector for r in rows]),
-        )
+            in_space = sa.select(sa.func.count()).where(embedding.c.space_hash == space_hash)
+            matrix = VectorMatrix(capacity=int(conn.execute(in_space).scalar_one()))
+            result = conn.execution_options(yield_per=TRAINING_READ_CHUNK).execute(query)
+            for part in result.partitions():
+                face_ids.extend(int(r.face_id) for r in part)
+                person_ids.extend(r.person_id for r in part)
+                matrix.extend([r.vector for r in part])
+        return TrainingRows(face_ids=face_ids, person_ids=person_ids, vectors=matrix.finish())

@@ -29,6 +29,38 @@ def decode_vectors(blobs: Sequence[bytes]) -> np.ndarray:
     return np.stack([np.frombuffer(b, dtype=VECTOR_DTYPE) for b in blobs]).astype(np.float32)
 
 
+class VectorMatrix:
+    """Stored vectors appended a chunk at a time to one float32 matrix: no array per row,
+    no list of chunks to concatenate (1M x 512 floats are 2 GB; a copy would be 4)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._matrix: np.ndarray | None = None
+        self._rows = 0
+
+    def extend(self, blobs: Sequence[bytes]) -> None:
+        if not blobs:
+            return
+        chunk = np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), -1)
+        if self._matrix is None:
+            self._matrix = np.empty((max(self._capacity, len(chunk)), chunk.shape[1]), np.float32)
+        end = self._rows + len(chunk)
+        if end > len(self._matrix):  # more rows than the estimate: grow (rare)
+            self._matrix.resize(
+                (max(end, len(self._matrix) * 5 // 4), chunk.shape[1]), refcheck=False
+            )
+        self._matrix[self._rows : end] = chunk
+        self._rows = end
+
+    def finish(self) -> np.ndarray:
+        """The matrix of the rows appended; its unused tail is given back in place."""
+        if self._matrix is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        if self._rows < len(self._matrix):
+            self._matrix.resize((self._rows, self._matrix.shape[1]), refcheck=False)
+        return self._matrix
+
+
 @dataclass(frozen=True)
 class Crop:
     face_id: int

@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from facestore.classifiers import CLASSIFIERS, classifier_factory, seed_svc
+from facestore.classifiers import CLASSIFIERS, ShrinkageLDA, classifier_factory, seed_svc
 from facestore.errors import TrainingError
 from facestore.training import build_dataset, fit, stratified_split
 
@@ -114,15 +114,45 @@ def test_unknown_classifier_name() -> None:
 
 
 def test_auto_is_shrinkage_lda_at_every_size() -> None:
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     from facestore.classifiers import auto, resolve_name
 
     assert resolve_name("auto", 10) == "lda"
     assert resolve_name("auto", 10**6) == "lda"
     assert resolve_name("logreg", 10**6) == "logreg"
-    assert isinstance(auto(42, 100), LinearDiscriminantAnalysis)
-    assert isinstance(auto(42, 10**6), LinearDiscriminantAnalysis)
+    assert isinstance(auto(42, 100), ShrinkageLDA)
+    assert isinstance(auto(42, 10**6), ShrinkageLDA)
+
+
+@pytest.mark.parametrize("n_classes", [2, 7])
+def test_shrinkage_lda_is_scikit_learns_lda(n_classes: int) -> None:
+    """The same model as LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"),
+    on all rows and on a subset given by index (which the retrain uses to validate)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    counts = {f"p{i}": 3 + 4 * i for i in range(n_classes)}
+    _, person_ids, vectors = clustered(counts, dim=24, seed=n_classes)
+    labels = np.asarray([int(p[1:]) * 10 for p in person_ids])
+    subset = np.flatnonzero(np.arange(len(labels)) % 3 != 0)
+    for rows in (None, subset):
+        X, y = (vectors, labels) if rows is None else (vectors[rows], labels[rows])
+        expected = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(X, y)
+        model = ShrinkageLDA(chunk=5).fit_rows(vectors, labels, rows)
+        assert list(model.classes_) == list(expected.classes_)
+        assert np.allclose(model.covariance_, expected.covariance_, atol=1e-6)
+        assert np.allclose(model.predict_proba(vectors), expected.predict_proba(vectors), atol=1e-4)
+        assert np.array_equal(model.predict(vectors), expected.predict(vectors))
+
+
+def test_dropping_classes_moves_the_kept_rows_up_in_place() -> None:
+    counts = {"a": 3000, "lonely": 1, "b": 2500, 7: 1, "c": 4}
+    face_ids, person_ids, vectors = clustered(counts, dim=4)
+    original = vectors.copy()
+    dataset = build_dataset(face_ids, person_ids, vectors)
+    kept = [i for i, p in enumerate(person_ids) if p not in ("lonely", 7)]
+    assert np.shares_memory(dataset.vectors, vectors)
+    assert np.array_equal(dataset.vectors, original[kept])
+    assert dataset.face_ids == kept
 
 
 def test_centroid_probabilities_are_a_softmax_of_cosines() -> None:
