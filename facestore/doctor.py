@@ -18,18 +18,38 @@ from facestore.backbones import Backbone, Space, space_of
 from facestore.daemon.policy import count_changes
 from facestore.embedding import process_alive
 from facestore.errors import FacestoreError
-from facestore.schema import embedding, embedding_failure, embedding_job, reflect_face_table
+from facestore.schema import (
+    embedding,
+    embedding_failure,
+    embedding_job,
+    face_change,
+    reflect_face_table,
+)
 from facestore.store import LeaseOwner, Store, database_now, worker_host
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 DEFAULT_STUCK_AFTER = 900.0  # seconds: a queue this old with no vector written since is stuck
-SQLITE_TRIGGERS = (
+CACHE_TRIGGERS = (
     "facestore_face_delete",
     "facestore_face_insert",
     "facestore_face_update_crop",
     "facestore_face_verified",
 )
-PG_TRIGGERS = (*SQLITE_TRIGGERS, "facestore_face_truncate", "facestore_face_changed")
+SQLITE_LOG_TRIGGERS = (
+    "facestore_face_log_insert",
+    "facestore_face_log_delete",
+    "facestore_face_log_update",
+)
+PG_TRIGGERS = (
+    *CACHE_TRIGGERS,
+    "facestore_face_truncate",
+    "facestore_face_changed",
+    "facestore_face_log",
+    "facestore_face_log_truncate",
+)
+SQLITE_TRIGGERS = (*CACHE_TRIGGERS, *SQLITE_LOG_TRIGGERS)
+# downgrading below 0005 and upgrading again recreates every trigger (0005 and 0006's)
+BEFORE_TRIGGERS = "0004"
 REINSTALL_TRIGGERS = (
     "reinstall them: 'facestore db downgrade {previous}' then 'facestore db upgrade' "
     "(recreates facestore's triggers; the cache stays, the daemon rebuilds the clusters)"
@@ -146,7 +166,7 @@ def check_triggers(store: Store, active: Space | None) -> Check:
     the face in the active space (and drop its vector)."""
     engine = store.engine
     expected = SQLITE_TRIGGERS if engine.dialect.name == "sqlite" else PG_TRIGGERS
-    previous = database.known_revisions()[-2]
+    previous = BEFORE_TRIGGERS
     with engine.connect() as conn:
         missing = sorted(set(expected) - _installed_triggers(conn))
     if missing:
@@ -165,6 +185,7 @@ def check_triggers(store: Store, active: Space | None) -> Check:
     with engine.connect() as conn:
         transaction = conn.begin()
         try:
+            conn.execute(face_change.delete().where(face_change.c.face_id == face_id))
             conn.execute(
                 face.update().where(face.c.id == face_id).values(face_crop_blob=b"facestore doctor")
             )
@@ -177,14 +198,18 @@ def check_triggers(store: Store, active: Space | None) -> Check:
             vectors = conn.execute(
                 sa.select(sa.func.count()).where(embedding.c.face_id == face_id)
             ).scalar()
+            logged = conn.execute(
+                sa.select(sa.func.count()).where(face_change.c.face_id == face_id)
+            ).scalar()
         finally:
             transaction.rollback()
-    if queued != 1 or vectors:
+    if queued != 1 or vectors or not logged:
         return Check(
             "triggers",
             FAIL,
             f"installed but not working: a crop change to face {face_id} (rolled back) left "
-            f"{queued} job(s) and {vectors} stale vector(s), expected 1 and 0",
+            f"{queued} job(s), {vectors} stale vector(s) and {logged} change log row(s), "
+            "expected 1, 0 and at least 1",
             REINSTALL_TRIGGERS.format(previous=previous),
         )
     return Check("triggers", OK, f"installed and firing (tried on face {face_id}, rolled back)")

@@ -106,7 +106,18 @@ embedding_job = sa.Table(
     sa.Index("ix_embedding_job_claim", "space_hash", "priority", "face_id"),
 )
 
+# Faces whose training pair (face_id -> person_id of a verified face with a vector) may
+# have changed, appended by the triggers and by facestore's own vector writes; readers
+# keep the highest seq they have seen. face_id NULL: every face (the app truncated).
+face_change = sa.Table(
+    "face_change",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("face_id", FACE_ID, nullable=True),
+)
+
 OWN_TABLES = (
+    "face_change",
     "embedding_job",
     "embedding",
     "embedding_failure",

@@ -218,6 +218,66 @@ def postgresql_v5(verified_type: str | None) -> list[str]:
     ]
 
 
+# --- Revision 0006: the change log the retrain policy reads ----------------------
+
+SQLITE_LOG_TRIGGERS = (
+    "facestore_face_log_insert",
+    "facestore_face_log_delete",
+    "facestore_face_log_update",
+)
+PG_LOG_TRIGGERS = ("facestore_face_log", "facestore_face_log_truncate")
+PG_LOG_FUNCTIONS = ("facestore_log_face", "facestore_log_face_truncate")
+
+
+def _log(row: str) -> str:
+    return f"INSERT INTO face_change (face_id) VALUES ({row}.id);"
+
+
+def _pair_columns(verified_type: str | None, distinct: str) -> tuple[str, str]:
+    """(the columns a training pair depends on, the condition that one of them changed)."""
+    columns = ["id", "face_crop_blob", "person_id"] + (["verified"] if verified_type else [])
+    changed = " OR ".join(f"OLD.{c} {distinct} NEW.{c}" for c in columns)
+    return ", ".join(columns), changed
+
+
+def sqlite_v6_log(verified_type: str | None) -> list[str]:
+    """Revision 0006: every insert, delete, relabel, (un)verify or new crop is logged."""
+    columns, changed = _pair_columns(verified_type, "IS NOT")
+    return [
+        f"CREATE TRIGGER facestore_face_log_insert AFTER INSERT ON face BEGIN {_log('NEW')} END",
+        f"CREATE TRIGGER facestore_face_log_delete AFTER DELETE ON face BEGIN {_log('OLD')} END",
+        f"CREATE TRIGGER facestore_face_log_update AFTER UPDATE OF {columns} ON face "
+        f"WHEN {changed} BEGIN {_log('NEW')} "
+        "INSERT INTO face_change (face_id) SELECT OLD.id WHERE OLD.id IS NOT NEW.id; END",
+    ]
+
+
+def postgresql_v6_log(verified_type: str | None) -> list[str]:
+    """As sqlite_v6_log; a TRUNCATE logs NULL (every face)."""
+    columns, changed = _pair_columns(verified_type, "IS DISTINCT FROM")
+    return [
+        "CREATE FUNCTION facestore_log_face() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF TG_OP = 'UPDATE' AND NOT ({changed}) THEN RETURN NULL; END IF; "
+        "IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.id IS DISTINCT FROM NEW.id) THEN "
+        f"{_log('OLD')} END IF; "
+        f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {_log('NEW')} END IF; "
+        "RETURN NULL; END $$",
+        "CREATE FUNCTION facestore_log_face_truncate() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN INSERT INTO face_change (face_id) VALUES (NULL); RETURN NULL; END $$",
+        f"CREATE TRIGGER facestore_face_log AFTER INSERT OR DELETE OR UPDATE OF {columns} "
+        "ON face FOR EACH ROW EXECUTE FUNCTION facestore_log_face()",
+        "CREATE TRIGGER facestore_face_log_truncate AFTER TRUNCATE ON face "
+        "FOR EACH STATEMENT EXECUTE FUNCTION facestore_log_face_truncate()",
+    ]
+
+
+def drop_log_postgresql() -> list[str]:
+    return [
+        *(f"DROP TRIGGER IF EXISTS {name} ON face" for name in PG_LOG_TRIGGERS),
+        *(f"DROP FUNCTION IF EXISTS {name}()" for name in PG_LOG_FUNCTIONS),
+    ]
+
+
 def drop_postgresql() -> list[str]:
     return [
         *(f"DROP TRIGGER IF EXISTS {name} ON face" for name in PG_TRIGGERS),

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from facestore import artifacts
 from facestore.backbones import Backbone, Space, space_of
 from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
+from facestore.daemon.pairs import TrainingPairs
 from facestore.daemon.policy import RetrainPolicy, RetrainScheduler
 from facestore.daemon.retraining import retrain_if_due
 from facestore.daemon.rolling import RollingCheck
@@ -71,10 +72,11 @@ class Daemon:
         self._read_all = True  # the next suggestion pass reads the unverified faces in _checking
         self._checking: IdRanges | None = None  # what this timer pass checks (None: all)
         self._rolling = RollingCheck()
-        # The retrain policy reads every training pair (1M faces: 12 s on SQLite), so it
-        # does only when labels may have changed: a wake-up by the app, verified faces
-        # embedded here, another space. Otherwise it reuses them, or skips when nothing waits.
+        # The retrain policy's training pairs: read whole once, then from the change log,
+        # and only when labels may have changed (a wake-up by the app, verified faces
+        # embedded here, another space); otherwise reused, or skipped when nothing waits.
         self._labels_changed = True
+        self.training_pairs = TrainingPairs(store)
         self._pairs: dict[int, Any] | None = None
         self._pairs_for: tuple[str, int] | None = None  # (space, id of the trained set)
         self._commits: DataVersionProbe | None = None  # SQLite: did anyone else commit?
@@ -227,6 +229,8 @@ class Daemon:
         if scan:
             self._checking = self._rolling.next(self.store.library.highest_face_id())
             self.store.cache.sweep_orphans(self._checking)
+            self.store.changes.prune()
+            self._recheck_pairs(self._checking)
             self._read_all = True
         if self.embedder is None or self.space is None:
             self._between_slices()
@@ -304,6 +308,15 @@ class Daemon:
             self.clusterer.update(self.space, self._recluster, new, unverified)
             self._recluster = False
 
+    def _recheck_pairs(self, faces: IdRanges | None) -> None:
+        """PostgreSQL commits log rows out of seq order; the rolling slice re-reads its
+        pairs so that a row the log reader passed over is caught within one period.
+        SQLite has one writer at a time: its log is in commit order."""
+        sqlite = self.store.engine.dialect.name == "sqlite"
+        if faces is None or self.space is None or not self.options.retrain or sqlite:
+            return
+        self.training_pairs.recheck(self.space.config_hash, faces)
+
     def maybe_retrain(self) -> None:
         if self.space is None:
             return
@@ -313,7 +326,7 @@ class Daemon:
             return  # nothing changed and nothing waits: no read at all
         other_space = self._pairs_for is None or self._pairs_for[0] != self.space.config_hash
         if self._labels_changed or self._pairs is None or other_space:
-            self._pairs = self.store.library.training_pairs(self.space.config_hash)
+            self._pairs = self.training_pairs.current(self.space.config_hash)
             self._labels_changed = False
         self._pairs_for = (self.space.config_hash, id(trained))
         with self.telemetry.busy("retrain", RETRAIN_ALLOWANCE):

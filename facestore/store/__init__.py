@@ -7,6 +7,7 @@
     store.library      reads: counts(), failures(), training_rows(), vectors_of()
     store.suggestions  face_suggestion: unverified_vectors(), write(); face_rejection
     store.clusters     face_cluster(_member): unknown_vectors(), members(), replace()
+    store.changes      face_change, the log of relabelled faces: last_seq(), since(), prune()
     store.transaction()  one write transaction; nested use becomes a savepoint
 
 Every part writes through `store.transaction()`. Nothing here decodes images or
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from facestore.schema import FaceTable
 from facestore.store.cache import Cache
+from facestore.store.changes import ChangedFaces, Changes, log_changes
 from facestore.store.clusters import ClusterRow, Clusters, StoredCluster
 from facestore.store.database import Database, Part
 from facestore.store.dialect import LOCK_NOT_AVAILABLE, database_now, is_transient
@@ -61,6 +63,7 @@ class Store(Part):
         self.library = Library(self.db)
         self.suggestions = Suggestions(self.db)
         self.clusters = Clusters(self.db)
+        self.changes = Changes(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -74,6 +77,8 @@ __all__ = [
     "VECTOR_DTYPE",
     "VERIFIED_FIRST",
     "CacheCounts",
+    "ChangedFaces",
+    "Changes",
     "ClusterRow",
     "Crop",
     "FailureResult",
@@ -90,6 +95,7 @@ __all__ = [
     "WriteOutcome",
     "crop_from",
     "crop_sha256",
+    "log_changes",
     "database_now",
     "decode_vectors",
     "encode_vector",

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from facestore.schema import embedding, embedding_failure, embedding_job
+from facestore.store.changes import log_changes
 from facestore.store.database import Part
 from facestore.store.dialect import is_transient, upsert
 from facestore.store.queue import drop_jobs
@@ -169,6 +170,7 @@ class Cache(Part):
                         embedding_failure.c.face_id.in_([r.face_id for r in good]),
                     )
                 )
+                log_changes(conn, [r.face_id for r in good])  # new training pairs, maybe
             for r in bad:
                 self._record_failure(conn, space_hash, r, now)
         total = len(vectors) + len(failures)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,12 +12,14 @@ from facestore.store.database import Part
 from facestore.store.records import (
     CacheCounts,
     FailureRow,
+    IdRanges,
     TrainingRows,
     VectorMatrix,
 )
 from facestore.timestamps import iso_utc
 
 TRAINING_READ_CHUNK = 4096  # rows per fetch when reading training vectors
+ID_CHUNK = 5000  # face ids per IN list (SQLite allows 32,766 parameters)
 
 
 class Library(Part):
@@ -105,16 +107,30 @@ class Library(Part):
         """face_id -> crop bytes of the faces still there (an unusable value: its bytes)."""
         return {i: crop.blob for i, crop in self.db.read_crops(face_ids).items()}
 
-    def training_pairs(self, space_hash: str) -> dict[int, Any]:
-        """face_id -> person_id of verified faces with a vector in the space (no vectors read)."""
+    def training_pairs(
+        self, space_hash: str, faces: Collection[int] | IdRanges | None = None
+    ) -> dict[int, Any]:
+        """face_id -> person_id of verified faces with a vector in the space (no vectors
+        read), of every face or only of these faces (ids, or id ranges)."""
         face = self.face.table
         query = (
             sa.select(embedding.c.face_id, face.c.person_id)
             .join(face, face.c.id == embedding.c.face_id)
             .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
         )
+        if isinstance(faces, IdRanges):
+            query = query.where(faces.clause(embedding.c.face_id))
         with self.engine.connect() as conn:
-            return {int(r.face_id): r.person_id for r in conn.execute(query)}
+            if faces is None or isinstance(faces, IdRanges):
+                return {int(r.face_id): r.person_id for r in conn.execute(query)}
+            ids = sorted(faces)
+            return {
+                int(r.face_id): r.person_id
+                for start in range(0, len(ids), ID_CHUNK)
+                for r in conn.execute(
+                    query.where(embedding.c.face_id.in_(ids[start : start + ID_CHUNK]))
+                )
+            }
 
     def training_rows(self, space_hash: str) -> TrainingRows:
         """Vectors of the space for verified faces, labelled with their current person_id."""

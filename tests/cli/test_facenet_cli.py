@@ -163,4 +163,7 @@ def test_upgrade_installs_exactly_our_triggers_beside_the_apps(facenet_db: Path)
         "facestore_face_insert",
         "facestore_face_update_crop",
         "facestore_face_verified",
+        "facestore_face_log_insert",
+        "facestore_face_log_delete",
+        "facestore_face_log_update",
     } == names

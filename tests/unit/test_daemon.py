@@ -340,14 +340,20 @@ def test_an_idle_timer_pass_reads_no_training_pairs(
     daemon = make_daemon(daemon_db, tmp_path, FakeClock())
     daemon.reconcile()
     daemon.reconcile()  # the pass after the first model: nothing waits any more
-    reads: list[str] = []
+    reads: list[object] = []
     real = daemon.store.library.training_pairs
-    monkeypatch.setattr(
-        daemon.store.library, "training_pairs", lambda space: reads.append(space) or real(space)
-    )
+
+    def recorded(space: str, faces: object = None) -> dict[int, object]:
+        reads.append(faces)
+        return real(space, faces)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon.store.library, "training_pairs", recorded)
     daemon.reconcile()
     daemon.reconcile()
     assert reads == []  # 1M faces: 12 s each on SQLite
     sqlite_exec(daemon_db, "UPDATE face SET person_id = 2 WHERE id IN (1, 2, 3)")
-    daemon.reconcile()  # another connection committed: read, and retrain (3 changes)
-    assert len(reads) == 1
+    version = artifacts.current_version(tmp_path / "model")
+    daemon.reconcile()  # another connection committed: read the logged faces, retrain
+    assert reads[0] == frozenset({1, 2, 3})  # only what the change log names
+    assert None not in reads  # never every pair
+    assert artifacts.current_version(tmp_path / "model") != version
