@@ -10,7 +10,9 @@ measures, through facestore's own code and CLI:
   weights), suggestions for them (clusters off: bench/cluster_library.py);
 - first_timer_pass_s, timer_pass_s (the last of 3), timer_pass_max_s: the daemon's
   timer passes with nothing new (the safety net; the first checks everything);
-- the same with _retrain: the daemon with its retrain policy on;
+- the same with _retrain: the daemon with its retrain policy on, following the
+  training pairs through the change log (its thresholds out of reach, so that no
+  retrain starts: retrain_s times that);
 - help_s, status_s: `facestore --help` and `facestore status --json` as subprocesses;
 - retrain_s, retrain_peak_rss_mib: `facestore retrain` as a subprocess (auto, with
   the calibrated "unknown" rule), capped at --retrain-cap seconds;
@@ -126,6 +128,11 @@ def fill(store: Store, labels: np.ndarray, unverified: float, space_hash: str, d
             )
         done = start + len(part)
         print(f"  {done:,} faces ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    if store.engine.dialect.name == "postgresql":  # the ids were given: move the sequence on
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.text("SELECT setval(pg_get_serial_sequence('face', 'id'), max(id)) FROM face")
+            )
 
 
 def timed_cli(env: dict[str, str], *args: str) -> tuple[float, str]:
@@ -222,11 +229,16 @@ def main() -> None:
 
     face = store.db.face.table
     for retrain_on in (False, True):
-        # retrain on: the policy re-reads the training pairs whenever labels may have changed
+        # retrain on: the policy follows the training pairs through the change log; its
+        # thresholds are set out of reach, so that the passes time the policy, not a retrain
         suffix = "_retrain" if retrain_on else ""
-        daemon = Daemon(
-            store, model_dir, WatchOptions(retrain=retrain_on, clusters=False), backbone
+        options = WatchOptions(
+            retrain=retrain_on,
+            clusters=False,
+            retrain_min_changes=10**9,
+            retrain_delay=10**9,
         )
+        daemon = Daemon(store, model_dir, options, backbone)
         daemon.start()
         started = time.perf_counter()
         daemon.reconcile(scan=True)  # the first pass checks everything
