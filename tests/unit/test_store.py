@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -52,3 +53,40 @@ def test_counts_and_summaries_are_typed(make_app: MakeApp) -> None:
     [summary] = store.spaces.summaries()
     assert isinstance(summary, SpaceSummary) and summary.active and summary.missing == 12
     assert summary.as_json()["config_hash"] == SPACE.config_hash
+
+
+def test_vector_matrix_fills_one_matrix_grows_past_its_estimate_and_gives_back_the_rest() -> None:
+    from facestore.store import encode_vector
+    from facestore.store.records import VectorMatrix
+
+    rows = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    blobs = [encode_vector(r) for r in rows]
+    for capacity in (2, 7, 50):  # below, at and above the real count
+        matrix = VectorMatrix(capacity)
+        for start in range(0, 7, 3):
+            matrix.extend(blobs[start : start + 3])
+        result = matrix.finish()
+        assert result.dtype == np.float32 and result.flags.owndata
+        assert np.array_equal(result, rows)
+    assert VectorMatrix(5).finish().shape == (0, 0)
+
+
+def test_training_rows_read_in_chunks_are_the_rows(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facestore.backbones import space_of
+    from facestore.embedding import embed_pending
+    from facestore.store import library
+    from tests.support.helpers import FakeBackbone
+
+    monkeypatch.setattr(library, "TRAINING_READ_CHUNK", 5)
+    app = make_app(unverified=2)
+    store = app.store()
+    embed_pending(store, FakeBackbone())
+    embed_pending(store, FakeBackbone(), verified=False)
+    rows = store.library.training_rows(space_of(FakeBackbone()).config_hash)
+    assert rows.face_ids == list(range(1, 13))  # verified only, in id order
+    assert rows.vectors.shape == (12, FakeBackbone().dim)
+    stored = store.library.vectors_of(space_of(FakeBackbone()).config_hash, rows.face_ids)
+    expected = np.stack([np.frombuffer(stored[f], dtype="<f4") for f in rows.face_ids])
+    assert np.array_equal(rows.vectors, expected)
