@@ -12,8 +12,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BEAT_SECONDS = 5.0  # the idle loop shows it is alive at least this often
 RETRAIN_ALLOWANCE = 1800.0  # seconds a retrain may run without a beat (then: hung)
+NO_MODEL: Mapping[int, Any] = MappingProxyType({})  # the training set before any model
 
 
 class Daemon:
@@ -320,7 +322,7 @@ class Daemon:
     def maybe_retrain(self) -> None:
         if self.space is None:
             return
-        trained = self.predictor.bundle.training_set if self.predictor else {}
+        trained = self.predictor.bundle.training_set if self.predictor else NO_MODEL
         same = self._pairs_for == (self.space.config_hash, id(trained))
         if same and not self._labels_changed and self.scheduler.waiting_since is None:
             return  # nothing changed and nothing waits: no read at all
@@ -340,6 +342,7 @@ class Daemon:
                 self.clock(),
                 self.telemetry,
                 current=self._pairs,
+                changes=self.training_pairs.differences(trained),
             )
         if published:
             self._load_model()

@@ -3,6 +3,7 @@ kept current from the change log (facestore.store.changes) instead of read whole
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from facestore.store import IdRanges, Store
 
 MAX_CHANGES = 50_000  # changes read in one go; a reader further behind reads every pair
+MISSING = object()
 
 
 class TrainingPairs:
@@ -22,6 +24,30 @@ class TrainingPairs:
         self._space: str | None = None
         self._pairs: dict[int, Any] = {}
         self._seq = 0
+        self._trained: Mapping[int, Any] | None = None  # the model's pairs
+        self._differ: set[int] = set()  # faces whose pair is not the model's
+
+    def differences(self, trained: Mapping[int, Any]) -> int:
+        """How many faces are new, gone or relabelled since `trained` (count_changes):
+        counted whole once per model or full read, then kept up as faces change."""
+        if trained is not self._trained:
+            self._trained = trained
+            self._differ = {
+                face_id
+                for pairs in (trained, self._pairs)
+                for face_id in pairs
+                if trained.get(face_id, MISSING) != self._pairs.get(face_id, MISSING)
+            }
+        return len(self._differ)
+
+    def _changed(self, face_ids: Iterable[int]) -> None:
+        if self._trained is None:
+            return
+        for face_id in face_ids:
+            if self._trained.get(face_id, MISSING) != self._pairs.get(face_id, MISSING):
+                self._differ.add(face_id)
+            else:
+                self._differ.discard(face_id)
 
     def current(self, space_hash: str) -> dict[int, Any]:
         """The pairs of the space now. The dict is updated in place by later calls."""
@@ -37,6 +63,7 @@ class TrainingPairs:
                     self._pairs[face_id] = fresh[face_id]
                 else:
                     self._pairs.pop(face_id, None)
+            self._changed(changed.face_ids)
         self._seq = changed.last_seq
         return self._pairs
 
@@ -50,14 +77,17 @@ class TrainingPairs:
         inside = np.zeros(len(known), dtype=bool)
         for lo, hi in faces.spans:
             inside |= (known >= lo) & (known < hi if hi is not None else True)
-        for face_id in known[inside].tolist():
-            if face_id not in fresh:
-                del self._pairs[face_id]
+        gone = [face_id for face_id in known[inside].tolist() if face_id not in fresh]
+        for face_id in gone:
+            del self._pairs[face_id]
         self._pairs.update(fresh)
+        self._changed(gone)
+        self._changed(fresh)
 
     def _read_all(self, space_hash: str) -> dict[int, Any]:
         self._seq = self.store.changes.last_seq()  # first: what is logged meanwhile is re-read
         self._pairs = self.store.library.training_pairs(space_hash)
         self._space = space_hash
         self.full_reads += 1
+        self._trained = None  # count again
         return self._pairs

@@ -48,9 +48,9 @@ class RetrainScheduler:
         self.last_retrain: float | None = None
         self.failed_set: str | None = None
 
-    def due(self, trained: Mapping[int, Any], current: Mapping[int, Any], now: float) -> int:
-        """The number of changed faces if a retrain is due now, else 0."""
-        changes = count_changes(trained, current)
+    def due(self, changes: int, current: Mapping[int, Any], now: float) -> int:
+        """`changes` (faces changed since the model, current: the training set now) if a
+        retrain is due now, else 0."""
         if changes == 0:
             self.waiting_since = None
             return 0

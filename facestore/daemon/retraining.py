@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from facestore.backbones import Space
-from facestore.daemon.policy import RetrainScheduler
+from facestore.daemon.policy import RetrainScheduler, count_changes
 from facestore.daemon.telemetry import Telemetry
 from facestore.errors import BusyError, FacestoreError
 from facestore.retrain import retrain
@@ -28,15 +28,19 @@ def retrain_if_due(
     now: float,
     telemetry: Telemetry | None = None,
     current: Mapping[int, Any] | None = None,
+    changes: int | None = None,
 ) -> bool:
     """Retrain if the labels changed enough since the model; whether one was published.
 
     current: the training pairs as last read, when nothing can have changed since
-    (else they are read: at 1M faces that is the costly part).
+    (else they are read: at 1M faces that is the costly part); changes: how many
+    differ from `trained`, when known (else counted).
     """
     if current is None:
         current = store.library.training_pairs(space.config_hash)
-    changes = scheduler.due(trained, current, now)
+    if changes is None:
+        changes = count_changes(trained, current)
+    changes = scheduler.due(changes, current, now)
     if not changes:
         return False
     log.info("Retrain started: %d faces changed since the current model", changes)

@@ -9,6 +9,7 @@ import pytest
 
 from facestore.backbones import space_of
 from facestore.daemon.pairs import TrainingPairs
+from facestore.daemon.policy import count_changes
 from facestore.embedding import embed_pending
 from facestore.store import IdRanges
 from tests.support.backends import AppDatabase
@@ -90,6 +91,8 @@ def test_tracked_pairs_follow_every_kind_of_write_without_reading_all(
     store = embedded.store()
     pairs = TrainingPairs(store)
     assert pairs.current(SPACE) == store.library.training_pairs(SPACE)
+    trained = dict(pairs.current(SPACE))  # the model's
+    assert pairs.differences(trained) == 0
     embedded.exec("UPDATE face SET person_id = 2 WHERE id = 1")
     embedded.exec("UPDATE face SET verified = :no WHERE id = 2", no=False)
     embedded.exec("DELETE FROM face WHERE id = 3")
@@ -101,11 +104,15 @@ def test_tracked_pairs_follow_every_kind_of_write_without_reading_all(
     )
     embedded.exec("UPDATE face SET verified = :yes WHERE id = 50", yes=True)
     assert pairs.current(SPACE) == store.library.training_pairs(SPACE)
+    assert pairs.differences(trained) == count_changes(trained, pairs.current(SPACE)) == 4
     embed_pending(store, FakeBackbone())  # 4, 13 and 50 get vectors: new pairs
     current = pairs.current(SPACE)
     assert current == store.library.training_pairs(SPACE)
     assert {1, 4, 13, 50} <= current.keys() and not {2, 3} & current.keys()
     assert current[1] == 2
+    assert pairs.differences(trained) == count_changes(trained, current) == 5  # 4 is back
+    embedded.exec("UPDATE face SET person_id = 0 WHERE id = 1")  # back to the model's label
+    assert pairs.current(SPACE)[1] == 0 and pairs.differences(trained) == 4
     assert pairs.full_reads == 1
 
 
@@ -132,7 +139,8 @@ def test_the_rolling_recheck_catches_a_change_the_log_reader_passed_over(
     """What a PostgreSQL transaction that commits its log row late looks like to a reader."""
     store = embedded.store()
     pairs = TrainingPairs(store)
-    pairs.current(SPACE)
+    trained = dict(pairs.current(SPACE))
+    assert pairs.differences(trained) == 0
     embedded.exec("UPDATE face SET person_id = 2 WHERE id = 1")
     embedded.exec("DELETE FROM face WHERE id = 9")
     embedded.exec("DELETE FROM face_change")
@@ -141,4 +149,5 @@ def test_the_rolling_recheck_catches_a_change_the_log_reader_passed_over(
     assert 9 not in pairs.current(SPACE) and pairs.current(SPACE)[1] == 0  # outside the slice
     pairs.recheck(SPACE, IdRanges(((0, 5), (10, None))))
     assert pairs.current(SPACE) == store.library.training_pairs(SPACE)
+    assert pairs.differences(trained) == 2  # 1 relabelled, 9 gone
     assert pairs.full_reads == 1
