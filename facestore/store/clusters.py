@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from facestore.schema import embedding, face_cluster, face_cluster_member
 from facestore.store.database import Part
 from facestore.store.dialect import wait_briefly_for_locks
-from facestore.store.records import VECTOR_DTYPE
+from facestore.store.records import VECTOR_DTYPE, id_chunks
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,13 @@ class Clusters(Part):
 
     def still_unknown(self, space_hash: str, face_ids: Collection[int]) -> set[int]:
         """Those of face_ids that are still unknown faces."""
-        query = self._unknown(space_hash, embedding.c.face_id).where(
-            embedding.c.face_id.in_(sorted(face_ids))
-        )
+        query = self._unknown(space_hash, embedding.c.face_id)
         with self.engine.connect() as conn:
-            return {int(face_id) for (face_id,) in conn.execute(query)}
+            return {
+                int(face_id)
+                for chunk in id_chunks(face_ids)
+                for (face_id,) in conn.execute(query.where(embedding.c.face_id.in_(chunk)))
+            }
 
     def signature(self) -> tuple[int, float]:
         """(clusters, latest update): changes whenever anyone writes clusters."""

@@ -15,11 +15,11 @@ from facestore.store.records import (
     IdRanges,
     TrainingRows,
     VectorMatrix,
+    id_chunks,
 )
 from facestore.timestamps import iso_utc
 
 TRAINING_READ_CHUNK = 4096  # rows per fetch when reading training vectors
-ID_CHUNK = 5000  # face ids per IN list (SQLite allows 32,766 parameters)
 
 
 class Library(Part):
@@ -98,10 +98,14 @@ class Library(Part):
 
     def vectors_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, bytes]:
         query = sa.select(embedding.c.face_id, embedding.c.vector).where(
-            embedding.c.space_hash == space_hash, embedding.c.face_id.in_(list(face_ids))
+            embedding.c.space_hash == space_hash
         )
         with self.engine.connect() as conn:
-            return {int(r.face_id): bytes(r.vector) for r in conn.execute(query)}
+            return {
+                int(r.face_id): bytes(r.vector)
+                for chunk in id_chunks(face_ids)
+                for r in conn.execute(query.where(embedding.c.face_id.in_(chunk)))
+            }
 
     def crops_of(self, face_ids: Sequence[int]) -> dict[int, bytes]:
         """face_id -> crop bytes of the faces still there (an unusable value: its bytes)."""
@@ -123,13 +127,10 @@ class Library(Part):
         with self.engine.connect() as conn:
             if faces is None or isinstance(faces, IdRanges):
                 return {int(r.face_id): r.person_id for r in conn.execute(query)}
-            ids = sorted(faces)
             return {
                 int(r.face_id): r.person_id
-                for start in range(0, len(ids), ID_CHUNK)
-                for r in conn.execute(
-                    query.where(embedding.c.face_id.in_(ids[start : start + ID_CHUNK]))
-                )
+                for chunk in id_chunks(faces)
+                for r in conn.execute(query.where(embedding.c.face_id.in_(chunk)))
             }
 
     def training_rows(self, space_hash: str) -> TrainingRows:

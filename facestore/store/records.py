@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +27,15 @@ def decode_vectors(blobs: Sequence[bytes]) -> np.ndarray:
     if not blobs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([np.frombuffer(b, dtype=VECTOR_DTYPE) for b in blobs]).astype(np.float32)
+
+
+ID_CHUNK = 5000  # ids per IN (...) list: SQLite binds at most 32,766 parameters, psycopg 65,535
+
+
+def id_chunks(ids: Iterable[int]) -> list[list[int]]:
+    """Sorted ids in lists of at most ID_CHUNK, one IN (...) list each."""
+    ordered = sorted(ids)
+    return [ordered[i : i + ID_CHUNK] for i in range(0, len(ordered), ID_CHUNK)]
 
 
 class VectorMatrix:

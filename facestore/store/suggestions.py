@@ -12,9 +12,7 @@ import sqlalchemy as sa
 from facestore.schema import embedding
 from facestore.store.database import Part
 from facestore.store.dialect import wait_briefly_for_locks
-from facestore.store.records import VECTOR_DTYPE, IdRanges
-
-ID_CHUNK = 5000  # ids per IN (...) list: under SQLite's bound-parameter limit
+from facestore.store.records import VECTOR_DTYPE, IdRanges, id_chunks
 
 
 class Suggestions(Part):
@@ -46,11 +44,7 @@ class Suggestions(Part):
         if face_ids is None:
             parts = [query]
         else:
-            wanted = sorted(face_ids)
-            parts = [
-                query.where(embedding.c.face_id.in_(wanted[i : i + ID_CHUNK]))
-                for i in range(0, len(wanted), ID_CHUNK)
-            ]
+            parts = [query.where(embedding.c.face_id.in_(chunk)) for chunk in id_chunks(face_ids)]
         with self.engine.connect() as conn:
             return [
                 (int(r.face_id), r.crop_sha256, np.frombuffer(r.vector, dtype=VECTOR_DTYPE))
@@ -88,17 +82,16 @@ class Suggestions(Part):
             wait_briefly_for_locks(conn)
             if replace_all:
                 conn.execute(table.delete())
-            elif considered:
-                conn.execute(table.delete().where(table.c.face_id.in_(list(considered))))
+            else:
+                for chunk in id_chunks(considered):
+                    conn.execute(table.delete().where(table.c.face_id.in_(chunk)))
             if not suggestions:
                 return 0
+            still_open = sa.select(face.c.id).where(~self.face.verified_clause)
             open_ids = {
                 int(i)
-                for (i,) in conn.execute(
-                    sa.select(face.c.id).where(
-                        face.c.id.in_([s[0] for s in suggestions]), ~self.face.verified_clause
-                    )
-                )
+                for chunk in id_chunks(s[0] for s in suggestions)
+                for (i,) in conn.execute(still_open.where(face.c.id.in_(chunk)))
             }
             rows = [
                 {

@@ -90,3 +90,28 @@ def test_training_rows_read_in_chunks_are_the_rows(
     stored = store.library.vectors_of(space_of(FakeBackbone()).config_hash, rows.face_ids)
     expected = np.stack([np.frombuffer(stored[f], dtype="<f4") for f in rows.face_ids])
     assert np.array_equal(rows.vectors, expected)
+
+
+def test_long_id_lists_are_sent_in_chunks(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg binds at most 65,535 parameters (100k suggestions failed at 1M faces)."""
+    from facestore.backbones import space_of
+    from facestore.embedding import embed_pending
+    from facestore.store import records
+    from tests.support.helpers import FakeBackbone
+
+    monkeypatch.setattr(records, "ID_CHUNK", 2)
+    app = make_app(unverified=5)
+    store = app.store()
+    embed_pending(store, FakeBackbone(), verified=False)
+    space = space_of(FakeBackbone()).config_hash
+    unverified = [13, 14, 15, 16, 17]
+    app.exec("UPDATE face SET verified = :yes WHERE id = 16", yes=True)
+    written = store.suggestions.write("v1", [], [(f, 1, 0.5) for f in [*unverified, 99]])
+    assert written == 4  # 16 is verified now, 99 is no face
+    assert app.ids("face_suggestion") == {13, 14, 15, 17}
+    store.suggestions.write("v1", [13, 14, 15], [(14, 2, 0.5)])
+    assert app.ids("face_suggestion") == {14, 17}
+    assert set(store.library.vectors_of(space, unverified)) == set(unverified)
+    assert store.clusters.still_unknown(space, unverified) == {13, 15}  # no suggestion
