@@ -221,19 +221,23 @@ class Cache(Part):
         """
         face = self.face.table
         suggestion = self.db.suggestion_table
+        # NOT EXISTS, never NOT IN (SELECT ...): PostgreSQL cannot make NOT IN an anti-join,
+        # and past work_mem it compares each row with every face id (1M faces: minutes)
         stale: dict[sa.Table, sa.ColumnElement[bool]] = {
-            table: ~table.c.face_id.in_(sa.select(face.c.id))
+            table: ~sa.exists().where(face.c.id == table.c.face_id).correlate(table)
             for table in (embedding, embedding_failure, embedding_job, suggestion)
         }
-        verified_ids = sa.select(face.c.id).where(self.face.verified_clause)
-        stale[suggestion] = stale[suggestion] | suggestion.c.face_id.in_(verified_ids)
+        verified = sa.exists().where(face.c.id == suggestion.c.face_id, self.face.verified_clause)
+        stale[suggestion] = stale[suggestion] | verified.correlate(suggestion)
         if ids is not None:
             stale = {table: sa.and_(ids.clause(table.c.face_id), w) for table, w in stale.items()}
         with self.engine.connect() as conn:
             found = [
                 table
                 for table, where in stale.items()
-                if conn.execute(sa.select(sa.exists().where(where))).scalar()
+                if conn.execute(
+                    sa.select(sa.exists(sa.select(table.c.face_id).where(where)))
+                ).scalar()
             ]
         removed = 0
         if found:
