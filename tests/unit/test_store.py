@@ -6,9 +6,22 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from facestore.backbones import Space
-from facestore.store import CacheCounts, LeaseOwner, QueueCounts, SpaceSummary
+from facestore.backbones import Space, space_of
+from facestore.embedding import embed_pending
+from facestore.store import (
+    CacheCounts,
+    LeaseOwner,
+    QueueCounts,
+    SpaceSummary,
+    encode_vector,
+    library,
+    records,
+)
+from facestore.store.records import VectorMatrix
+from tests.support.helpers import FakeBackbone
 from tests.support.types import MakeApp
+
+FAKE_SPACE = space_of(FakeBackbone()).config_hash
 
 SPACE = Space("synthetic", "s" * 64, {})
 
@@ -56,8 +69,6 @@ def test_counts_and_summaries_are_typed(make_app: MakeApp) -> None:
 
 
 def test_vector_matrix_fills_one_matrix_grows_past_its_estimate_and_gives_back_the_rest() -> None:
-    from facestore.store import encode_vector
-    from facestore.store.records import VectorMatrix
 
     rows = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
     blobs = [encode_vector(r) for r in rows]
@@ -74,20 +85,15 @@ def test_vector_matrix_fills_one_matrix_grows_past_its_estimate_and_gives_back_t
 def test_training_rows_read_in_chunks_are_the_rows(
     make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from facestore.backbones import space_of
-    from facestore.embedding import embed_pending
-    from facestore.store import library
-    from tests.support.helpers import FakeBackbone
-
     monkeypatch.setattr(library, "TRAINING_READ_CHUNK", 5)
     app = make_app(unverified=2)
     store = app.store()
     embed_pending(store, FakeBackbone())
     embed_pending(store, FakeBackbone(), verified=False)
-    rows = store.library.training_rows(space_of(FakeBackbone()).config_hash)
+    rows = store.library.training_rows(FAKE_SPACE)
     assert rows.face_ids == list(range(1, 13))  # verified only, in id order
     assert rows.vectors.shape == (12, FakeBackbone().dim)
-    stored = store.library.vectors_of(space_of(FakeBackbone()).config_hash, rows.face_ids)
+    stored = store.library.vectors_of(FAKE_SPACE, rows.face_ids)
     expected = np.stack([np.frombuffer(stored[f], dtype="<f4") for f in rows.face_ids])
     assert np.array_equal(rows.vectors, expected)
 
@@ -96,16 +102,11 @@ def test_long_id_lists_are_sent_in_chunks(
     make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """psycopg binds at most 65,535 parameters (100k suggestions failed at 1M faces)."""
-    from facestore.backbones import space_of
-    from facestore.embedding import embed_pending
-    from facestore.store import records
-    from tests.support.helpers import FakeBackbone
-
     monkeypatch.setattr(records, "ID_CHUNK", 2)
     app = make_app(unverified=5)
     store = app.store()
     embed_pending(store, FakeBackbone(), verified=False)
-    space = space_of(FakeBackbone()).config_hash
+    space = FAKE_SPACE
     unverified = [13, 14, 15, 16, 17]
     app.exec("UPDATE face SET verified = :yes WHERE id = 16", yes=True)
     written = store.suggestions.write("v1", [], [(f, 1, 0.5) for f in [*unverified, 99]])
