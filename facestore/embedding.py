@@ -208,7 +208,7 @@ class Embedder:
         scan=False (the daemon woken by a change) works only the queue the triggers
         fill: no scan of the face table and no count of what is left (`pending` is
         None), so the cost does not grow with the store. sweep (default: scan)
-        deletes cache rows of deleted faces first. With a deadline
+        deletes cache rows of deleted faces first, and prunes the change log. With a deadline
         (time.monotonic()) no new batch starts after it, and `more` says work is left.
         scan_ids limits the scan to those faces (the daemon's rolling check); what is left
         is not counted then.
@@ -225,6 +225,7 @@ class Embedder:
             self._noted.add(space.config_hash)  # a process's device does not change
         if scan if sweep is None else sweep:
             store.cache.sweep_orphans(scan_ids)
+            store.changes.prune()  # where no daemon runs, `embed` keeps the log bounded
         owner = str(LeaseOwner.new())
         with _releasing(store, owner):
             batches = claimed_batches(

@@ -67,8 +67,10 @@ class Changes(Part):
         last = int(rows[-1].seq) if rows else seq
         return ChangedFaces(frozenset(int(face_id) for _, face_id in rows), last)
 
-    def prune(self, keep: int = KEEP_CHANGES) -> int:
-        """Drop all but the last `keep` rows, once there are a tenth more; rows dropped."""
+    def prune(self, keep: int | None = None) -> int:
+        """Drop all but the last `keep` (KEEP_CHANGES) rows, once there are a tenth more;
+        the rows dropped."""
+        keep = KEEP_CHANGES if keep is None else keep
         log = face_change.c
         with self.engine.connect() as conn:
             oldest, newest = conn.execute(

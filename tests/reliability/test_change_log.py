@@ -151,3 +151,15 @@ def test_the_rolling_recheck_catches_a_change_the_log_reader_passed_over(
     assert pairs.current(SPACE) == store.library.training_pairs(SPACE)
     assert pairs.differences(trained) == 2  # 1 relabelled, 9 gone
     assert pairs.full_reads == 1
+
+
+def test_embed_keeps_the_log_bounded_where_no_daemon_runs(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facestore.store import changes
+
+    monkeypatch.setattr(changes, "KEEP_CHANGES", 5)
+    app = make_app()
+    embed_pending(app.store(), FakeBackbone())  # 12 inserted + 12 embedded: 24 rows
+    embed_pending(app.store(), FakeBackbone())
+    assert len(app.rows("SELECT seq FROM face_change")) == 5
