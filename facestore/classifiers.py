@@ -92,6 +92,12 @@ def centroid(seed: int, n_train: int) -> CosineCentroid:
     return CosineCentroid()
 
 
+def class_members(labels: np.ndarray) -> list[np.ndarray]:
+    """The ascending row indices of each label, in label order."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
+
+
 class ShrinkageLDA(ClassifierMixin, BaseEstimator):
     """scikit-learn's LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"), fitted
     class by class over row indices, so a 1M x 512 training matrix is never copied.
@@ -119,8 +125,7 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         n_classes, n_features = len(self.classes_), X.shape[1]
         if len(rows) <= n_classes:
             raise ValueError("The number of samples must be more than the number of classes.")
-        order = np.argsort(labels, kind="stable")
-        groups = np.split(rows[order], np.flatnonzero(np.diff(labels[order])) + 1)
+        groups = [rows[members] for members in class_members(labels)]
         self.priors_ = np.bincount(labels, minlength=n_classes) / len(rows)
         means = np.empty((n_classes, n_features))
         covariance = np.zeros((n_features, n_features))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import ClassifierMixin
 
-from facestore.classifiers import ClassifierFactory
+from facestore.classifiers import ClassifierFactory, class_members
 from facestore.errors import TrainingError
 from facestore.openset import DEFAULT_FAR, OpenSetRule, calibrate
 
@@ -103,12 +103,6 @@ def keep_rows(vectors: np.ndarray, keep: Sequence[int]) -> np.ndarray:
         chunk = kept[start : start + PREDICT_CHUNK]
         vectors[start : start + len(chunk)] = vectors[chunk]
     return vectors[: len(kept)]
-
-
-def class_members(labels: np.ndarray) -> list[np.ndarray]:
-    """The ascending row indices of each label, in label order."""
-    order = np.argsort(labels, kind="stable")
-    return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
 
 
 def stratified_split(

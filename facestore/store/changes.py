@@ -33,6 +33,13 @@ def log_changes(conn: Connection, face_ids: Iterable[int]) -> None:
         conn.execute(face_change.insert(), rows)
 
 
+def _span(conn: Connection) -> tuple[int | None, int | None]:
+    """(oldest, newest) seq in the log; (None, None) when it is empty."""
+    span = sa.select(sa.func.min(face_change.c.seq), sa.func.max(face_change.c.seq))
+    oldest, newest = conn.execute(span).one()
+    return oldest, newest
+
+
 class Changes(Part):
     """seq is an INTEGER PRIMARY KEY on SQLite (max + 1: pruning keeps the newest row)
     and a BIGSERIAL on PostgreSQL."""
@@ -50,8 +57,7 @@ class Changes(Part):
             # The log is pruned from the front: a gap after `seq` means rows it needed are
             # gone. (seq 0, an empty log when read: pruning starts only past KEEP_CHANGES
             # rows, more than a reader takes at once, so `limit` sends it to a full read.)
-            span = sa.select(sa.func.min(log.seq), sa.func.max(log.seq))
-            oldest, newest = conn.execute(span).one()
+            oldest, newest = _span(conn)
             if seq and oldest is not None and oldest > seq + 1:
                 return None
             if newest is not None and newest < seq:  # emptied and started again (SQLite)
@@ -73,10 +79,8 @@ class Changes(Part):
         keep = KEEP_CHANGES if keep is None else keep
         log = face_change.c
         with self.engine.connect() as conn:
-            oldest, newest = conn.execute(
-                sa.select(sa.func.min(log.seq), sa.func.max(log.seq))
-            ).one()
-        if newest is None or newest - oldest < keep + keep // 10:
+            oldest, newest = _span(conn)
+        if oldest is None or newest is None or newest - oldest < keep + keep // 10:
             return 0
         with self.db.transaction() as conn:
             return conn.execute(face_change.delete().where(log.seq <= newest - keep)).rowcount or 0
