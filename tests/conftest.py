@@ -88,6 +88,8 @@ def watchers() -> Iterator[list[Watcher]]:
         if w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait()
+        # pytest shows this only when the test failed: what each daemon said
+        print(f"--- {w.log.name} (exit {w.proc.returncode}) ---\n{w.output()[-6000:]}")
 
 
 @pytest.fixture(params=BACKENDS)

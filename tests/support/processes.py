@@ -49,6 +49,27 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_progressing(
+    condition: Callable[[], bool], progress: Callable[[], object], stall: float, what: str
+) -> float:
+    """Wait for condition while progress() keeps changing; fail once it has stayed the
+    same for `stall` seconds. For work whose length scales with the machine's speed
+    (embedding N faces): a busy machine only makes it slower, a hang still fails."""
+    started = last_change = time.monotonic()
+    seen = progress()
+    while not condition():
+        now = time.monotonic()
+        if (current := progress()) != seen:
+            seen, last_change = current, now
+        elif now - last_change > stall:
+            raise AssertionError(
+                f"no progress for {stall}s waiting for {what} (stuck at {seen!r} after "
+                f"{now - started:.0f}s)"
+            )
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
 class Watcher:
     def __init__(
         self,
