@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -73,7 +74,7 @@ class Daemon:
         self._recluster = True  # a full re-cluster at start and after each new model
         self._read_all = True  # the next suggestion pass reads the unverified faces in _checking
         self._checking: IdRanges | None = None  # what this timer pass checks (None: all)
-        self._rolling = RollingCheck()
+        self._rolling = RollingCheck(phase=random.random())  # workers check different ids
         # The retrain policy's training pairs: read whole once, then from the change log,
         # and only when labels may have changed (a wake-up by the app, verified faces
         # embedded here, another space); otherwise reused, or skipped when nothing waits.

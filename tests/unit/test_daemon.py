@@ -308,6 +308,15 @@ def test_rolling_check_slices_wrap_and_new_rows_come_first() -> None:
     assert check.next(12) == IdRanges(((0, 4),))  # round again
 
 
+def test_rolling_checks_of_several_workers_start_at_their_own_phase() -> None:
+    halfway = RollingCheck(per_pass=4, phase=0.5)
+    assert halfway.next(10) is None
+    assert halfway.next(10) == IdRanges(((4, 8),))  # the slice holding id 5
+    assert halfway.next(10) == IdRanges(((8, 12),))
+    assert halfway.next(10) == IdRanges(((0, 4),))  # round again from the start
+    assert halfway.next(10) == IdRanges(((4, 8),))
+
+
 def test_a_timer_pass_finds_lost_work_within_its_period_and_new_rows_at_once(
     daemon_db: Path, tmp_path: Path
 ) -> None:
