@@ -15,7 +15,7 @@ import pytest
 
 from facestore import artifacts
 from tests.support.helpers import sqlite_exec, sqlite_rows
-from tests.support.processes import FULL, Watcher, app_db, patient, wait_for
+from tests.support.processes import FULL, Watcher, app_db, patient, wait_for, wait_progressing
 from tests.support.types import Figures
 
 pytestmark = pytest.mark.slow
@@ -94,11 +94,12 @@ def test_kill_9_anywhere(
     wait_for(lambda: "Watching" in final.output(), 60, "the daemon to start")
     total = people * per_person
     failures = "SELECT face_id, attempts, error FROM embedding_failure ORDER BY face_id"
-    wait_for(
+    wait_progressing(
         lambda: (
             len(vectors(db)) == total and sqlite_rows(db, failures) == sqlite_rows(clean, failures)
         ),
-        patient(60),
+        lambda: (len(vectors(db)), sqlite_rows(db, failures)),
+        patient(12),
         "the restarted daemon to finish (its last batch holds only the corrupt crops)",
     )
     wait_for(lambda: artifacts.current_version(model_dir) is not None, patient(12), "a model")
