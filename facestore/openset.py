@@ -42,6 +42,7 @@ DEFAULT_FAR = 0.03
 MAX_PROBES = 20_000
 MIN_TAIL = 5  # impostor distances below the threshold needed to trust the empirical quantile
 CHUNK = 4096
+AT_ONCE = 1 << 22  # centroid values gathered at once by distances_at (16 MiB)
 RULE_KIND = "centroid-distance/v1"
 
 
@@ -144,6 +145,18 @@ class OpenSetRule:
         if len(vectors) == 0:
             return np.zeros((0, len(self.centroids)), dtype=np.float32)
         return np.sqrt(_squared_distances(unit_rows(vectors), self.centroids))
+
+    def distances_at(self, vectors: np.ndarray, people: np.ndarray) -> np.ndarray:
+        """(n, k) distances of each face to k people of its own (centroid indices, (n, k))."""
+        units = unit_rows(vectors)
+        out = np.empty(people.shape, dtype=np.float32)
+        rows = max(1, AT_ONCE // max(1, people.shape[1] * units.shape[1]))
+        for start in range(0, len(units), rows):
+            centroids = self.centroids[people[start : start + rows]]  # (rows, k, dim)
+            dot = np.einsum("nd,nkd->nk", units[start : start + rows], centroids)
+            sq = 1.0 - 2.0 * dot + np.einsum("nkd,nkd->nk", centroids, centroids)
+            out[start : start + rows] = np.sqrt(np.maximum(sq, 0.0))
+        return out
 
     def distances_to(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(n,) distance of each face to the person of its label (index into the centroids)."""

@@ -48,6 +48,20 @@ def test_decisions_do_not_depend_on_the_vectors_length() -> None:
     assert np.array_equal(a.accepts(a.distances(vectors)), b.accepts(b.distances(vectors * 3)))
 
 
+def test_distances_at_some_people_are_those_of_the_whole_matrix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from facestore import openset
+
+    vectors, labels = clusters(30, 5, spread=0.5, scale=4.0)
+    rule = calibrate(vectors, labels, 30)
+    people = np.random.default_rng(2).integers(0, 30, size=(len(vectors), 4))
+    want = np.take_along_axis(rule.distances(vectors), people, 1)
+    np.testing.assert_allclose(rule.distances_at(vectors, people), want, atol=1e-5)
+    monkeypatch.setattr(openset, "AT_ONCE", 100)  # a few rows at a time: the same
+    np.testing.assert_allclose(rule.distances_at(vectors, people), want, atol=1e-5)
+
+
 def test_confidence_falls_with_distance_and_min_confidence_overrides_the_threshold() -> None:
     vectors, labels = clusters(20, 6, spread=0.7)
     rule = calibrate(vectors, labels, 20)

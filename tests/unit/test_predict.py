@@ -88,6 +88,19 @@ def test_most_probable_is_a_stable_argsorts_head() -> None:
         assert most_probable(proba, k).tolist() == np.argsort(-proba, kind="stable")[:k].tolist()
 
 
+def test_most_probable_rows_is_most_probable_of_each_row() -> None:
+    from facestore.predict import most_probable, most_probable_rows
+
+    rng = np.random.default_rng(0)
+    for ties in (3, 1000):  # many ties at the k-th value, or next to none
+        proba = rng.integers(0, ties, size=(50, 40)).astype(np.float32)
+        before = proba.copy()
+        for k in (1, 3, 16, 17, 40, 41):
+            want = [most_probable(row, k).tolist() for row in proba]
+            assert most_probable_rows(proba, k).tolist() == want
+            assert np.array_equal(proba, before)  # left as it was
+
+
 def test_classify_in_chunks_answers_as_in_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
