@@ -7,7 +7,7 @@ fewer than MIN_SIZE faces is no cluster. Average linkage does not chain one pers
 into the next the way DBSCAN does, and the micro-clusters keep 20,000 faces within
 seconds. The distance differs between backbones: dlib's was measured on ORL; for
 another backbone it is calibrated on the library's verified faces
-(`calibrate_distance`) or given.
+(`calibrate_distance`; above 2,000 of them on a sample, `calibration_sample`) or given.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ DEFAULT_MIN_SIZE = 2
 MEASURED_DISTANCE = {"dlib": 0.06}  # bench/cluster.py on ORL: purity 0.972, coverage 0.975
 CALIBRATION_PURITY = 0.98  # on ORL subsets (20, 10 or 30 people named): 0.06, 0.06, 0.05
 CALIBRATION_GRID = tuple(round(0.01 * i, 2) for i in range(2, 81))
+# Above CALIBRATION_FACES verified faces the distance is calibrated on a sample: up to
+# CALIBRATION_PEOPLE people, up to CALIBRATION_PER_PERSON faces each (ORL: 40 people, 7 each)
+CALIBRATION_FACES = 2000
+CALIBRATION_PEOPLE = 100
+CALIBRATION_PER_PERSON = 20
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,28 @@ def purity(labels: np.ndarray, truth: Sequence[object]) -> float:
     ids = set(labels[inside].tolist())
     majority = sum(Counter(truth_array[labels == c].tolist()).most_common(1)[0][1] for c in ids)
     return majority / int(inside.sum())
+
+
+def calibration_sample(pairs: Mapping[int, object], seed: int = 0) -> list[int]:
+    """The verified faces (face_id -> person) to calibrate the distance on: all of them
+    up to CALIBRATION_FACES, else a seeded sample of people and of their faces, so
+    that the cost does not grow with the library (each grid step clusters them)."""
+    if len(pairs) <= CALIBRATION_FACES:
+        return sorted(pairs)
+    by_person: dict[str, list[int]] = {}
+    for face_id in sorted(pairs):
+        by_person.setdefault(str(pairs[face_id]), []).append(face_id)
+    rng = np.random.default_rng(seed)
+    people = sorted(by_person)
+    if len(people) > CALIBRATION_PEOPLE:
+        people = sorted(rng.choice(people, CALIBRATION_PEOPLE, replace=False).tolist())
+    chosen: list[int] = []
+    for person in people:
+        faces = by_person[person]
+        if len(faces) > CALIBRATION_PER_PERSON:
+            faces = rng.choice(faces, CALIBRATION_PER_PERSON, replace=False).tolist()
+        chosen.extend(int(face_id) for face_id in faces)
+    return sorted(chosen)
 
 
 def calibrate_distance(vectors: np.ndarray, people: Sequence[object]) -> float | None:

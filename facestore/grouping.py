@@ -19,13 +19,14 @@ from facestore.clustering import (
     ClusterParams,
     UnitRows,
     calibrate_distance,
+    calibration_sample,
     group,
     representative,
     stable_ids,
     unit_rows,
 )
 from facestore.errors import ConfigurationError
-from facestore.store import ClusterRow, Store
+from facestore.store import ClusterRow, Store, decode_vectors
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,19 @@ def cluster_params(
         return ClusterParams(distance, size), "given"
     if space.backbone in MEASURED_DISTANCE:
         return ClusterParams(MEASURED_DISTANCE[space.backbone], size), "measured (ORL)"
-    rows = store.library.training_rows(space.config_hash)
-    calibrated = calibrate_distance(rows.vectors, rows.person_ids)
+    pairs = store.library.training_pairs(space.config_hash)
+    blobs = store.library.vectors_of(space.config_hash, calibration_sample(pairs))
+    sample = sorted(blobs)
+    vectors = decode_vectors([blobs[face_id] for face_id in sample])
+    calibrated = calibrate_distance(vectors, [pairs[face_id] for face_id in sample])
     if calibrated is None:
         raise ConfigurationError(
             f"No clustering distance is known for backbone {space.backbone}, and it cannot "
             "be calibrated: name at least two people with two faces each, or pass "
             "--distance (a cosine distance, for example 0.06 for dlib)."
         )
-    return ClusterParams(calibrated, size), f"calibrated on {len(rows.face_ids)} verified faces"
+    of = f" (a sample of the {len(pairs)})" if len(sample) < len(pairs) else ""
+    return ClusterParams(calibrated, size), f"calibrated on {len(sample)} verified faces{of}"
 
 
 def recluster(store: Store, space: Space, params: ClusterParams, source: str) -> ClusteringReport:

@@ -3,6 +3,8 @@ plumbing only; the defaults were chosen on real faces (docs/accuracy.md)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from facestore.clustering import (
@@ -66,6 +68,24 @@ def test_calibration_needs_two_named_people_and_stays_pure() -> None:
     distance = calibrate_distance(vectors, people)
     assert distance is not None
     assert purity(group(vectors, ClusterParams(distance)), people) >= 0.98
+
+
+def test_a_large_library_calibrates_on_a_bounded_seeded_sample() -> None:
+    from facestore import clustering
+    from facestore.clustering import calibration_sample
+
+    small = {face_id: face_id % 7 for face_id in range(clustering.CALIBRATION_FACES)}
+    assert calibration_sample(small) == sorted(small)  # all of them
+    # 1,000 people, one with 5,000 faces: 100 people, at most 20 faces each
+    large = {face_id: face_id % 1000 for face_id in range(20_000)}
+    large.update({face_id: "big" for face_id in range(20_000, 25_000)})
+    sample = calibration_sample(large)
+    per_person = Counter(str(large[face_id]) for face_id in sample)
+    assert len(per_person) == clustering.CALIBRATION_PEOPLE
+    assert max(per_person.values()) <= clustering.CALIBRATION_PER_PERSON
+    assert len(set(sample)) == len(sample) and set(sample) <= set(large)
+    assert calibration_sample(large) == sample  # seeded
+    assert calibration_sample(large, seed=1) != sample
 
 
 def test_the_representative_is_the_face_nearest_the_centre() -> None:

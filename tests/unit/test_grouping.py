@@ -6,6 +6,7 @@ identical vectors, which is all these checks need."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,6 +125,31 @@ def test_a_rebuild_on_both_databases_keeps_ids_and_names(make_app: MakeApp) -> N
     again = recluster(store, space, params, source)
     assert again.clusters == 2 and store.clusters.members(space.config_hash) == ids
     assert app.rows("SELECT id, person_id, verified FROM face ORDER BY id") == before
+
+
+def test_the_distance_is_calibrated_on_a_sample_above_the_cap(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facestore import clustering, grouping
+
+    store = make_app(people=4, per_person=5).store()  # 20 verified faces
+    embed_pending(store, FakeBackbone())
+    space = store.spaces.active()
+    assert space is not None
+    monkeypatch.setattr(clustering, "CALIBRATION_FACES", 10)
+    monkeypatch.setattr(clustering, "CALIBRATION_PEOPLE", 3)
+    monkeypatch.setattr(clustering, "CALIBRATION_PER_PERSON", 2)
+    seen: list[list[object]] = []
+
+    def calibrate(vectors: object, people: list[object]) -> float:
+        seen.append(people)
+        return 0.07
+
+    monkeypatch.setattr(grouping, "calibrate_distance", calibrate)
+    params, source = cluster_params(store, space)
+    assert params.distance == 0.07
+    assert source == "calibrated on 6 verified faces (a sample of the 20)"
+    assert sorted(Counter(map(str, seen[0])).values()) == [2, 2, 2]
 
 
 @pytest.mark.parametrize("with_model", [False, True])
