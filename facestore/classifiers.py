@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.covariance import ledoit_wolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -22,6 +21,7 @@ from facestore.openset import unit_rows
 # A factory builds an unfitted classifier with predict_proba, given the seed and
 # the number of training samples.
 ClassifierFactory = Callable[[int, int], Any]
+COVARIANCE_CHUNK = 8192  # rows of one person summed at once by ShrinkageLDA (32 MiB at 512-d)
 
 
 def seed_svc(seed: int, n_train: int) -> Pipeline:
@@ -130,9 +130,8 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         means = np.empty((n_classes, n_features))
         covariance = np.zeros((n_features, n_features))
         for index, members in enumerate(groups):
-            class_rows = np.asarray(X[members], dtype=np.float64)
-            means[index] = class_rows.mean(0)
-            covariance += self.priors_[index] * _shrunk_class_covariance(class_rows)
+            means[index], class_covariance = _shrunk_class_covariance(X, members)
+            covariance += self.priors_[index] * class_covariance
         coef = scipy.linalg.lstsq(covariance, means.T)[0].T
         intercept = -0.5 * np.einsum("ij,ij->i", means, coef) + np.log(self.priors_)
         self.means_, self.covariance_ = means, covariance
@@ -161,13 +160,42 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         return decision
 
 
-def _shrunk_class_covariance(class_rows: np.ndarray) -> np.ndarray:
-    """scikit-learn's shrinkage="auto" covariance of one class: Ledoit-Wolf on standardised
-    features, scaled back."""
-    scaler = StandardScaler()
-    covariance = ledoit_wolf(scaler.fit_transform(class_rows))[0]
-    scale = scaler.scale_
-    return scale[:, None] * covariance * scale[None, :]
+def _shrunk_class_covariance(X: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance) of X[members]: scikit-learn's shrinkage="auto" covariance, that is
+    Ledoit-Wolf on standardised features, scaled back; summed COVARIANCE_CHUNK rows at
+    a time, so a person with 60k faces takes no float64 copy of them all (four did)."""
+    n, dim = len(members), X.shape[1]
+    chunks = [members[i : i + COVARIANCE_CHUNK] for i in range(0, n, COVARIANCE_CHUNK)]
+
+    def rows(chunk: np.ndarray) -> np.ndarray:
+        return np.asarray(X[chunk], dtype=np.float64)
+
+    mean = sum((rows(chunk).sum(0) for chunk in chunks), np.zeros(dim)) / n
+    var = sum((((rows(chunk) - mean) ** 2).sum(0) for chunk in chunks), np.zeros(dim)) / n
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2  # as StandardScaler decides
+    scale = np.where(constant, 1.0, np.sqrt(var))
+    # Ledoit-Wolf of the standardised rows Z (mean 0): its sums over rows of Z'Z and Z2'Z2
+    products, squares = np.zeros((dim, dim)), np.zeros((dim, dim))
+    for chunk in chunks:
+        z = (rows(chunk) - mean) / scale
+        products += z.T @ z
+        z **= 2
+        squares += z.T @ z
+    empirical = products / n
+    trace = np.trace(empirical)
+    mu = trace / dim
+    if dim == 1:
+        shrinkage = 0.0
+    else:
+        delta_ = float((products**2).sum()) / n**2
+        beta = (float(squares.sum()) / n - delta_) / (dim * n)
+        delta = (delta_ - 2.0 * mu * trace + dim * mu**2) / dim
+        beta = min(beta, delta)
+        shrinkage = 0.0 if beta == 0 else beta / delta
+    shrunk = (1.0 - shrinkage) * empirical
+    shrunk.flat[:: dim + 1] += shrinkage * mu
+    return mean, scale[:, None] * shrunk * scale[None, :]
 
 
 def lda(seed: int, n_train: int) -> ShrinkageLDA:

@@ -125,10 +125,18 @@ def test_auto_is_shrinkage_lda_at_every_size() -> None:
 
 
 @pytest.mark.parametrize("n_classes", [2, 7])
-def test_shrinkage_lda_is_scikit_learns_lda(n_classes: int) -> None:
+@pytest.mark.parametrize("covariance_chunk", [8192, 4])
+def test_shrinkage_lda_is_scikit_learns_lda(
+    n_classes: int, covariance_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same model as LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"),
-    on all rows and on a subset given by index (which the retrain uses to validate)."""
+    on all rows and on a subset given by index (which the retrain uses to validate),
+    with each person's rows summed at once or a few at a time."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from facestore import classifiers
+
+    monkeypatch.setattr(classifiers, "COVARIANCE_CHUNK", covariance_chunk)
 
     counts = {f"p{i}": 3 + 4 * i for i in range(n_classes)}
     _, person_ids, vectors = clustered(counts, dim=24, seed=n_classes)
