@@ -87,6 +87,7 @@ def diagnose(install: Installation) -> list[Check]:
     failed = [c.name for c in checks if c.status == FAIL]
     if failed:
         rest = ["triggers", "weights", "model", "queue", "failures", "leases", "last retrain"]
+        rest.append("vacuum")
         return checks + _skipped(" and ".join(f"the {name}" for name in failed), rest)
     store = Store(install.engine)
     active = store.spaces.active()
@@ -98,6 +99,7 @@ def diagnose(install: Installation) -> list[Check]:
     checks.append(check_failures(install.engine, active))
     checks.append(check_leases(install.engine))
     checks.append(check_last_retrain(store, bundle, active))
+    checks.append(check_vacuum(install.engine))
     return checks
 
 
@@ -363,6 +365,42 @@ def check_leases(engine: Engine) -> Check:
         f"{sum(dead.values())} faces leased by workers that are gone: {owners}",
         "nothing to do: another worker takes them over when the lease expires (a worker "
         "starting on the same host frees them at once)",
+    )
+
+
+CHURNING = ("embedding_job", "face_change", "embedding")  # rows deleted all the time
+BLOATED_DEAD_ROWS = 10_000  # and more than twice the live rows
+
+
+def check_vacuum(engine: Engine) -> Check:
+    """(PostgreSQL, a warning) facestore's queue and change log delete rows all the time:
+    without autovacuum their dead rows pile up and slow every claim and count."""
+    if engine.dialect.name != "postgresql":
+        return Check("vacuum", OK, "not needed on SQLite")
+    with engine.connect() as conn:
+        autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar() == "on"
+        rows = conn.execute(
+            sa.text(
+                "SELECT relname, n_live_tup, n_dead_tup FROM pg_stat_user_tables "
+                "WHERE relname IN :tables AND schemaname = current_schema()"
+            ).bindparams(sa.bindparam("tables", expanding=True)),
+            {"tables": list(CHURNING)},
+        ).all()
+    bloated = [
+        f"{name} ({dead} dead rows, {live} live)"
+        for name, live, dead in rows
+        if dead > max(BLOATED_DEAD_ROWS, 2 * live)
+    ]
+    if autovacuum and not bloated:
+        return Check("vacuum", OK, "autovacuum is on")
+    detail = "autovacuum is " + ("on" if autovacuum else "off")
+    return Check(
+        "vacuum",
+        WARN,
+        detail + (": " + ", ".join(bloated) if bloated else ""),
+        "turn autovacuum on (postgresql.conf), or run 'VACUUM ANALYZE "
+        + ", ".join(CHURNING)
+        + "' regularly",
     )
 
 
