@@ -18,7 +18,9 @@ measures, through facestore's own code and CLI:
   the calibrated "unknown" rule), capped at --retrain-cap seconds;
 - suggest_100k_s: suggestions for every unverified face with the new model.
 
-It prints one JSON object, then a table. --keep DIR leaves the database, the model
+On PostgreSQL the library is vacuumed and analysed once after the bulk load
+(vacuum_s), as autovacuum would have done as it grew. It prints one JSON object,
+then a table. --keep DIR leaves the database, the model
 directory and facestore.env (FACESTORE_DB, FACESTORE_MODEL_DIR) there.
 
     python bench/scale.py [--faces 1000000] [--people 10000] [--backend sqlite|postgresql]
