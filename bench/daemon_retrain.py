@@ -112,8 +112,9 @@ def main() -> None:
         relabelled = time.time()
         wait_until(lambda: metric(retrained) > relabelled, proc, log, args.cap, "retrain")
         result["woken_to_published_s"] = round(metric(retrained) - relabelled, 1)
-        found = PUBLISHED.search(log.read_text())
-        result["retrain_s"] = float(found.group(2)) if found else None
+        found = PUBLISHED.findall(log.read_text())  # the last: the start may retrain too
+        result["retrains"] = len(found)
+        result["retrain_s"] = float(found[-1][1]) if found else None
         # the pass goes on with the new model's suggestions; it ends with a reconcile mark
         wait_until(
             lambda: metric(reconciled) > metric(retrained), proc, log, args.cap, "the pass end"
