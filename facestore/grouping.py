@@ -54,16 +54,22 @@ class ClusteringReport:
 
 
 def cluster_params(
-    store: Store, space: Space, distance: float | None = None, min_size: int | None = None
+    store: Store,
+    space: Space,
+    distance: float | None = None,
+    min_size: int | None = None,
+    pairs: Mapping[int, Any] | None = None,
 ) -> tuple[ClusterParams, str]:
     """The parameters for a space, and where the distance comes from: given, measured
-    for the backbone, or calibrated on the library's verified faces."""
+    for the backbone, or calibrated on the library's verified faces (pairs: their
+    face_id -> person_id, when the caller holds them; else read)."""
     size = min_size or DEFAULT_MIN_SIZE
     if distance is not None:
         return ClusterParams(distance, size), "given"
     if space.backbone in MEASURED_DISTANCE:
         return ClusterParams(MEASURED_DISTANCE[space.backbone], size), "measured (ORL)"
-    pairs = store.library.training_pairs(space.config_hash)
+    if pairs is None:
+        pairs = store.library.training_pairs(space.config_hash)
     blobs = store.library.vectors_of(space.config_hash, calibration_sample(pairs))
     sample = sorted(blobs)
     vectors = decode_vectors([blobs[face_id] for face_id in sample])
@@ -168,15 +174,19 @@ class Clusterer:
         full: bool = False,
         new: Mapping[int, np.ndarray] | None = None,
         unverified: Collection[int] | None = None,
+        pairs: Mapping[int, Any] | None = None,
     ) -> None:
         """new: unknown faces (id -> vector) that may not be clustered yet; unverified:
         every unverified face, when the caller read them all (waiting faces not among
-        them are forgotten)."""
+        them are forgotten); pairs: the verified faces' current training pairs, when
+        the caller holds them (to calibrate the distance without reading them)."""
         if self._disabled_for == space.config_hash and not full:
             return  # tried again with the next model: there may be named people by then
         if full or self._space != space.config_hash or self._params is None:
             try:
-                params, source = cluster_params(self.store, space, self.distance, self.min_size)
+                params, source = cluster_params(
+                    self.store, space, self.distance, self.min_size, pairs
+                )
             except ConfigurationError as exc:
                 log.warning("Not clustering unknown faces: %s", exc)
                 self._disabled_for = space.config_hash

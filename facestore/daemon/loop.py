@@ -308,7 +308,9 @@ class Daemon:
             new = {face_id: vector for face_id, _, vector in rows}
             unverified = None if only is not None or checking is not None else frozenset(new)
         if self.options.clusters:
-            self.clusterer.update(self.space, self._recluster, new, unverified)
+            held = self._pairs_for is not None and self._pairs_for[0] == self.space.config_hash
+            pairs = self._pairs if held else None  # kept current by the retrain policy
+            self.clusterer.update(self.space, self._recluster, new, unverified, pairs)
             self._recluster = False
 
     def _recheck_pairs(self, faces: IdRanges | None) -> None:
