@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
-from click.utils import make_default_short_help
 
 from facestore.errors import FacestoreError
 from facestore.timestamps import iso_utc
@@ -86,7 +85,9 @@ class LazyGroup(FacestoreGroup):
         rows = []
         for name in names:
             if name in self.lazy:
-                rows.append((name, make_default_short_help(self.lazy[name][1], limit)))
+                # a bare Command gives click's public shortening of the table's text
+                short = click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)
+                rows.append((name, short))
             elif (command := self.get_command(ctx, name)) is not None and not command.hidden:
                 rows.append((name, command.get_short_help_str(limit)))
         with formatter.section("Commands"):

@@ -7,7 +7,7 @@ import sys
 import time
 
 import click
-from click.core import ParameterSource
+from click import ParameterSource
 
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
