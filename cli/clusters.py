@@ -8,7 +8,8 @@ from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json
 from facestore.cli.options import cluster_options
 from facestore.errors import ConfigurationError
-from facestore.grouping import cluster_params, recluster
+from facestore.grouping import Resemblance, cluster_params, recluster, resemblances
+from facestore.store import Store
 from facestore.timestamps import iso_utc
 
 SHOW_FACES = 12
@@ -40,9 +41,16 @@ def clusters(
     Unknown faces are the unverified faces with a vector in the active space that
     the model names nobody for (no face_suggestion row). `facestore watch` keeps
     the clusters current; --rebuild groups them anew here. Nothing here changes
-    person_id, verified or a named face. JSON: a list of {cluster_id, size,
-    representative_face_id, face_ids, distance, min_size, created_at,
-    updated_at}; with --rebuild, {rebuild: {...}, clusters: [...]}.
+    person_id, verified or a named face.
+
+    A cluster whose faces lie within 1.5x the model's "unknown" threshold of a known
+    person shows "may be person P" with that distance: perhaps the same person, for
+    example years apart. When a re-cluster merges two clusters, the larger keeps its
+    id and lists the other under "absorbed", so an id shown before can be followed.
+
+    JSON: a list of {cluster_id, size, representative_face_id, face_ids, distance,
+    min_size, created_at, updated_at, absorbed, may_be}; may_be is null or
+    {person_id, distance, threshold}; with --rebuild, {rebuild: {...}, clusters: [...]}.
     """
     store = app.store
     report = None
@@ -55,6 +63,7 @@ def clusters(
         params, source = cluster_params(store, space, cluster_distance, cluster_min_size)
         report = recluster(store, space, params, source)
     listed = store.clusters.listing(min_size)
+    nearest = _resemblances(store, app, {c.cluster_id: c.face_ids for c in listed})
     rows = [
         {
             "cluster_id": c.cluster_id,
@@ -65,6 +74,8 @@ def clusters(
             "min_size": c.min_size,
             "created_at": iso_utc(c.created_at),
             "updated_at": iso_utc(c.updated_at),
+            "absorbed": c.absorbed,
+            "may_be": nearest[c.cluster_id].as_json() if c.cluster_id in nearest else None,
         }
         for c in listed
     ]
@@ -84,4 +95,32 @@ def clusters(
         shown = ", ".join(map(str, faces[:SHOW_FACES])) + (
             " ..." if len(faces) > SHOW_FACES else ""
         )
-        click.echo(f"cluster {row['cluster_id']}: {row['size']} faces: {shown}")
+        notes = []
+        if row["may_be"]:
+            may_be = row["may_be"]
+            notes.append(
+                f"may be person {may_be['person_id']}: distance {may_be['distance']:.3f}, "
+                f"names from {may_be['threshold']:.3f}"
+            )
+        if row["absorbed"]:
+            notes.append("absorbed " + ", ".join(map(str, row["absorbed"])))
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        click.echo(f"cluster {row['cluster_id']}: {row['size']} faces: {shown}{extra}")
+
+
+def _resemblances(store: Store, app: App, clusters: dict[int, list[int]]) -> dict[int, Resemblance]:
+    """The known people the clusters may be, by the current model when it has one for the
+    active space (none: nothing is shown)."""
+    from facestore import artifacts
+    from facestore.errors import ModelError
+
+    space = store.spaces.active()
+    if space is None or artifacts.current_version(app.model_dir) is None:
+        return {}
+    try:
+        bundle = artifacts.load_bundle(app.model_dir)
+    except ModelError:
+        return {}  # `facestore model` says what is wrong with it
+    if bundle.embedding_config.get("config_hash") != space.config_hash:
+        return {}
+    return resemblances(store, bundle, clusters)

@@ -1,13 +1,18 @@
 """Groups of unknown faces, and the ids that keep them recognisable across runs. Pure.
 
-The method (chosen on real faces, docs/accuracy.md, bench/cluster.py): leader
-micro-clusters of radius DISTANCE * LEADER_SHARE, then average linkage over their
-centroids, cut at DISTANCE (cosine distance, the space's own units); a group of
-fewer than MIN_SIZE faces is no cluster. Average linkage does not chain one person
-into the next the way DBSCAN does, and the micro-clusters keep 20,000 faces within
-seconds. The distance differs between backbones: dlib's was measured on ORL; for
-another backbone it is calibrated on the library's verified faces
-(`calibrate_distance`; above 2,000 of them on a sample, `calibration_sample`) or given.
+The method (chosen on real faces of two backbone families, docs/accuracy.md):
+leader micro-clusters of radius `distance * LEADER_SHARE`, then average linkage over
+their centroids, cut at `distance` (cosine distance, the space's own units); then
+every member must have a group mate within `link` of it, and a group of fewer than
+`min_size` faces is no group. Average linkage does not chain one person into the
+next the way DBSCAN does; the link rule keeps a face seen once from joining a group
+on its mean distance alone; the micro-clusters keep 20,000 faces within seconds.
+
+Both distances are calibrated per space on the library's verified faces
+(`calibrate`): the cut is the distance below which only PAIR_FALSE_MERGE of the
+pairs of two different people fall (the impostor pairs, as the open-set rule reads
+its impostor distances), and the link the distance within which LINK_GENUINE of the
+verified faces have another face of their own person. No backbone has a constant.
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LEADER_SHARE = 1 / 3  # micro-cluster radius / cut: 0.02 of 0.06 on dlib ORL
+from facestore.openset import impostor_quantile, unit_rows
+
+LEADER_SHARE = 1 / 3  # micro-cluster radius / cut
 DEFAULT_MIN_SIZE = 2
-MEASURED_DISTANCE = {"dlib": 0.06}  # bench/cluster.py on ORL: purity 0.972, coverage 0.975
-CALIBRATION_PURITY = 0.98  # on ORL subsets (20, 10 or 30 people named): 0.06, 0.06, 0.05
-CALIBRATION_GRID = tuple(round(0.01 * i, 2) for i in range(2, 81))
-# Above CALIBRATION_FACES verified faces the distance is calibrated on a sample: up to
+# Share of impostor pairs (two verified faces of different people) closer than the cut.
+# 0.1% on ORL: dlib 0.056 (purity 0.99), casia-webface 0.44 (purity 1.0); docs/accuracy.md
+PAIR_FALSE_MERGE = 0.001
+# Share of verified faces with a face of their own person within the link distance.
+LINK_GENUINE = 0.9
+# Above CALIBRATION_FACES verified faces the distances are calibrated on a sample: up to
 # CALIBRATION_PEOPLE people, up to CALIBRATION_PER_PERSON faces each (ORL: 40 people, 7 each)
 CALIBRATION_FACES = 2000
 CALIBRATION_PEOPLE = 100
@@ -32,14 +41,24 @@ CALIBRATION_PER_PERSON = 20
 
 @dataclass(frozen=True)
 class ClusterParams:
-    distance: float  # cosine distance at which groups are cut
+    distance: float  # cosine distance at which groups are cut (average linkage)
     min_size: int = DEFAULT_MIN_SIZE
+    link: float | None = None  # each member's nearest group mate within it (None: distance)
+
+    @property
+    def link_distance(self) -> float:
+        return self.distance if self.link is None else min(self.link, self.distance)
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1, norms)
+@dataclass(frozen=True)
+class Calibration:
+    """The cut and the link of a space, and what they were read from."""
+
+    distance: float
+    link: float
+    method: str  # how the impostor quantile was found (openset.impostor_quantile)
+    faces: int
+    people: int
 
 
 def leaders(vectors: np.ndarray, radius: float) -> np.ndarray:
@@ -91,7 +110,7 @@ def components(units: np.ndarray, distance: float, block: int = 2048) -> list[np
 
 
 def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
-    """A group label per face (0..k-1), -1 for faces in no group of min_size."""
+    """A group label per face (>= 0; equal labels, one group), -1 for faces in none."""
     from scipy.cluster.hierarchy import fcluster, linkage  # ~0.2 s: not at CLI start
 
     if len(vectors) == 0:
@@ -112,9 +131,38 @@ def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
         found = fcluster(tree, t=params.distance, criterion="distance") - 1
         groups[members] = count + found
         count += int(found.max()) + 1
-    labels = groups[micro]
-    sizes = Counter(labels.tolist())
-    return np.array([c if sizes[c] >= params.min_size else -1 for c in labels.tolist()])
+    return linked(units, groups[micro], params.link_distance, params.min_size)
+
+
+def linked(units: np.ndarray, labels: np.ndarray, link: float, min_size: int) -> np.ndarray:
+    """labels where every member has a group mate within link (others leave, as -1,
+    until each one left has one), and every group has min_size faces."""
+    labels = labels.copy()
+    if min_size <= 1:
+        return labels
+    order = np.argsort(labels, kind="stable")
+    for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+        kept = members
+        while len(kept) >= min_size:
+            near = nearest_mate(units[kept]) <= link + 1e-6
+            if near.all():
+                break
+            kept = kept[near]
+        if len(kept) < min_size:
+            kept = kept[:0]
+        labels[np.setdiff1d(members, kept)] = -1
+    return labels
+
+
+def nearest_mate(units: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Each row's cosine distance to the nearest other row (a block of rows at a time)."""
+    out = np.empty(len(units), dtype=np.float32)
+    for start in range(0, len(units), block):
+        similarity = units[start : start + block] @ units.T
+        rows = np.arange(len(similarity))
+        similarity[rows, rows + start] = -np.inf
+        out[start : start + block] = 1.0 - similarity.max(axis=1)
+    return out
 
 
 def purity(labels: np.ndarray, truth: Sequence[object]) -> float:
@@ -150,18 +198,31 @@ def calibration_sample(pairs: Mapping[int, object], seed: int = 0) -> list[int]:
     return sorted(chosen)
 
 
-def calibrate_distance(vectors: np.ndarray, people: Sequence[object]) -> float | None:
-    """The largest cut at which the verified faces, grouped as if unknown, stay pure
-    (CALIBRATION_PURITY); None without two people of two faces each."""
-    counts = Counter(str(p) for p in people)
+def calibrate(vectors: np.ndarray, people: Sequence[object]) -> Calibration | None:
+    """The cut and the link for a space, from its verified faces (and their people);
+    None without two people of two faces each.
+
+    The cut: the impostor pair distance at PAIR_FALSE_MERGE (with few impostor pairs,
+    the lower of the empirical quantile and a normal fit's, as the open-set rule
+    does). The link: the distance within which LINK_GENUINE of the faces have a face
+    of their own person, never above the cut.
+    """
+    names = np.asarray([str(p) for p in people])
+    counts = Counter(names.tolist())
     if sum(1 for n in counts.values() if n >= 2) < 2:
         return None
-    best = None
-    for distance in CALIBRATION_GRID:
-        if purity(group(vectors, ClusterParams(distance)), people) < CALIBRATION_PURITY:
-            break
-        best = distance
-    return best
+    units = unit_rows(vectors)
+    similarity = units @ units.T
+    same = names[:, None] == names[None, :]
+    upper = np.triu(np.ones_like(same), k=1)
+    impostor = 1.0 - similarity[upper & ~same]
+    distance, method = impostor_quantile(impostor, PAIR_FALSE_MERGE)
+    np.fill_diagonal(same, False)
+    nearest_own = np.where(same, similarity, -np.inf).max(axis=1)
+    genuine = 1.0 - nearest_own[np.isfinite(nearest_own)]
+    link = float(np.quantile(genuine, LINK_GENUINE))
+    distance = max(distance, 0.0)
+    return Calibration(distance, min(link, distance), method, len(names), len(counts))
 
 
 def stable_ids(
@@ -197,6 +258,29 @@ def stable_ids(
             chosen[label] = next_id
             next_id += 1
     return chosen
+
+
+def absorbed_ids(
+    groups: Mapping[int, Iterable[int]],
+    previous: Mapping[int, Iterable[int]],
+    ids: Mapping[int, int],
+) -> dict[int, int]:
+    """old cluster id -> the id that took it over: for each earlier cluster whose id no
+    group kept, the id of the group that now holds most (over half) of its faces still
+    in a group. A merge of two clusters keeps the larger one's id (stable_ids); this
+    says where the smaller one went, so that an app that showed it can follow it."""
+    kept = set(ids.values())
+    holder = {face: ids[label] for label, faces in groups.items() for face in faces}
+    moved: dict[int, int] = {}
+    for cid, faces in previous.items():
+        if cid in kept:
+            continue
+        now = Counter(holder[f] for f in faces if f in holder)
+        if now:
+            into, count = now.most_common(1)[0]
+            if 2 * count > sum(now.values()):
+                moved[cid] = into
+    return moved
 
 
 def representative(vectors: np.ndarray) -> int:

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from facestore.artifacts import Bundle
 from facestore.backbones import Space
 from facestore.clustering import (
     DEFAULT_MIN_SIZE,
-    MEASURED_DISTANCE,
     ClusterParams,
     UnitRows,
-    calibrate_distance,
+    absorbed_ids,
+    calibrate,
     calibration_sample,
     group,
     representative,
@@ -60,28 +61,30 @@ def cluster_params(
     min_size: int | None = None,
     pairs: Mapping[int, Any] | None = None,
 ) -> tuple[ClusterParams, str]:
-    """The parameters for a space, and where the distance comes from: given, measured
-    for the backbone, or calibrated on the library's verified faces (pairs: their
+    """The parameters for a space, and where they come from: the distance given, or
+    the cut and the link calibrated on the library's verified faces (pairs: their
     face_id -> person_id, when the caller holds them; else read)."""
     size = min_size or DEFAULT_MIN_SIZE
     if distance is not None:
         return ClusterParams(distance, size), "given"
-    if space.backbone in MEASURED_DISTANCE:
-        return ClusterParams(MEASURED_DISTANCE[space.backbone], size), "measured (ORL)"
     if pairs is None:
         pairs = store.library.training_pairs(space.config_hash)
     blobs = store.library.vectors_of(space.config_hash, calibration_sample(pairs))
     sample = sorted(blobs)
     vectors = decode_vectors([blobs[face_id] for face_id in sample])
-    calibrated = calibrate_distance(vectors, [pairs[face_id] for face_id in sample])
+    calibrated = calibrate(vectors, [pairs[face_id] for face_id in sample]) if sample else None
     if calibrated is None:
         raise ConfigurationError(
-            f"No clustering distance is known for backbone {space.backbone}, and it cannot "
-            "be calibrated: name at least two people with two faces each, or pass "
-            "--distance (a cosine distance, for example 0.06 for dlib)."
+            f"The clustering distance of space {space.label} is calibrated on the verified "
+            "faces, and there are too few: name at least two people with two faces each, or "
+            "pass --cluster-distance (a cosine distance in this space)."
         )
     of = f" (a sample of the {len(pairs)})" if len(sample) < len(pairs) else ""
-    return ClusterParams(calibrated, size), f"calibrated on {len(sample)} verified faces{of}"
+    source = (
+        f"calibrated on {len(sample)} verified faces{of} of {calibrated.people} people; "
+        f"link {calibrated.link:.3f}"
+    )
+    return ClusterParams(calibrated.distance, size, calibrated.link), source
 
 
 def recluster(store: Store, space: Space, params: ClusterParams, source: str) -> ClusteringReport:
@@ -110,6 +113,7 @@ def _regroup(
     }
     previous = store.clusters.members(space.config_hash)
     ids = stable_ids(groups, previous, store.clusters.next_id(), present=face_ids)
+    absorbed = absorbed_ids(groups, previous, ids)
     rows = []
     for label, faces in groups.items():
         lead = faces[representative(vectors[labels == label])]
@@ -122,7 +126,7 @@ def _regroup(
                 params.min_size,
             )
         )
-    store.clusters.replace(space.config_hash, rows)
+    store.clusters.replace(space.config_hash, rows, absorbed)
     report = ClusteringReport(
         unknown=len(face_ids),
         clustered=sum(len(r.face_ids) for r in rows),
@@ -143,30 +147,102 @@ def _regroup(
     return report, rows
 
 
+MAY_BE_FACTOR = 1.5  # a group "may be" a known person within this times the rule's threshold
+
+
+@dataclass(frozen=True)
+class Resemblance:
+    """The known person a group's faces lie nearest, in the open-set rule's distance."""
+
+    person_id: Any
+    distance: float  # the mean of the group's faces' distances to that person
+    threshold: float  # the rule's: a face nearer than this is named
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "person_id": self.person_id,
+            "distance": round(self.distance, 4),
+            "threshold": round(self.threshold, 4),
+        }
+
+
+def resemblances(
+    store: Store, bundle: Bundle, clusters: Mapping[int, Collection[int]]
+) -> dict[int, Resemblance]:
+    """For each cluster whose faces lie within MAY_BE_FACTOR x the model's threshold of a
+    known person, that person: a group the user may merge into someone (the same child
+    some years later). Only with a model of the clusters' space and an open-set rule."""
+    rule = bundle.open_set
+    if rule is None or not clusters:
+        return {}
+    space_hash = str(bundle.embedding_config.get("config_hash"))
+    found: dict[int, Resemblance] = {}
+    for cluster_id, faces in clusters.items():
+        blobs = store.library.vectors_of(space_hash, sorted(faces))
+        if not blobs:
+            continue
+        vectors = decode_vectors(list(blobs.values()))
+        mean = np.zeros(len(rule.centroids), dtype=np.float64)
+        for start in range(0, len(vectors), 1024):
+            mean += rule.distances(vectors[start : start + 1024]).sum(axis=0)
+        mean /= len(vectors)
+        best = int(np.argmin(mean))
+        if mean[best] <= MAY_BE_FACTOR * rule.threshold:
+            found[cluster_id] = Resemblance(
+                bundle.person_ids[best], float(mean[best]), rule.threshold
+            )
+    return found
+
+
+# The daemon re-clusters every unknown face when the faces that came since its last full
+# pass reach RECLUSTER_SHARE of them, or when a pass brings none (the arrivals paused);
+# either only once RECLUSTER_SPACING times the last full pass's duration has gone by,
+# so that full passes take at most about 1/RECLUSTER_SPACING of the daemon's time.
+RECLUSTER_SHARE = 0.1
+RECLUSTER_SPACING = 10.0
+
+
 class Clusterer:
-    """The daemon's clusters: a full re-cluster when it starts and after each new model
-    (every suggestion is redone then), and between those, each new unknown face joins
-    the cluster whose centre is within the distance, or founds one with the
-    unclustered faces within the distance (min_size in all), or waits among them.
+    """The daemon's clusters. A full re-cluster when it starts and after each new model
+    (every suggestion is redone then); between those, each new unknown face joins the
+    cluster it would join in a full pass (mean distance to its faces within the cut, a
+    face of it within the link), or founds one with waiting faces within the link, or
+    waits. Joins are immediate but depend on the order faces arrive in, so the
+    clusters are regrouped fully now and then (RECLUSTER_SHARE, RECLUSTER_SPACING): once the
+    arrivals pause, they are what `facestore clusters --rebuild` gives, with ids kept
+    (a merge keeps the larger cluster's id and records the other's).
 
     A join reads nothing but the new faces (the caller passes them in) and the
-    clusters' signature: its cost grows with the new faces, and in memory with the
-    clusters and waiting faces, not with the library. Clusters someone else wrote
-    (`facestore clusters --rebuild`, another daemon) are read back before joining.
+    clusters' signature. Clusters someone else wrote (`facestore clusters --rebuild`,
+    another daemon) are read back before joining.
     """
 
-    def __init__(self, store: Store, distance: float | None, min_size: int | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        distance: float | None,
+        min_size: int | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.distance = distance
         self.min_size = min_size
+        self.clock = clock
         self._space: str | None = None
         self._params: ClusterParams | None = None
+        self._source = ""
         self._sums: dict[int, np.ndarray] = {}  # cluster id -> sum of its unit vectors
-        self._centres = UnitRows()  # cluster id -> its mean direction
+        self._means = UnitRows()  # cluster id -> the mean of its unit vectors
+        self._members: dict[int, list[int]] = {}  # cluster id -> its faces
         self._member_of: dict[int, int] = {}  # clustered face -> cluster id
+        self._clustered = UnitRows()  # clustered face -> unit vector
         self._waiting = UnitRows()  # unclustered unknown face -> unit vector
         self._signature: tuple[int, float] | None = None  # of the clusters as last written
         self._disabled_for: str | None = None
+        self._since_full = 0  # faces that came or went since the last full pass
+        self._full_seconds = 0.0  # how long the last full pass took
+        self._full_at = 0.0  # when it ended (clock)
+        self.full_passes = 0
 
     def update(
         self,
@@ -179,7 +255,7 @@ class Clusterer:
         """new: unknown faces (id -> vector) that may not be clustered yet; unverified:
         every unverified face, when the caller read them all (waiting faces not among
         them are forgotten); pairs: the verified faces' current training pairs, when
-        the caller holds them (to calibrate the distance without reading them)."""
+        the caller holds them (to calibrate the distances without reading them)."""
         if self._disabled_for == space.config_hash and not full:
             return  # tried again with the next model: there may be named people by then
         if full or self._space != space.config_hash or self._params is None:
@@ -201,14 +277,30 @@ class Clusterer:
             keep = set(unverified)
             for gone in [f for f in self._waiting.ids() if f not in keep]:
                 self._waiting.pop(gone)
-        self._join(space, self._params, new or {})
+                self._since_full += 1
+        arrived = self._join(space, self._params, new or {})
+        if self._full_pass_due(arrived):
+            self._regroup_all(space, self._params, self._source)
+
+    def _full_pass_due(self, arrived: int) -> bool:
+        if not self._since_full:
+            return False
+        if self.clock() - self._full_at < RECLUSTER_SPACING * self._full_seconds:
+            return False
+        unknown = len(self._clustered) + len(self._waiting)
+        return arrived == 0 or self._since_full >= RECLUSTER_SHARE * unknown
 
     def _regroup_all(self, space: Space, params: ClusterParams, source: str) -> None:
-        """Re-cluster every unknown face, and keep the centres and the waiting faces."""
+        """Re-cluster every unknown face, and keep the clusters and the waiting faces."""
         started = time.perf_counter()
         face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
         _, rows = _regroup(self.store, space, params, source, face_ids, vectors, started)
         self._remember(space, params, face_ids, vectors, {r.cluster_id: r.face_ids for r in rows})
+        self._source = source
+        self._since_full = 0
+        self._full_seconds = time.perf_counter() - started
+        self._full_at = self.clock()
+        self.full_passes += 1
 
     def _read_back(self, space: Space, params: ClusterParams, new: Collection[int]) -> None:
         face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
@@ -227,58 +319,68 @@ class Clusterer:
         members: Mapping[int, Collection[int]],
     ) -> None:
         units = dict(zip(face_ids, unit_rows(vectors), strict=True)) if face_ids else {}
-        self._sums, self._centres, self._member_of = {}, UnitRows(), {}
+        self._sums, self._means, self._members, self._member_of = {}, UnitRows(), {}, {}
+        self._clustered, self._waiting = UnitRows(), UnitRows()
         for cluster_id, faces in members.items():
-            present = [units[f] for f in faces if f in units]
+            present = [f for f in faces if f in units]
             if present:
-                self._add_to(cluster_id, np.sum(present, axis=0))
-                self._member_of.update((f, cluster_id) for f in faces)
-        self._waiting = UnitRows()
+                self._add_to(cluster_id, present, np.array([units[f] for f in present]))
         for face_id, unit in units.items():
             if face_id not in self._member_of:
                 self._waiting.put(face_id, unit)
         self._space, self._params = space.config_hash, params
         self._signature = self.store.clusters.signature()
 
-    def _join(self, space: Space, params: ClusterParams, new: Mapping[int, np.ndarray]) -> None:
+    def _join(self, space: Space, params: ClusterParams, new: Mapping[int, np.ndarray]) -> int:
+        """Join or found clusters with the new faces; returns how many were new here."""
         fresh = sorted(f for f in new if f not in self._member_of and f not in self._waiting)
         if not fresh:
-            return
+            return 0
+        self._since_full += len(fresh)
+        link = params.link_distance
         joins: list[tuple[int, int]] = []
-        founding: list[tuple[list[int], np.ndarray]] = []  # faces (founder first), centre
+        founding: list[tuple[list[int], np.ndarray]] = []  # faces (founder first), units
         for face_id in fresh:
             vector = unit_rows(np.asarray(new[face_id], dtype=np.float32)[None, :])[0]
-            cluster_id = self._centres.nearest(vector, params.distance)
-            if cluster_id is not None:
+            cluster_id = self._means.nearest(vector, params.distance)
+            if cluster_id is not None and self._has_mate(cluster_id, vector, link):
                 joins.append((face_id, cluster_id))
-                self._add_to(cluster_id, vector)
+                self._add_to(cluster_id, [face_id], vector[None, :])
                 continue
-            near = self._waiting.within(vector, params.distance)
+            near = self._waiting.within(vector, link)
             if near and len(near) + 1 >= params.min_size:
                 still = self.store.clusters.still_unknown(space.config_hash, near)
                 for gone in set(near) - still:  # named, suggested or deleted meanwhile
                     self._waiting.pop(gone)
                 near = sorted(still)
             if len(near) + 1 >= params.min_size:
-                centre = vector + np.sum([self._waiting.pop(f) for f in near], axis=0)
-                founding.append(([face_id, *near], centre))
+                units = np.array([vector, *[self._waiting.pop(f) for f in near]])
+                founding.append(([face_id, *near], units))
             else:
                 self._waiting.put(face_id, vector)
         if not joins and not founding:
-            return
+            return len(fresh)
         rows = [
             ClusterRow(0, faces, faces[0], params.distance, params.min_size)
             for faces, _ in founding
         ]
         ids = self.store.clusters.extend(joins, rows, space.config_hash)
-        for cluster_id, (faces, centre) in zip(ids, founding, strict=True):
-            self._add_to(cluster_id, centre)
-            self._member_of.update((f, cluster_id) for f in faces)
-        self._member_of.update(joins)
+        for cluster_id, (faces, units) in zip(ids, founding, strict=True):
+            self._add_to(cluster_id, faces, units)
         self._signature = self.store.clusters.signature()
         log.info("%d unknown faces joined clusters, %d clusters founded", len(joins), len(ids))
+        return len(fresh)
 
-    def _add_to(self, cluster_id: int, vectors_sum: np.ndarray) -> None:
-        total = self._sums.get(cluster_id, 0) + vectors_sum
+    def _has_mate(self, cluster_id: int, vector: np.ndarray, link: float) -> bool:
+        faces = self._members[cluster_id]
+        units = np.array([self._clustered.get(f) for f in faces])
+        return bool(1.0 - float((units @ vector).max()) <= link + 1e-6)
+
+    def _add_to(self, cluster_id: int, faces: list[int], units: np.ndarray) -> None:
+        total = self._sums.get(cluster_id, 0) + units.sum(axis=0)
         self._sums[cluster_id] = total
-        self._centres.put(cluster_id, unit_rows(total[None, :])[0])
+        self._members.setdefault(cluster_id, []).extend(faces)
+        for face_id, unit in zip(faces, units, strict=True):
+            self._member_of[face_id] = cluster_id
+            self._clustered.put(face_id, unit)
+        self._means.put(cluster_id, total / len(self._members[cluster_id]))

@@ -94,6 +94,16 @@ face_cluster_member = sa.Table(
     sa.Index("ix_face_cluster_member_cluster", "cluster_id"),
 )
 
+# A cluster id no group kept, because a re-cluster merged its faces into another group
+face_cluster_absorbed = sa.Table(
+    "face_cluster_absorbed",
+    metadata,
+    sa.Column("cluster_id", CLUSTER_ID, primary_key=True, autoincrement=False),
+    sa.Column("into_cluster_id", CLUSTER_ID, nullable=False),
+    sa.Column("absorbed_at", sa.Float, nullable=False),
+    sa.Index("ix_face_cluster_absorbed_into", "into_cluster_id"),
+)
+
 embedding_job = sa.Table(
     "embedding_job",
     metadata,
@@ -126,6 +136,7 @@ OWN_TABLES = (
     "face_rejection",
     "face_cluster",
     "face_cluster_member",
+    "face_cluster_absorbed",
     ALEMBIC_VERSION_TABLE,
 )
 

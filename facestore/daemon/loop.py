@@ -70,7 +70,9 @@ class Daemon:
             )
         )
         self.suggester = Suggester(store, options.min_confidence)
-        self.clusterer = Clusterer(store, options.cluster_distance, options.cluster_min_size)
+        self.clusterer = Clusterer(
+            store, options.cluster_distance, options.cluster_min_size, clock=clock
+        )
         self._recluster = True  # a full re-cluster at start and after each new model
         self._read_all = True  # the next suggestion pass reads the unverified faces in _checking
         self._checking: IdRanges | None = None  # what this timer pass checks (None: all)

@@ -23,7 +23,7 @@ class WatchOptions:
     lease: float = DEFAULT_LEASE_SECONDS
     work_slice: float = 10.0  # seconds of embedding between retrain checks and suggestions
     clusters: bool = True  # group unknown faces (needs suggestions: unknown = not suggested)
-    cluster_distance: float | None = None  # None: measured for the backbone, or calibrated
+    cluster_distance: float | None = None  # None: calibrated on the verified faces
     cluster_min_size: int | None = None
 
     @property

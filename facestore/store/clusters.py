@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
-from facestore.schema import embedding, face_cluster, face_cluster_member
+from facestore.schema import embedding, face_cluster, face_cluster_absorbed, face_cluster_member
 from facestore.store.database import Part
 from facestore.store.dialect import wait_briefly_for_locks
 from facestore.store.records import VECTOR_DTYPE, id_chunks
@@ -37,6 +37,7 @@ class StoredCluster:
     created_at: float
     updated_at: float
     face_ids: list[int]
+    absorbed: list[int] = dataclasses.field(default_factory=list)  # ids merged into it
 
 
 def _row(cluster: ClusterRow, space_hash: str, created: float, now: float) -> dict[str, Any]:
@@ -112,16 +113,55 @@ class Clusters(Part):
         return found
 
     def next_id(self) -> int:
+        """An id no cluster has had: above every current and every absorbed one."""
         with self.engine.connect() as conn:
-            highest = conn.execute(sa.select(sa.func.max(face_cluster.c.cluster_id))).scalar()
-        return int(highest or 0) + 1
+            return _highest_id(conn) + 1
 
-    def replace(self, space_hash: str, clusters: Sequence[ClusterRow]) -> None:
+    def absorbed(self) -> dict[int, int]:
+        """absorbed cluster id -> the id it went into (which may itself have gone on)."""
+        query = sa.select(
+            face_cluster_absorbed.c.cluster_id, face_cluster_absorbed.c.into_cluster_id
+        )
+        with self.engine.connect() as conn:
+            return {int(a): int(b) for a, b in conn.execute(query)}
+
+    def follow(self, cluster_id: int) -> int | None:
+        """The cluster that holds a given id's faces now: itself, the cluster it was merged
+        into (step by step), or None when it is gone (its faces named or deleted)."""
+        moved = self.absorbed()
+        seen = set()
+        while cluster_id in moved and cluster_id not in seen:
+            seen.add(cluster_id)
+            cluster_id = moved[cluster_id]
+        query = sa.select(face_cluster.c.cluster_id).where(face_cluster.c.cluster_id == cluster_id)
+        with self.engine.connect() as conn:
+            return cluster_id if conn.execute(query).first() is not None else None
+
+    def replace(
+        self,
+        space_hash: str,
+        clusters: Sequence[ClusterRow],
+        absorbed: Mapping[int, int] | None = None,
+    ) -> None:
         """Make these the clusters (of every space: only the active one has clusters),
-        in one transaction; a kept id keeps its created_at."""
+        in one transaction; a kept id keeps its created_at. absorbed: old cluster id ->
+        the id its faces went into, recorded for apps that follow ids."""
         now = time.time()
         with self.db.transaction() as conn:
             wait_briefly_for_locks(conn)
+            if absorbed:
+                conn.execute(
+                    face_cluster_absorbed.delete().where(
+                        face_cluster_absorbed.c.cluster_id.in_(list(absorbed))
+                    )
+                )
+                conn.execute(
+                    face_cluster_absorbed.insert(),
+                    [
+                        {"cluster_id": old, "into_cluster_id": new, "absorbed_at": now}
+                        for old, new in absorbed.items()
+                    ],
+                )
             created = dict(
                 conn.execute(sa.select(face_cluster.c.cluster_id, face_cluster.c.created_at)).all()
             )
@@ -151,8 +191,7 @@ class Clusters(Part):
         now = time.time()
         with self.db.transaction() as conn:
             wait_briefly_for_locks(conn)
-            highest = conn.execute(sa.select(sa.func.max(face_cluster.c.cluster_id))).scalar()
-            first = int(highest or 0) + 1
+            first = _highest_id(conn) + 1
             founded = [dataclasses.replace(c, cluster_id=first + i) for i, c in enumerate(founding)]
             if founded:
                 conn.execute(
@@ -182,6 +221,7 @@ class Clusters(Part):
     def listing(self, min_size: int = 1) -> list[StoredCluster]:
         """The clusters, biggest first, with their faces as they are now (a face the app
         named or deleted since has left: the triggers remove it)."""
+        moved = self.absorbed()
         with self.engine.connect() as conn:
             clusters = conn.execute(sa.select(face_cluster)).all()
             members: dict[int, list[int]] = {}
@@ -202,9 +242,30 @@ class Clusters(Part):
                 created_at=float(c.created_at),
                 updated_at=float(c.updated_at),
                 face_ids=members.get(int(c.cluster_id), []),
+                absorbed=_merged_into(int(c.cluster_id), moved),
             )
             for c in clusters
         ]
         return sorted(
             (c for c in listed if c.size >= min_size), key=lambda c: (-c.size, c.cluster_id)
         )
+
+
+def _highest_id(conn: sa.Connection) -> int:
+    current = conn.execute(sa.select(sa.func.max(face_cluster.c.cluster_id))).scalar()
+    gone = conn.execute(sa.select(sa.func.max(face_cluster_absorbed.c.cluster_id))).scalar()
+    return max(int(current or 0), int(gone or 0))
+
+
+def _merged_into(cluster_id: int, moved: Mapping[int, int]) -> list[int]:
+    """Every id that was merged into cluster_id, directly or through another, sorted."""
+    into: dict[int, list[int]] = {}
+    for old, new in moved.items():
+        into.setdefault(new, []).append(old)
+    found, todo = [], [cluster_id]
+    while todo:
+        for old in into.get(todo.pop(), []):
+            if old not in found and old != cluster_id:
+                found.append(old)
+                todo.append(old)
+    return sorted(found)

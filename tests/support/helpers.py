@@ -185,6 +185,30 @@ class FakeBackbone:
         return np.asarray(rows, dtype=np.float32).reshape(len(images), self.dim)
 
 
+class KeyedBackbone:
+    """A backbone whose vectors the test chooses: a crop made by `keyed_crop(key)` embeds
+    to `vectors[key]`. For checks where the geometry matters but the model does not."""
+
+    def __init__(self, vectors: dict[int, np.ndarray], name: str = "keyed") -> None:
+        self.vectors = vectors
+        self.name = name
+        self.dim = len(next(iter(vectors.values())))
+        self.config = {"kind": "vectors chosen by the test", "dim": self.dim}
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        keys = [
+            int.from_bytes(bytes(image.convert("RGB").getpixel((0, 0))), "big") for image in images
+        ]
+        return np.asarray([self.vectors[k] for k in keys], dtype=np.float32).reshape(-1, self.dim)
+
+
+def keyed_crop(key: int) -> bytes:
+    """A PNG crop whose first pixel carries key (< 2**24) for KeyedBackbone."""
+    image = Image.new("RGB", (8, 8), (40, 40, 40))
+    image.putpixel((0, 0), tuple(key.to_bytes(3, "big")))
+    return encode(image, "PNG")
+
+
 def sqlite_rows(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(path)
     try:

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from facestore.clustering import (
     LEADER_SHARE,
     ClusterParams,
     UnitRows,
-    calibrate_distance,
+    absorbed_ids,
+    calibrate,
     components,
     group,
     leaders,
@@ -62,12 +64,45 @@ def test_a_cluster_keeps_its_id_while_most_of_its_faces_stay() -> None:
     assert stable_ids({0: [2, 3]}, {7: [1, 2, 3, 4]}, 12, present=[1, 2, 3, 4]) == {0: 12}
 
 
-def test_calibration_needs_two_named_people_and_stays_pure() -> None:
+def test_calibration_needs_two_named_people_and_reads_impostor_and_genuine_pairs() -> None:
     vectors, people = blobs(6, 5, 0.05)
-    assert calibrate_distance(vectors[:5], people[:5]) is None
-    distance = calibrate_distance(vectors, people)
-    assert distance is not None
-    assert purity(group(vectors, ClusterParams(distance)), people) >= 0.98
+    assert calibrate(vectors[:5], people[:5]) is None  # one person
+    found = calibrate(vectors, people)
+    assert found is not None and (found.faces, found.people) == (30, 6)
+    units = unit_rows(vectors)
+    distances = 1.0 - units @ units.T
+    same = np.equal.outer(people, people)
+    impostor = distances[np.triu(~same, k=1)]
+    genuine = np.where(same & ~np.eye(30, dtype=bool), distances, np.inf).min(axis=1)
+    # few impostor pairs (375): the lower of the 0.1% quantile and a normal fit's
+    assert found.method == "normal fit (few impostors)"
+    assert found.distance <= np.quantile(impostor, 0.001) + 1e-6
+    assert found.link == pytest.approx(min(np.quantile(genuine, 0.9), found.distance), abs=1e-6)
+    labels = group(vectors, ClusterParams(found.distance, 2, found.link))
+    assert purity(labels, people) == 1.0 and (labels >= 0).mean() >= 0.9
+
+
+def test_the_cut_follows_the_space_not_a_constant() -> None:
+    """The same people, spread twice as far: the calibrated distances grow with them."""
+    tight, people = blobs(8, 6, 0.05, seed=2)
+    loose, _ = blobs(8, 6, 0.10, seed=2)
+    a, b = calibrate(tight, people), calibrate(loose, people)
+    assert a is not None and b is not None
+    assert b.link > 2 * a.link
+
+
+def test_a_face_with_no_mate_within_the_link_joins_no_group() -> None:
+    vectors, people = blobs(2, 6, 0.02, seed=4)
+    # a stranger between the two people: average linkage alone would take it in
+    stranger = (unit_rows(vectors[:6]).mean(0) + 0.05 * unit_rows(vectors[6:]).mean(0))[None, :]
+    everyone = np.concatenate([vectors, stranger.astype(np.float32)])
+    units = unit_rows(everyone)
+    mean_distance = 1.0 - float((units[:6] @ units[-1]).mean())
+    mate = 1.0 - float((units[:6] @ units[-1]).max())
+    loose = group(everyone, ClusterParams(mean_distance + 0.01, 2))
+    assert loose[-1] == loose[0]  # joins person 0 on its mean distance
+    tight = group(everyone, ClusterParams(mean_distance + 0.01, 2, link=mate * 0.9))
+    assert tight[-1] == -1 and tight[0] >= 0  # the link keeps it alone, the rest stay
 
 
 def test_a_large_library_calibrates_on_a_bounded_seeded_sample() -> None:
@@ -129,3 +164,13 @@ def test_cutting_each_component_alone_groups_as_one_linkage_over_all() -> None:
 
     assert len(components(unit_rows(sums), params.distance)) > 1  # several pieces
     assert partition(group(vectors, params)) == partition(whole)
+
+
+def test_a_merge_records_which_id_went_into_which() -> None:
+    previous = {7: [1, 2, 3, 4, 5], 9: [10, 11], 12: [20, 21]}
+    groups = {0: [1, 2, 3, 4, 5, 10, 11], 1: [20, 21]}
+    ids = stable_ids(groups, previous, next_id=13)
+    assert ids == {0: 7, 1: 12}  # the merged group keeps the larger cluster's id
+    assert absorbed_ids(groups, previous, ids) == {9: 7}
+    # a cluster whose faces scattered, or left, went nowhere
+    assert absorbed_ids({0: [1, 2, 3]}, {7: [1, 2, 3], 9: [10, 11]}, {0: 7}) == {}

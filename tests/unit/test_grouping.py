@@ -10,17 +10,22 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facestore import db as database
-from facestore.daemon import WatchOptions
+from facestore import grouping
+from facestore.daemon import Daemon, WatchOptions
 from facestore.embedding import embed_pending
 from facestore.grouping import cluster_params, recluster
+from facestore.store import Store
 from tests.support.backends import AppDatabase
 from tests.support.helpers import (
     FakeBackbone,
+    KeyedBackbone,
     encode,
     face_image,
+    keyed_crop,
     make_app_db,
     sqlite_exec,
     sqlite_rows,
@@ -141,14 +146,14 @@ def test_the_distance_is_calibrated_on_a_sample_above_the_cap(
     monkeypatch.setattr(clustering, "CALIBRATION_PER_PERSON", 2)
     seen: list[list[object]] = []
 
-    def calibrate(vectors: object, people: list[object]) -> float:
+    def calibrate(vectors: object, people: list[object]) -> clustering.Calibration:
         seen.append(people)
-        return 0.07
+        return clustering.Calibration(0.07, 0.05, "empirical quantile", 6, 3)
 
-    monkeypatch.setattr(grouping, "calibrate_distance", calibrate)
+    monkeypatch.setattr(grouping, "calibrate", calibrate)
     params, source = cluster_params(store, space)
-    assert params.distance == 0.07
-    assert source == "calibrated on 6 verified faces (a sample of the 20)"
+    assert (params.distance, params.link) == (0.07, 0.05)
+    assert source == "calibrated on 6 verified faces (a sample of the 20) of 3 people; link 0.050"
     assert sorted(Counter(map(str, seen[0])).values()) == [2, 2, 2]
 
 
@@ -206,3 +211,115 @@ def test_a_woken_pass_reads_only_the_new_faces(
         "SELECT count(*) FROM face_cluster_member m "
         "WHERE NOT EXISTS (SELECT 1 FROM face_cluster c WHERE c.cluster_id = m.cluster_id)",
     ) == [(0,)]
+
+
+def people_in_poses(seed: int) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """key -> vector, key -> person: 6 people, 3 poses each, 4 faces a pose, and 4 people
+    seen once (dim 32). A person's poses are further apart than their faces, so the
+    order faces arrive in decides what the joins alone make of them."""
+    rng = np.random.default_rng(seed)
+    vectors: dict[int, np.ndarray] = {}
+    person_of: dict[int, int] = {}
+    key = 1
+    for person in range(10):
+        centre = rng.normal(size=32)
+        poses = 3 if person < 6 else 1
+        for _ in range(poses):
+            pose = centre + 0.3 * rng.normal(size=32)
+            for _ in range(4 if person < 6 else 1):
+                vectors[key] = (pose + 0.15 * rng.normal(size=32)).astype(np.float32)
+                person_of[key] = person
+                key += 1
+    return vectors, person_of
+
+
+def partition(groups: dict[int, set[int]]) -> set[frozenset[int]]:
+    return {frozenset(faces) for faces in groups.values()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_daemons_groups_end_as_a_full_rebuild_whatever_the_order(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors, person_of = people_in_poses(seed)
+    keys = list(vectors)
+    np.random.default_rng(seed).shuffle(keys)
+
+    def arrive(name: str, spacing: float) -> tuple[dict[int, set[int]], Daemon, dict[int, int]]:
+        monkeypatch.setattr(grouping, "RECLUSTER_SPACING", spacing)
+        (tmp_path / name).mkdir()
+        db = make_app_db(tmp_path / name / "app.db", people=0)
+        database.upgrade(database.create_engine(f"sqlite:///{db}"))
+        clock = FakeClock()
+        daemon = Daemon(
+            Store(database.create_engine(f"sqlite:///{db}")),
+            db.parent / "model",
+            WatchOptions(retrain=False, cluster_distance=0.12),
+            KeyedBackbone(vectors),
+            clock=clock,
+        )
+        daemon.reconcile()  # as `run()` starts: a timer pass
+        face_of: dict[int, int] = {}
+        for start in range(0, len(keys), 5):  # the app adds a few faces at a time
+            for key in keys[start : start + 5]:
+                sqlite_exec(
+                    db,
+                    "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
+                    "VALUES (1, ?, NULL, 0)",
+                    keyed_crop(key),
+                )
+                face_of[sqlite_rows(db, "SELECT max(id) FROM face")[0][0]] = key
+            daemon.reconcile(scan=False)  # woken by the change
+            clock.now += 60
+        daemon.reconcile()  # the timer's pass: nothing new
+        return clusters_of(db), daemon, face_of
+
+    joins_only, _, _ = arrive("a", float("inf"))
+    daemon_groups, daemon, face_of = arrive("b", 10.0)
+    assert daemon.clusterer.full_passes >= 2  # at start, and after arrivals
+
+    db = tmp_path / "b" / "app.db"
+    store = Store(database.create_engine(f"sqlite:///{db}"))
+    space = store.spaces.active()
+    assert space is not None
+    recluster(store, space, *cluster_params(store, space, distance=0.12))
+    rebuilt = clusters_of(db)
+    assert rebuilt == daemon_groups  # the same groups, and the same ids
+    for faces in rebuilt.values():  # pure, and nobody seen once is in a group
+        assert len({person_of[face_of[f]] for f in faces}) == 1
+        assert all(person_of[face_of[f]] < 6 for f in faces)
+    assert partition(joins_only) != partition(daemon_groups)  # joins alone fall short
+
+
+def test_a_merge_keeps_the_larger_clusters_id_and_the_app_can_follow_the_other(
+    make_app: MakeApp,
+) -> None:
+    rng = np.random.default_rng(7)
+    centre = rng.normal(size=16)
+    near, far = centre + 0.2 * rng.normal(size=16), centre + 0.2 * rng.normal(size=16)
+    vectors = {k: (near if k <= 5 else far) + 0.05 * rng.normal(size=16) for k in range(1, 9)}
+    app = make_app(people=0)
+    app.exec_many(
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
+        "VALUES (1, :crop, NULL, :no)",
+        [{"crop": keyed_crop(k), "no": False} for k in vectors],
+    )
+    store = app.store()
+    embed_pending(store, KeyedBackbone(vectors), verified=False)
+    space = store.spaces.active()
+    assert space is not None
+    units = {k: v / np.linalg.norm(v) for k, v in vectors.items()}
+    apart = 1.0 - float(np.mean([units[a] @ units[b] for a in range(1, 6) for b in range(6, 9)]))
+    recluster(store, space, *cluster_params(store, space, distance=apart * 0.8))
+    before = store.clusters.members(space.config_hash)
+    assert sorted(map(len, before.values())) == [3, 5]
+    larger = next(cid for cid, faces in before.items() if len(faces) == 5)
+    smaller = next(cid for cid in before if cid != larger)
+
+    recluster(store, space, *cluster_params(store, space, distance=apart * 1.2))
+    after = store.clusters.members(space.config_hash)
+    assert list(after) == [larger] and len(after[larger]) == 8
+    assert store.clusters.absorbed() == {smaller: larger}
+    assert store.clusters.follow(smaller) == larger and store.clusters.follow(larger) == larger
+    assert store.clusters.listing()[0].absorbed == [smaller]
+    assert store.clusters.next_id() > max(larger, smaller)  # an absorbed id is never reused
