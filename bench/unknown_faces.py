@@ -1,223 +1,276 @@
-"""Issue 16's targets on real faces, through facestore's own code: clusters of unknown
-faces and rejections.
+"""Unknown faces on real faces, the way an operator meets them: named people, new people
+and strangers seen once arriving a few at a time while the daemon runs; then the same
+database re-clustered whole (`facestore clusters --rebuild`).
 
-Imports a folder of per-person folders (ORL) into a fresh SQLite database, embeds
-with a real backbone (default dlib) and then:
+From a folder of per-person folders (ORL), the people sorted by folder name:
 
-1. "none named": every face unverified, no model -> `grouping.recluster` at the
-   backbone's defaults: purity, coverage, clusters against people;
-2. "half named": the first half of the people (sorted by folder, s1-s20 on ORL),
-   images 1-7, verified; the rest unverified -> retrain, suggestions
-   (`Suggester`), clusters: how the named people's other faces split between
-   suggestions and clusters, and purity/coverage of the unnamed people's faces;
-3. "rejections": the top suggestion of 20 suggested faces is rejected
-   (face_rejection); then suggestions again, 3 retrains (seeds 1-3), and a
-   reembed into another space (random vggface2-format weights: another real
-   backbone code path) with a model trained there; after each it counts the
-   rejected suggestions that came back (target: 0).
+- the first NAMED people (20 on ORL): images 1-7 verified, trained before anything
+  arrives; their other images arrive unverified ("known faces": suggested right?);
+- the next NEW people (10 on ORL): every image arrives unverified;
+- the rest are strangers seen once: one image each arrives (rotation r takes the r-th
+  image of each).
 
-    python bench/unknown_faces.py ../shared/datasets/att_faces [--backbone dlib]
+For each rotation, the unverified faces arrive in a shuffled order in batches of 5-20,
+and `Daemon.reconcile(scan=False)` runs after each batch, as when the app's writes
+wake it (a batch every 5 s of the daemon's clock); then one timer pass, an interval
+later. The backbone is real; its vectors are memoised by crop,
+so that the model runs once per image whatever the rotations.
+
+Reported for the daemon (after the last batch, and after the timer pass) and for a
+rebuild of the same database: purity (of the faces in groups, the share in a group
+whose majority is their own person), coverage (the new people's faces that got no
+name: the share in a group), groups per new person, strangers seen once in a group,
+known faces suggested right and wrongly, and new people's faces or strangers given a
+name.
+
+    python bench/unknown_faces.py ../shared/datasets/att_faces --backbone dlib
+    python bench/unknown_faces.py ../shared/datasets/att_faces \\
+        --backbone casia-webface --weights casia.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import sqlite3
 import sys
 import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from bench.common import random_weights  # noqa: E402
 from facestore import db as database  # noqa: E402
-from facestore.backbones import build_backbone, space_of  # noqa: E402
+from facestore.backbones import Backbone, build_backbone, space_of  # noqa: E402
 from facestore.clustering import purity  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
-from facestore.daemon import Suggester  # noqa: E402
+from facestore.daemon import Daemon, WatchOptions  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
 from facestore.grouping import cluster_params, recluster  # noqa: E402
-from facestore.importer import import_folder  # noqa: E402
-from facestore.predict import Predictor  # noqa: E402
-from facestore.reembed import activate, build_space  # noqa: E402
 from facestore.retrain import retrain  # noqa: E402
 from facestore.store import Store  # noqa: E402
 
-REJECTED = 20
+TRAIN_IMAGES = 7
 
 
-def library(root: Path, work: Path, name: str) -> tuple[sa.Engine, Store]:
-    engine = database.create_engine(f"sqlite:///{work / name}.db", must_exist=False)
-    import_folder(engine, root)
-    database.upgrade(engine)
-    return engine, Store(engine)
+class Memo:
+    """The backbone's vectors, computed once per image (same name, config: same space)."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone
+        self.name, self.config, self.dim = backbone.name, backbone.config, backbone.dim
+        self.seen: dict[str, np.ndarray] = {}
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        keys = [hashlib.sha256(image.tobytes()).hexdigest() for image in images]
+        todo = [i for i, k in enumerate(keys) if k not in self.seen]
+        if todo:
+            vectors = self.backbone.embed_images([images[i] for i in todo])
+            self.seen.update((keys[i], v) for i, v in zip(todo, vectors, strict=True))
+        return np.asarray([self.seen[k] for k in keys], dtype=np.float32)
 
 
-def run_sql(engine: sa.Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    with engine.begin() as conn:
-        result = conn.execute(sa.text(sql), params)
-        return [tuple(r) for r in result] if result.returns_rows else []
+class Clock:
+    """The daemon's clock: the app writes a batch every `--every` seconds, the timer's
+    pass comes an interval after the last (the bench itself runs faster than that)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def person_of(engine: sa.Engine) -> dict[int, str]:
-    rows = run_sql(engine, "SELECT id, person_id FROM face")  # import: the folder's name
-    return {int(i): str(n) for i, n in rows}
+@dataclass(frozen=True)
+class Face:
+    path: Path
+    person: str
+    kind: str  # "train", "known", "new", "stranger"
 
 
-def cluster_figures(engine: sa.Engine, faces: set[int]) -> dict[str, Any]:
-    """Purity, coverage and clusters of these faces (the truth: their person)."""
-    truth = person_of(engine)
-    members = dict(run_sql(engine, "SELECT face_id, cluster_id FROM face_cluster_member"))
-    ordered = sorted(faces)
-    labels = np.array([members.get(f, -1) for f in ordered])
-    people = [truth[f] for f in ordered]
-    inside = labels >= 0
-    return {
-        "faces": len(ordered),
-        "people": len(set(people)),
-        "purity": round(purity(labels, people), 3),
-        "coverage": round(float(inside.mean()), 3) if len(ordered) else 0.0,
-        "clusters": len(set(labels[inside].tolist())),
-        "clusters_per_person": round(
-            float(
-                np.mean(
-                    [
-                        len(set(labels[(np.array(people) == p) & inside].tolist()))
-                        for p in set(people)
-                    ]
-                )
-            ),
-            2,
-        ),
-    }
+def plan(root: Path, named: int, new: int, rotation: int) -> list[Face]:
+    people = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
+    faces = []
+    for rank, folder in enumerate(people):
+        images = sorted(folder.iterdir(), key=lambda p: (len(p.stem), p.stem))
+        if rank < named:
+            faces += [Face(p, folder.name, "train") for p in images[:TRAIN_IMAGES]]
+            faces += [Face(p, folder.name, "known") for p in images[TRAIN_IMAGES:]]
+        elif rank < named + new:
+            faces += [Face(p, folder.name, "new") for p in images]
+        else:
+            faces.append(Face(images[(rotation - 1) % len(images)], folder.name, "stranger"))
+    return faces
 
 
-def none_named(root: Path, work: Path, backbone: Any) -> dict[str, Any]:
-    engine, store = library(root, work, "none-named")
-    run_sql(engine, "UPDATE face SET verified = 0")
-    embed_pending(store, backbone, verified=False)
-    space = store.spaces.active()
-    assert space is not None
-    params, source = cluster_params(store, space)
-    report = recluster(store, space, params, source)
-    ids = {int(i) for (i,) in run_sql(engine, "SELECT id FROM face")}
-    return {"recluster": report.as_json(), **cluster_figures(engine, ids)}
+def png(path: Path) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").save(out, "PNG")
+    return out.getvalue()
 
 
-def half_named(root: Path, work: Path, backbone: Any) -> tuple[dict[str, Any], Store, Path]:
-    engine, store = library(root, work, "half-named")
-    names = sorted(
-        {str(n) for (n,) in run_sql(engine, "SELECT DISTINCT person_id FROM face")},
-        key=lambda n: (len(n), n),
-    )
-    named = set(names[: len(names) // 2])
-    truth = person_of(engine)
-    order: dict[str, list[int]] = {}
-    for face_id in sorted(truth):
-        order.setdefault(truth[face_id], []).append(face_id)
-    train = {f for p in named for f in order[p][:7]}
-    run_sql(engine, "UPDATE face SET verified = 0")
-    for face_id in train:
-        run_sql(engine, "UPDATE face SET verified = 1 WHERE id = :f", f=face_id)
-    embed_pending(store, backbone)
-    embed_pending(store, backbone, verified=False)
-    models = work / "half-named-model"
-    retrain(store, models)
-    space = store.spaces.active()
-    assert space is not None
-    predictor = Predictor.load(models)
-    Suggester(store, None).suggest(predictor, space.config_hash, replace_all=True)
-    params, source = cluster_params(store, space)
-    report = recluster(store, space, params, source)
-    suggested = dict(run_sql(engine, "SELECT face_id, person_id FROM face_suggestion"))
-    members = {f for (f,) in run_sql(engine, "SELECT face_id FROM face_cluster_member")}
-    named_rest = {f for p in named for f in order[p][7:]}
-    unnamed = {f for p in names if p not in named for f in order[p]}
-    right = sum(1 for f in named_rest if str(suggested.get(f)) == truth[f])
-    figures = {
-        "recluster": report.as_json(),
-        "named_people_other_faces": {
-            "faces": len(named_rest),
-            "suggested": sum(1 for f in named_rest if f in suggested),
-            "suggested_right": right,
-            "in_clusters": len(named_rest & members),
-        },
-        "unnamed_people": {
-            **cluster_figures(engine, unnamed),
-            "suggested_someone": sum(1 for f in unnamed if f in suggested),
-        },
-    }
-    return figures, store, models
-
-
-def rejections(store: Store, models: Path, work: Path) -> dict[str, Any]:
-    engine = store.engine
-    top = run_sql(engine, "SELECT face_id, person_id FROM face_suggestion ORDER BY face_id")
-    chosen = top[:REJECTED]
-    for face_id, person_id in chosen:
-        run_sql(
-            engine,
-            "INSERT INTO face_rejection (face_id, person_id) VALUES (:f, :p)",
-            f=face_id,
-            p=person_id,
+def insert(db: Path, faces: list[Face], verified: bool) -> list[int]:
+    con = sqlite3.connect(db)
+    ids = []
+    for face in faces:
+        cursor = con.execute(
+            "INSERT INTO face (face_crop_blob, person_id, verified) VALUES (?, ?, ?)",
+            (png(face.path), face.person if verified else None, int(verified)),
         )
-    rejected = set(chosen)
+        ids.append(int(cursor.lastrowid or 0))
+    con.commit()
+    con.close()
+    return ids
 
-    def came_back() -> int:
-        now = set(run_sql(engine, "SELECT face_id, person_id FROM face_suggestion"))
-        return len(now & rejected)
 
+def figures(db: Path, truth: dict[int, Face]) -> dict[str, Any]:
+    con = sqlite3.connect(db)
+    suggested = dict(con.execute("SELECT face_id, person_id FROM face_suggestion"))
+    group_of = dict(con.execute("SELECT face_id, cluster_id FROM face_cluster_member"))
+    con.close()
+
+    def of(kind: str) -> list[int]:
+        return [f for f, face in truth.items() if face.kind == kind]
+
+    known, new, strangers = of("known"), of("new"), of("stranger")
+    in_groups = sorted(f for f in truth if f in group_of)
+    labels = np.array([group_of[f] for f in in_groups])
+    unnamed_new = [f for f in new if f not in suggested]
+    new_groups = {group_of[f] for f in new if f in group_of}
+    new_people = {truth[f].person for f in new}
+    return {
+        "purity": round(purity(labels, [truth[f].person for f in in_groups]), 3),
+        "coverage": round(sum(f in group_of for f in unnamed_new) / max(1, len(unnamed_new)), 3),
+        "groups": len(set(labels.tolist())),
+        "groups_with_new_people": len(new_groups),
+        "groups_per_new_person": round(len(new_groups) / len(new_people), 2),
+        "strangers_in_a_group": sum(f in group_of for f in strangers),
+        "strangers": len(strangers),
+        "known_suggested_right": sum(str(suggested.get(f)) == truth[f].person for f in known),
+        "known_suggested_wrong": sum(
+            f in suggested and str(suggested[f]) != truth[f].person for f in known
+        ),
+        "known": len(known),
+        "new_named": sum(f in suggested for f in new),
+        "new": len(new),
+        "strangers_named": sum(f in suggested for f in strangers),
+    }
+
+
+def run(root: Path, work: Path, backbone: Memo, rotation: int, args: argparse.Namespace) -> Any:
+    faces = plan(root, args.named, args.new, rotation)
+    db = work / f"rotation-{rotation}.db"
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TABLE face (id INTEGER PRIMARY KEY, face_crop_blob BLOB, person_id TEXT, "
+        "verified BOOLEAN NOT NULL DEFAULT 0)"
+    )
+    con.close()
+    engine = database.create_engine(f"sqlite:///{db}")
+    database.upgrade(engine)
+    store = Store(engine)
+    insert(db, [f for f in faces if f.kind == "train"], verified=True)
+    embed_pending(store, backbone)
+    models = work / f"model-{rotation}"
+    retrain(store, models)
+
+    clock = Clock()
+    options = WatchOptions(retrain=False)
+    daemon = Daemon(store, models, options, backbone, clock=clock)
+    daemon.reconcile()  # as `facestore watch` starts: a timer pass
+    rng = np.random.default_rng(rotation)
+    arriving = [f for f in faces if f.kind != "train"]
+    order = rng.permutation(len(arriving))
+    truth: dict[int, Face] = {}
+    started, at = time.perf_counter(), 0
+    while at < len(order):
+        batch = [arriving[i] for i in order[at : at + int(rng.integers(5, 21))]]
+        at += len(batch)
+        truth.update(zip(insert(db, batch, verified=False), batch, strict=True))
+        clock.now += args.every
+        daemon.reconcile(scan=False)  # woken by the app's write
+    passes = {"after_last_batch": figures(db, truth)}
+    clock.now += options.interval
+    daemon.reconcile()  # the timer's pass: nothing new arrives
+    passes["daemon"] = figures(db, truth)
+    passes["daemon"]["full_passes"] = daemon.clusterer.full_passes
+    passes["daemon"]["seconds"] = round(time.perf_counter() - started, 1)
     space = store.spaces.active()
     assert space is not None
-    suggester = Suggester(store, None)
-    suggester.suggest(Predictor.load(models), space.config_hash)
-    counts: dict[str, Any] = {"rejected": len(chosen), "after_rejecting": came_back()}
-    for seed in (1, 2, 3):
-        retrain(store, models, seed=seed)
-        suggester.suggest(Predictor.load(models), space.config_hash, replace_all=True)
-        counts[f"after_retrain_{seed}"] = came_back()
-    other = build_backbone(
-        BackboneSettings(weights=random_weights(work / "other.pt"), device="cpu")
-    )
-    new_space, _, _ = build_space(store, other)
-    activate(store, new_space, models)
-    embed_pending(store, other, verified=False)
-    suggester.suggest(Predictor.load(models), space_of(other).config_hash, replace_all=True)
-    counts["after_reembed"] = came_back()
-    counts["suggestions_after_reembed"] = len(run_sql(engine, "SELECT 1 FROM face_suggestion"))
-    return counts
+    params, source = cluster_params(store, space)
+    recluster(store, space, params, source)
+    passes["rebuild"] = figures(db, truth)
+    passes["params"] = {"distance": round(params.distance, 4), "link": params.link, "from": source}
+    daemon.close()
+    return passes
+
+
+def summary(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    rows = [r[key] for r in results]
+    total = Counter[str]()
+    for row in rows:
+        total.update({k: v for k, v in row.items() if isinstance(v, int)})
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 3) for k in ("purity", "coverage")}
+    return {
+        **mean,
+        "groups_per_new_person": round(
+            float(np.mean([r["groups_per_new_person"] for r in rows])), 2
+        ),
+        "strangers_in_a_group": f"{total['strangers_in_a_group']}/{total['strangers']}",
+        "known_suggested_right": round(total["known_suggested_right"] / total["known"], 3),
+        "known_suggested_wrong": round(total["known_suggested_wrong"] / total["known"], 3),
+        "new_named": round(total["new_named"] / total["new"], 3),
+        "strangers_named": f"{total['strangers_named']}/{total['strangers']}",
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="issue 16's targets on real faces")
+    parser = argparse.ArgumentParser(description="unknown faces through the daemon, on real faces")
     parser.add_argument("folder", type=Path)
     parser.add_argument("--backbone", default="dlib")
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--named", type=int, default=20, help="people named (images 1-7)")
+    parser.add_argument("--new", type=int, default=10, help="new people (every image)")
+    parser.add_argument("--rotations", type=int, default=10, help="strangers' image choices")
+    parser.add_argument("--every", type=float, default=5.0, help="seconds between batches")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="facestore-unknown-"))
-    backbone = build_backbone(BackboneSettings(name=args.backbone))
-    result: dict[str, Any] = {"backbone": args.backbone}
-    result["none_named"] = none_named(args.folder, work, backbone)
-    result["half_named"], store, models = half_named(args.folder, work, backbone)
-    result["rejections"] = rejections(store, models, work)
-    print(json.dumps(result, indent=2))
-    n = result["none_named"]
-    print(
-        f"\nnone named: purity {n['purity']}, coverage {n['coverage']}, "
-        f"{n['clusters']} clusters for {n['people']} people"
-    )
-    h = result["half_named"]["unnamed_people"]
-    print(
-        f"half named, unnamed people: purity {h['purity']}, coverage {h['coverage']}, "
-        f"{h['clusters']} clusters for {h['people']} people"
-    )
-    back = {k: v for k, v in result["rejections"].items() if k.startswith("after")}
-    print(f"rejected suggestions that came back: {back}")
+    settings = BackboneSettings(name=args.backbone, weights=args.weights, device="cpu")
+    backbone = Memo(build_backbone(settings))
+    results = []
+    for rotation in range(1, args.rotations + 1):
+        result = run(args.folder, work, backbone, rotation, args)
+        results.append(result)
+        d, r = result["daemon"], result["rebuild"]
+        print(
+            f"rotation {rotation}: {result['params']['from']}, cut {result['params']['distance']}"
+            f" | daemon purity {d['purity']} coverage {d['coverage']} groups {d['groups']}"
+            f" | rebuild purity {r['purity']} coverage {r['coverage']} groups {r['groups']}",
+            flush=True,
+        )
+    report = {
+        "backbone": args.backbone,
+        "space": space_of(backbone.backbone).label,
+        "named": args.named,
+        "new_people": args.new,
+        "rotations": args.rotations,
+        **{key: summary(results, key) for key in ("after_last_batch", "daemon", "rebuild")},
+    }
+    if args.json:
+        args.json.write_text(json.dumps({"summary": report, "runs": results}, indent=2))
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ from facestore import db as database
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json, progress_bar
-from facestore.cli.options import classifier_option, far_option, min_confidence_option
+from facestore.cli.options import (
+    classifier_option,
+    far_option,
+    min_confidence_option,
+    min_quality_option,
+)
 from facestore.embedding import embed_pending
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
 from facestore.importer import crop_bytes
@@ -141,6 +146,7 @@ def train(
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
 @min_confidence_option
+@min_quality_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @pass_app(backbone=True)
 def predict(
@@ -149,30 +155,37 @@ def predict(
     face_ids: tuple[int, ...],
     top_k: int,
     min_confidence: float | None,
+    min_quality: float | None,
     as_json: bool,
 ) -> None:
     """Predict person_id and confidence for crop FILES and/or --face-id faces.
 
     Uses the current model in --model-dir and the backbone it was trained with
-    (weights resolved as for 'embed'). JSON: a list of {input, person_id,
-    confidence, top_k: [{person_id, confidence}]}, person_id null for unknown.
-    Exits 1 if any input could not be read as an image.
+    (weights resolved as for 'embed'). A face below the model's quality gate
+    (too small, blurred, or not face-like) is named nobody. JSON: a list of
+    {input, person_id, confidence, top_k: [{person_id, confidence}], quality,
+    gated}, person_id null for unknown; quality is the gate's score (1.0 its
+    floor, null without a gate), gated whether it kept the face from a name, with
+    low_quality naming the signal. Exits 1 if any input could not be read as an
+    image.
     """
     if not files and not face_ids:
         raise click.UsageError("Give at least one FILE or --face-id.")
     predictor = Predictor.load(app.model_dir, app.backbone_settings())
     results = []
     if face_ids:
-        results += predict_faces(app.store, predictor, face_ids, top_k, min_confidence)
+        results += predict_faces(app.store, predictor, face_ids, top_k, min_confidence, min_quality)
     if files:
         # Any format Pillow reads is accepted here, converted as 'facestore import' does.
         crops = [(str(path), crop_bytes(path) or path.read_bytes()) for path in files]
-        results += predictor.predict_crops(crops, top_k, min_confidence)
+        results += predictor.predict_crops(crops, top_k, min_confidence, min_quality)
     if as_json:
         print_json([r.as_json() for r in results])
     else:
         for r in results:
             who = "unknown" if r.person_id is None else str(r.person_id)
+            if r.gated:
+                who = f"unknown, low quality ({r.gated})"
             detail = f"error: {r.error}" if r.error else f"{who} ({r.confidence:.3f})"
             click.echo(f"{r.input}: {detail}")
     if any(r.error for r in results):

@@ -164,6 +164,18 @@ def min_confidence_option(func: F) -> F:
     )(func)
 
 
+def min_quality_option(func: F) -> F:
+    """--min-quality, one meaning and default for predict and the daemon."""
+    return click.option(
+        "--min-quality",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Name or group a face only when its quality is at least this: 1.0 is the "
+        "floor the model's quality gate calibrated on the verified faces (crop size, "
+        "sharpness, how face-like its vector is), 0 turns the gate off. [default: 1.0]",
+    )(func)
+
+
 def far_option(func: F) -> F:
     """--false-accept, the target the open-set rule is calibrated to at retrain."""
     from facestore.openset import DEFAULT_FAR

@@ -3,6 +3,8 @@ scikit-learn or Alembic)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from facestore.cli.app import App, pass_app
@@ -25,7 +27,8 @@ def status(app: App, as_json: bool, exact: bool | None) -> None:
     \b
     JSON keys: exact, highest_face_id, faces, verified, embedded, pending (these four
     null when not exact), vectors (of the active space, verified or not), failed,
-    stale, active_space, model, queue, spaces, seconds (how long the counting took).
+    stale, active_space, model, low_quality (unverified faces the daemon found below
+    the model's quality gate), queue, spaces, seconds (how long the counting took).
     """
     from facestore.repository import ModelRepository
     from facestore.status import collect_status, format_status
@@ -39,18 +42,43 @@ def status(app: App, as_json: bool, exact: bool | None) -> None:
 
 @click.command(cls=FacestoreCommand)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
+@click.option(
+    "--low-quality",
+    is_flag=True,
+    help="List the unverified faces found low quality instead (no name, no group).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @pass_app()
-def failures(app: App, limit: int | None, as_json: bool) -> None:
+def failures(app: App, limit: int | None, low_quality: bool, as_json: bool) -> None:
     """List the faces that could not be embedded in the active space, and why.
 
     Newest first: face_id, person_id, the reason, how many times the current
     crop was tried, and when it last failed (ISO 8601 UTC). A failed face is
     tried again when the app changes its crop. JSON: a list of {face_id,
     person_id, error, attempts, failed_at}.
+
+    With --low-quality: the unverified faces that `facestore watch` found below
+    the current model's quality gate, worst first, with the signal below its
+    floor (size, sharpness or typicality), the crop's shorter side in pixels and
+    its sharpness. JSON: a list of {face_id, quality, reason, side, sharpness}.
     """
     store = app.store
     active = store.spaces.active()
+    if low_quality:
+        low = store.quality.listing(active.config_hash, limit) if active else []
+        if as_json:
+            print_json([dataclasses.asdict(face) for face in low])
+            return
+        if not low:
+            click.echo("no low-quality faces")
+        for face in low:
+            side = "?" if face.side is None else f"{face.side} px"
+            sharp = "?" if face.sharpness is None else f"{face.sharpness:.4f}"
+            click.echo(
+                f"face {face.face_id}: quality {face.quality:.2f}, low {face.reason} "
+                f"(side {side}, sharpness {sharp})"
+            )
+        return
     rows = store.library.failures(active.config_hash, limit) if active else []
     if as_json:
         print_json([row.as_json() for row in rows])

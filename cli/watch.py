@@ -8,7 +8,12 @@ import click
 
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand
-from facestore.cli.options import classifier_option, cluster_options, min_confidence_option
+from facestore.cli.options import (
+    classifier_option,
+    cluster_options,
+    min_confidence_option,
+    min_quality_option,
+)
 from facestore.daemon import (
     Daemon,
     WatchOptions,
@@ -89,6 +94,7 @@ DEFAULTS = WatchOptions()
     help="Embed unverified faces too and write face_suggestion rows for them.",
 )
 @min_confidence_option
+@min_quality_option
 @click.option(
     "--clusters/--no-clusters",
     default=True,

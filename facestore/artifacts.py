@@ -41,6 +41,7 @@ import numpy as np
 from facestore import __version__
 from facestore.errors import ModelIncompatibleError, ModelIntegrityError, ModelNotFoundError
 from facestore.openset import OpenSetRule
+from facestore.quality import QualityGate
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ METRICS_FILE = "metrics.json"
 VERSION_FILE = "version.txt"
 TRAINING_SET_FILE = "training_set.json"
 OPEN_SET_FILE = "open_set.npz"  # the open-set rule; absent in models published before it
+QUALITY_GATE_FILE = "quality_gate.json"  # the quality gate; absent before it, or too few faces
 MANIFEST_FILE = "manifest.json"
 ARTIFACT_FILES = (
     CLASSIFIER_FILE,
@@ -60,7 +62,7 @@ ARTIFACT_FILES = (
     VERSION_FILE,
     TRAINING_SET_FILE,
 )
-OPTIONAL_FILES = (OPEN_SET_FILE,)
+OPTIONAL_FILES = (OPEN_SET_FILE, QUALITY_GATE_FILE)
 CURRENT = "current"
 HISTORY = "history"
 DEFAULT_KEEP = 5
@@ -109,6 +111,7 @@ class Bundle:
     manifest: dict[str, Any]
     training_set: dict[int, Any]
     open_set: OpenSetRule | None = None  # None: published before the open-set rule
+    quality_gate: QualityGate | None = None  # None: published before it, or too few faces
 
 
 # --- the files of a version ---------------------------------------------------------
@@ -122,6 +125,7 @@ def render_files(
     version: str,
     training_set: Sequence[tuple[int, Any]] = (),
     open_set: OpenSetRule | None = None,
+    quality_gate: QualityGate | None = None,
 ) -> dict[str, bytes]:
     """The bytes of every artifact file, manifest included. Deterministic but for
     version.txt, metrics' timestamp and the manifest that records them."""
@@ -136,6 +140,8 @@ def render_files(
     }
     if open_set is not None:
         files[OPEN_SET_FILE] = open_set.to_bytes()
+    if quality_gate is not None:
+        files[QUALITY_GATE_FILE] = quality_gate.to_bytes()
     manifest = {
         "version": version,
         "files": {name: sha256_bytes(data) for name, data in files.items()},
@@ -276,7 +282,20 @@ def _load_version(model_dir: Path, version: str | None) -> Bundle:
         manifest=manifest,
         training_set={int(f): p for f, p in json.loads(blobs[TRAINING_SET_FILE])},
         open_set=_read_open_set(directory, blobs.get(OPEN_SET_FILE)),
+        quality_gate=_read_quality_gate(directory, blobs.get(QUALITY_GATE_FILE)),
     )
+
+
+def _read_quality_gate(directory: Path, data: bytes | None) -> QualityGate | None:
+    if data is None:
+        return None
+    try:
+        return QualityGate.from_bytes(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelIncompatibleError(
+            f"Model {directory.name} has a quality gate this facestore cannot read ({exc}). "
+            "Run 'facestore retrain' to publish a model with this version."
+        ) from exc
 
 
 def _read_open_set(directory: Path, data: bytes | None) -> OpenSetRule | None:

@@ -61,23 +61,37 @@ class Calibration:
     people: int
 
 
-def leaders(vectors: np.ndarray, radius: float) -> np.ndarray:
-    """Micro-cluster per face: the first leader within radius, else a new leader."""
+def leaders(vectors: np.ndarray, radius: float, block: int = 256) -> np.ndarray:
+    """Micro-cluster per face, in order: the nearest leader within radius, else the face
+    leads a new one. A block of faces is compared with the leaders it starts with in
+    one product; the leaders the block itself makes are checked face by face."""
     chosen = np.zeros((max(1, min(len(vectors), 1024)), vectors.shape[1]), np.float32)
     count = 0
     labels = np.empty(len(vectors), dtype=np.int64)
-    for i, vector in enumerate(vectors):
-        if count:
-            similarity = chosen[:count] @ vector
-            best = int(np.argmax(similarity))
-            if 1.0 - float(similarity[best]) <= radius:
-                labels[i] = best
+    for start in range(0, len(vectors), block):
+        rows = vectors[start : start + block]
+        before = count
+        if before:
+            known = rows @ chosen[:before].T
+            known_best = known.argmax(axis=1)
+            known_similarity = known[np.arange(len(rows)), known_best]
+        for offset, vector in enumerate(rows):
+            best, similarity = -1, -np.inf
+            if before:
+                best, similarity = int(known_best[offset]), float(known_similarity[offset])
+            if count > before:
+                fresh = chosen[before:count] @ vector
+                nearest = int(np.argmax(fresh))
+                if float(fresh[nearest]) > similarity:
+                    best, similarity = before + nearest, float(fresh[nearest])
+            if best >= 0 and 1.0 - similarity <= radius:
+                labels[start + offset] = best
                 continue
-        if count == len(chosen):
-            chosen = np.concatenate([chosen, np.zeros_like(chosen)])
-        chosen[count] = vector
-        labels[i] = count
-        count += 1
+            if count == len(chosen):
+                chosen = np.concatenate([chosen, np.zeros_like(chosen)])
+            chosen[count] = vector
+            labels[start + offset] = count
+            count += 1
     return labels
 
 
@@ -140,17 +154,20 @@ def linked(units: np.ndarray, labels: np.ndarray, link: float, min_size: int) ->
     labels = labels.copy()
     if min_size <= 1:
         return labels
+    sizes = np.bincount(labels)
+    labels[sizes[labels] < min_size] = -1  # most faces of a large library: alone
     order = np.argsort(labels, kind="stable")
+    order = order[labels[order] >= 0]
     for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
         kept = members
         while len(kept) >= min_size:
             near = nearest_mate(units[kept]) <= link + 1e-6
             if near.all():
                 break
+            labels[kept[~near]] = -1
             kept = kept[near]
         if len(kept) < min_size:
-            kept = kept[:0]
-        labels[np.setdiff1d(members, kept)] = -1
+            labels[kept] = -1
     return labels
 
 

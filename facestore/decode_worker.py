@@ -21,6 +21,9 @@ import numpy as np
 
 from facestore.errors import ImageDecodeError
 from facestore.images import decode_crop
+from facestore.quality import ImageSignals, image_signals
+
+DecodedRow = tuple[str, str | None, ImageSignals | None]  # sha256, error, quality signals
 
 PARENT_CHECK_SECONDS = 1.0
 
@@ -74,26 +77,29 @@ def ready() -> int:
 
 def decode_rows(
     slot: int, first_row: int, crops: list[tuple[bytes, str | None]]
-) -> list[tuple[str, str | None]]:
-    """Decode crops into rows first_row.. of a slot; (sha256, error or None) per crop."""
+) -> list[DecodedRow]:
+    """Decode crops into rows first_row.. of a slot; (sha256, error or None, signals)."""
     assert _slots is not None and _prepare is not None, "decode_rows runs in an attached worker"
-    results: list[tuple[str, str | None]] = []
+    results: list[DecodedRow] = []
     for row, (blob, error) in enumerate(crops, start=first_row):
         sha = hashlib.sha256(blob).hexdigest()
+        signals = None
         if error is None:
-            error = prepare_into(_slots[slot, row], blob, _prepare)
-        results.append((sha, error))
+            error, signals = prepare_into(_slots[slot, row], blob, _prepare)
+        results.append((sha, error, signals))
     return results
 
 
-def prepare_into(out: np.ndarray, blob: bytes, prepare: Callable[[Any], np.ndarray]) -> str | None:
-    """Decode and prepare one crop into `out`; why it cannot be, or None."""
+def prepare_into(
+    out: np.ndarray, blob: bytes, prepare: Callable[[Any], np.ndarray]
+) -> tuple[str | None, ImageSignals | None]:
+    """Decode and prepare one crop into `out`: (why it cannot be, or None; its signals)."""
     try:
         image = decode_crop(blob)
     except ImageDecodeError as exc:
-        return str(exc)
+        return str(exc), None
     try:
         out[...] = prepare(image)
     except Exception as exc:  # noqa: BLE001 - one odd image must not stop the batch
-        return f"the backbone cannot prepare it: {exc}"
-    return None
+        return f"the backbone cannot prepare it: {exc}", None
+    return None, image_signals(image)

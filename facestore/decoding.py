@@ -36,6 +36,8 @@ import numpy as np
 
 from facestore import decode_worker
 from facestore.backbones import Backbone, PreparedBackbone
+from facestore.decode_worker import DecodedRow
+from facestore.quality import ImageSignals, image_signals
 from facestore.store import Crop, crop_sha256
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Decoded:
     crop_sha256: str
     pixels: Any  # the backbone's prepared array (a row view, a tensor row), or a PIL image
     error: str | None
+    signals: ImageSignals | None = None  # the crop's quality signals (facestore.quality)
 
 
 @runtime_checkable
@@ -97,7 +100,8 @@ def decoder(backbone: Backbone) -> Callable[[Crop], Decoded]:
         except ImageDecodeError as exc:
             return Decoded(crop.face_id, sha, None, str(exc))
         try:
-            return Decoded(crop.face_id, sha, prepare(image) if prepare else image, None)
+            pixels = prepare(image) if prepare else image
+            return Decoded(crop.face_id, sha, pixels, None, image_signals(image))
         except Exception as exc:  # noqa: BLE001 - one odd image must not stop the batch
             return Decoded(crop.face_id, sha, None, f"the backbone cannot prepare it: {exc}")
 
@@ -176,13 +180,13 @@ class _ProcessBatch:
         pool: ProcessDecoding,
         slot: int,
         crops: Sequence[Crop],
-        parts: list[tuple[int, Future[list[tuple[str, str | None]]], ProcessPoolExecutor]],
+        parts: list[tuple[int, Future[list[DecodedRow]], ProcessPoolExecutor]],
     ) -> None:
         self._pool, self._slot, self._crops, self._parts = pool, slot, crops, parts
         self._released = False
 
     def result(self) -> list[Decoded]:
-        rows: list[tuple[str, str | None]] = []
+        rows: list[DecodedRow] = []
         bounds = [start for start, _, _ in self._parts] + [len(self._crops)]
         for (start, future, executor), end in zip(self._parts, bounds[1:], strict=True):
             try:
@@ -191,8 +195,8 @@ class _ProcessBatch:
                 rows += self._pool.redo(self._slot, start, self._crops[start:end], executor)
         view = self._pool.slot_view(self._slot)
         return [
-            Decoded(crop.face_id, sha, view[row] if error is None else None, error)
-            for row, (crop, (sha, error)) in enumerate(zip(self._crops, rows, strict=True))
+            Decoded(crop.face_id, sha, view[row] if error is None else None, error, signals)
+            for row, (crop, (sha, error, signals)) in enumerate(zip(self._crops, rows, strict=True))
         ]
 
     def release(self) -> None:
@@ -270,7 +274,7 @@ class ProcessDecoding:
 
     def _submit(
         self, slot: int, start: int, work: list[tuple[bytes, str | None]]
-    ) -> tuple[Future[list[tuple[str, str | None]]], ProcessPoolExecutor]:
+    ) -> tuple[Future[list[DecodedRow]], ProcessPoolExecutor]:
         with self._lock:
             executor = self._executor
             try:
@@ -278,7 +282,7 @@ class ProcessDecoding:
                     task = executor.submit(decode_worker.decode_rows, slot, start, work)
                 return task, executor
             except BrokenProcessPool:
-                future: Future[list[tuple[str, str | None]]] = Future()
+                future: Future[list[DecodedRow]] = Future()
                 future.set_exception(BrokenProcessPool("the pool broke before this batch"))
                 return future, executor
 
@@ -291,11 +295,11 @@ class ProcessDecoding:
 
     def redo(
         self, slot: int, start: int, crops: Sequence[Crop], broken: ProcessPoolExecutor
-    ) -> list[tuple[str, str | None]]:
+    ) -> list[DecodedRow]:
         """Decode crops again, one task each, after their worker died: a crop that takes
         down a fresh worker twice fails alone."""
         self._replace(broken)
-        rows: list[tuple[str, str | None]] = []
+        rows: list[DecodedRow] = []
         for row, crop in enumerate(crops, start=start):
             for attempt in (1, 2):
                 future, executor = self._submit(slot, row, [(crop.blob, crop.error)])
@@ -305,7 +309,7 @@ class ProcessDecoding:
                 except BrokenProcessPool:
                     self._replace(executor)
                     if attempt == 2:
-                        rows.append((crop_sha256(crop.blob), WORKER_DIED))
+                        rows.append((crop_sha256(crop.blob), WORKER_DIED, None))
         return rows
 
     def free_slot(self, slot: int, futures: list[Future[Any]]) -> None:
@@ -380,10 +384,13 @@ class DeviceDecoding:
 
         if not rows:
             return []
-        batch, taken, refused = decode_batch([c.blob for _, c in rows], self.device)
+        batch, taken, refused, signals = decode_batch([c.blob for _, c in rows], self.device)
         out = [
-            (rows[i][0], Decoded(rows[i][1].face_id, crop_sha256(rows[i][1].blob), pixels, None))
-            for i, pixels in zip(taken, batch, strict=True)
+            (
+                rows[i][0],
+                Decoded(rows[i][1].face_id, crop_sha256(rows[i][1].blob), pixels, None, measured),
+            )
+            for i, pixels, measured in zip(taken, batch, signals, strict=True)
         ]
         # refused by the device decoder: the CPU route decides (it may decode it, or say why not)
         out += [(rows[i][0], self._decode(rows[i][1])) for i in refused]

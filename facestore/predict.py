@@ -28,6 +28,13 @@ from facestore.backbones import Backbone, build_backbone, space_of
 from facestore.config import BackboneSettings
 from facestore.errors import FacestoreError, ImageDecodeError, SpaceMismatchError
 from facestore.images import decode_crop
+from facestore.quality import (
+    DEFAULT_MIN_QUALITY,
+    ImageSignals,
+    Judgement,
+    image_signals,
+    signal_arrays,
+)
 from facestore.store import Store, decode_vectors
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,8 @@ class Prediction:
     confidence: float
     top_k: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    quality: float | None = None  # the gate's score (1.0: its floor); None: no gate
+    gated: str | None = None  # low quality: the signal that kept it from a name
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -52,7 +61,11 @@ class Prediction:
             "person_id": self.person_id,
             "confidence": self.confidence,
             "top_k": self.top_k,
+            "quality": None if self.quality is None else round(self.quality, 3),
+            "gated": self.gated is not None,
         }
+        if self.gated is not None:
+            data["low_quality"] = self.gated
         if self.error is not None:
             data["error"] = self.error
         return data
@@ -159,12 +172,19 @@ class Predictor:
         top_k: int = DEFAULT_TOP_K,
         min_confidence: float | None = None,
         excluded: Sequence[Collection[str]] | None = None,
+        signals: Sequence[ImageSignals | None] | None = None,
+        min_quality: float | None = None,
     ) -> list[Prediction]:
         """Name or "unknown" per vector. min_confidence None: the model's calibrated rule.
 
         excluded: per vector, the person_ids (as text) it must not be named ("this is
         not X"); the most probable other person the rule accepts is named instead, or
         nobody. Excluded people are left out of top_k too.
+
+        signals: per vector, the crop's quality signals (None: not measured). With the
+        model's quality gate, a face whose quality is below min_quality (None: 1.0,
+        the gate's calibrated floor; 0 turns it off) is named nobody; its best guesses
+        stay in top_k.
         """
         if len(vectors) == 0:
             return []
@@ -179,6 +199,36 @@ class Predictor:
                 min_confidence,
                 excluded[start:end] if excluded is not None else None,
             )
+        return self._gate(predictions, vectors, signals, min_quality)
+
+    def judge_quality(
+        self, vectors: np.ndarray, signals: Sequence[ImageSignals | None] | None = None
+    ) -> Judgement | None:
+        """The model's quality gate on these faces (None: the model has no gate)."""
+        gate = self.bundle.quality_gate
+        if gate is None:
+            return None
+        sides, sharpness = signal_arrays(signals, len(vectors))
+        return gate.judge(vectors, sides, sharpness)
+
+    def _gate(
+        self,
+        predictions: list[Prediction],
+        vectors: np.ndarray,
+        signals: Sequence[ImageSignals | None] | None,
+        min_quality: float | None,
+    ) -> list[Prediction]:
+        judged = self.judge_quality(vectors, signals)
+        if judged is None:
+            return predictions
+        floor = DEFAULT_MIN_QUALITY if min_quality is None else min_quality
+        for prediction, quality, reason in zip(
+            predictions, judged.quality, judged.reasons, strict=True
+        ):
+            prediction.quality = float(quality)
+            if quality < floor:
+                prediction.person_id = None
+                prediction.gated = reason or "quality"
         return predictions
 
     def _classify_chunk(
@@ -256,6 +306,7 @@ class Predictor:
         crops: Sequence[tuple[str, bytes]],
         top_k: int = DEFAULT_TOP_K,
         min_confidence: float | None = None,
+        min_quality: float | None = None,
     ) -> list[Prediction]:
         """Predict for (label, image bytes) pairs; undecodable ones get an error entry."""
         images, labels, failed = [], [], {}
@@ -266,7 +317,13 @@ class Predictor:
             except ImageDecodeError as exc:
                 failed[label] = Prediction(label, None, 0.0, [], error=str(exc))
         vectors = self.backbone.embed_images(images) if images else np.zeros((0, 0))
-        done = {p.input: p for p in self.classify(vectors, labels, top_k, min_confidence)}
+        signals = [image_signals(image) for image in images]
+        done = {
+            p.input: p
+            for p in self.classify(
+                vectors, labels, top_k, min_confidence, signals=signals, min_quality=min_quality
+            )
+        }
         return [done.get(label) or failed[label] for label, _ in crops]
 
 
@@ -276,15 +333,19 @@ def predict_faces(
     face_ids: Sequence[int],
     top_k: int = DEFAULT_TOP_K,
     min_confidence: float | None = None,
+    min_quality: float | None = None,
 ) -> list[Prediction]:
     """Predict for faces of the database, reusing cached vectors of the model's space."""
     cached = store.library.vectors_of(predictor.space_hash, face_ids)
     hits = [i for i in face_ids if i in cached]
+    signals = store.library.signals_of(predictor.space_hash, hits)
     results = predictor.classify(
         decode_vectors([cached[i] for i in hits]),
         [f"face:{i}" for i in hits],
         top_k,
         min_confidence,
+        signals=[signals.get(i) for i in hits],
+        min_quality=min_quality,
     )
     missing = [i for i in face_ids if i not in cached]
     if missing:
@@ -296,7 +357,7 @@ def predict_faces(
                 "Check the ids in the tagging app."
             )
         results += predictor.predict_crops(
-            [(f"face:{i}", crops[i]) for i in missing], top_k, min_confidence
+            [(f"face:{i}", crops[i]) for i in missing], top_k, min_confidence, min_quality
         )
     by_input = {r.input: r for r in results}
     return [by_input[f"face:{i}"] for i in face_ids]

@@ -42,6 +42,7 @@ from facestore.artifacts import (
 from facestore.errors import ModelNotFoundError
 from facestore.locks import publish_lock
 from facestore.openset import OpenSetRule
+from facestore.quality import QualityGate
 from facestore.timestamps import normalise
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,20 @@ class ModelRepository:
         *,
         training_set: Sequence[tuple[int, Any]] = (),
         open_set: OpenSetRule | None = None,
+        quality_gate: QualityGate | None = None,
         version: str | None = None,
     ) -> StagedVersion:
         """Write every file of a new version, fsynced, into history/ (not current yet)."""
         version = version or new_version()
         files = render_files(
-            classifier, person_ids, embedding_config, metrics, version, training_set, open_set
+            classifier,
+            person_ids,
+            embedding_config,
+            metrics,
+            version,
+            training_set,
+            open_set,
+            quality_gate,
         )
         history = self.model_dir / HISTORY
         with publish_lock(self.model_dir):

@@ -15,6 +15,7 @@ from facestore.classifiers import ClassifierFactory, classifier_factory, resolve
 from facestore.errors import TrainingError
 from facestore.locks import retrain_lock
 from facestore.openset import DEFAULT_FAR
+from facestore.quality import calibrate_gate
 from facestore.repository import ModelRepository, StagedVersion
 from facestore.store import Store, TrainingRows
 from facestore.timestamps import now_iso
@@ -113,6 +114,8 @@ def fit_and_stage(
     started = time.perf_counter()
     space, rows, dataset = training.space, training.rows, training.dataset
     result = fit(dataset, training.factory, val_fraction=val_fraction, seed=seed, far=far)
+    # every verified face trains and calibrates (the user vouched for it; docs/accuracy.md)
+    gate = calibrate_gate(rows.vectors, rows.sides, rows.sharpness, seed=seed)
     embedding_config = {
         **space.config,
         "backbone": space.backbone,
@@ -126,6 +129,7 @@ def fit_and_stage(
         "seed": seed,
         "space": space.config_hash,
         "created_at": now_iso(),
+        "quality_gate": gate.describe() if gate is not None else None,
     }
     staged = repository.stage(
         result.estimator,
@@ -134,6 +138,7 @@ def fit_and_stage(
         metrics,
         training_set=list(zip(rows.face_ids, rows.person_ids, strict=True)),
         open_set=result.open_set,
+        quality_gate=gate,
     )
     report = RetrainReport(
         version=staged.version,

@@ -38,7 +38,19 @@ embedding = sa.Table(
     sa.Column("crop_sha256", sa.String(64), nullable=False),
     sa.Column("vector", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # quality signals measured when embedded (NULL: embedded before revision 0008)
+    sa.Column("crop_side", sa.Integer, nullable=True),
+    sa.Column("sharpness", sa.Float, nullable=True),
+    # the current model's verdict on an unverified face, set only when it is low quality
+    sa.Column("quality", sa.Float, nullable=True),
+    sa.Column("quality_reason", sa.String(20), nullable=True),
     sa.Index("ix_embedding_space_hash", "space_hash"),
+    sa.Index(
+        "ix_embedding_low_quality",
+        "space_hash",
+        sqlite_where=sa.text("quality IS NOT NULL"),
+        postgresql_where=sa.text("quality IS NOT NULL"),
+    ),
 )
 
 embedding_failure = sa.Table(

@@ -41,6 +41,7 @@ def collect_status(
         {"backbone": active.backbone, "config_hash": active.config_hash} if active else None
     )
     report["model"] = model
+    report["low_quality"] = store.quality.count(space_hash) if space_hash else 0
     queue = store.queue.count_queued(space_hash) if space_hash else None
     report["queue"] = queue.as_json() if queue else None
     report["spaces"] = [s.as_json() for s in spaces]
@@ -81,6 +82,11 @@ def format_status(report: dict[str, Any]) -> str:
             else "none published yet (run 'facestore retrain')"
         ),
     ]
+    if report.get("low_quality"):
+        lines.append(
+            f"low quality:  {report['low_quality']} unverified faces get no name and join no "
+            "group ('facestore failures --low-quality' lists them)"
+        )
     queue = report.get("queue")
     if queue and queue["queued"]:
         lines.append(f"work queue:   {queue['queued']} faces, {queue['leased']} leased by workers")

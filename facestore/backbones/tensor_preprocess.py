@@ -13,12 +13,14 @@ after normalisation), so they are one embedding space.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from facestore.backbones.preprocess import IMAGE_SIZE
 from facestore.images import DRAFT_SIZE
+from facestore.quality import SHARPNESS_SIDE, ImageSignals
 
 BASELINE_SOF = {0xC0, 0xC1}  # nvjpeg's batched decode: baseline / extended sequential
 SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -72,20 +74,40 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - 127.5) / 128.0
 
 
-def decode_batch(
-    blobs: Sequence[bytes], device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, list[int], list[int]]:
-    """Decode and prepare the crops that take the GPU route, on `device`.
+class DeviceBatch(NamedTuple):
+    prepared: torch.Tensor  # (n, 3, size, size)
+    taken: list[int]  # the indices of the blobs its rows belong to
+    refused: list[int]  # the indices left for the CPU route (not routed, or refused)
+    signals: list[ImageSignals]  # quality signals of the taken crops, row by row
 
-    Returns the prepared batch (n, 3, size, size), the indices of `blobs` its rows
-    belong to, and the indices left for the CPU route (not routed, or refused).
-    """
+
+def tensor_signals(image: torch.Tensor) -> ImageSignals:
+    """facestore.quality.image_signals of a decoded uint8 CHW tensor, on its device."""
+    _, height, width = image.shape
+    grey = image.float().mean(dim=0)[None, None]
+    scale = SHARPNESS_SIDE / max(1, min(height, width))
+    size = (max(3, round(height * scale)), max(3, round(width * scale)))
+    pixels = F.interpolate(grey, size=size, mode="bilinear", antialias=True)[0, 0].round()
+    laplacian = (
+        4 * pixels[1:-1, 1:-1]
+        - pixels[:-2, 1:-1]
+        - pixels[2:, 1:-1]
+        - pixels[1:-1, :-2]
+        - pixels[1:-1, 2:]
+    )
+    sharpness = laplacian.var(unbiased=False) / (pixels.var(unbiased=False) + 1.0)
+    return ImageSignals(int(min(height, width)), float(sharpness))
+
+
+def decode_batch(blobs: Sequence[bytes], device: torch.device | str = "cpu") -> DeviceBatch:
+    """Decode and prepare the crops that take the GPU route, on `device`."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     routed = [i for i, blob in enumerate(blobs) if gpu_route(blob)]
     fallback = [i for i in range(len(blobs)) if i not in set(routed)]
     prepared: list[torch.Tensor] = []
     taken: list[int] = []
+    signals: list[ImageSignals] = []
     if routed:
         data = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in routed]
         images: list[torch.Tensor | None]
@@ -104,9 +126,10 @@ def decode_batch(
             else:
                 prepared.append(normalise(letterbox_tensor(image)))
                 taken.append(i)
+                signals.append(tensor_signals(image))
     batch = (
         torch.stack(prepared)
         if prepared
         else torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE), device=device)
     )
-    return batch, taken, sorted(fallback)
+    return DeviceBatch(batch, taken, sorted(fallback), signals)

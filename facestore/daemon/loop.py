@@ -69,7 +69,7 @@ class Daemon:
                 options.retrain_min_changes, options.retrain_delay, options.retrain_cooldown
             )
         )
-        self.suggester = Suggester(store, options.min_confidence)
+        self.suggester = Suggester(store, options.min_confidence, options.min_quality)
         self.clusterer = Clusterer(
             store, options.cluster_distance, options.cluster_min_size, clock=clock
         )
@@ -303,11 +303,13 @@ class Daemon:
             )
             new, unverified = outcome.unnamed, outcome.unverified
             self.telemetry.suggestions.inc(outcome.written)
+            if outcome.low_quality or outcome.unverified is not None:
+                self.telemetry.low_quality.set(self.store.quality.count(self.space.config_hash))
         else:  # no model: every unverified face is unknown
             rows = self.store.suggestions.unverified_vectors(
                 self.space.config_hash, only, None if only is not None else checking
             )
-            new = {face_id: vector for face_id, _, vector in rows}
+            new = {row.face_id: row.vector for row in rows}
             unverified = None if only is not None or checking is not None else frozenset(new)
         if self.options.clusters:
             held = self._pairs_for is not None and self._pairs_for[0] == self.space.config_hash

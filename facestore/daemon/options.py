@@ -18,6 +18,7 @@ class WatchOptions:
     classifier: str = "auto"
     suggestions: bool = True
     min_confidence: float | None = None  # None: the model's calibrated open-set rule
+    min_quality: float | None = None  # None: the model's quality gate at its floor (1.0)
     batch_size: int | None = None
     retrain: bool = True
     lease: float = DEFAULT_LEASE_SECONDS

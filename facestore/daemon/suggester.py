@@ -19,14 +19,18 @@ class SuggestPass:
     written: int
     unnamed: dict[int, np.ndarray] = field(default_factory=dict)  # considered, no suggestion
     unverified: frozenset[int] | None = None  # every unverified face, when all were read
+    low_quality: int = 0  # considered and found low quality (no suggestion, no group)
 
 
 class Suggester:
     """Writes face_suggestion rows for the unverified faces a model has not considered."""
 
-    def __init__(self, store: Store, min_confidence: float | None) -> None:
+    def __init__(
+        self, store: Store, min_confidence: float | None, min_quality: float | None = None
+    ) -> None:
         self.store = store
         self.min_confidence = min_confidence  # None: the model's calibrated rule
+        self.min_quality = min_quality  # None: the model's quality gate at its floor
         self._considered: dict[int, str] = {}  # face_id -> crop sha256 considered
         self._rejections: dict[int, frozenset[str]] = {}  # as of the last pass
 
@@ -59,40 +63,53 @@ class Suggester:
             space_hash, wanted, ids if wanted is None else None
         )
         fresh = [
-            (face_id, sha, vector)
-            for face_id, sha, vector in rows
-            if replace_all or self._considered.get(face_id) != sha or face_id in changed
+            row
+            for row in rows
+            if replace_all
+            or self._considered.get(row.face_id) != row.crop_sha256
+            or row.face_id in changed
         ]
         complete = only is None and ids is None
-        unverified = frozenset(face_id for face_id, _, _ in rows) if complete else None
+        unverified = frozenset(row.face_id for row in rows) if complete else None
         if not fresh and not replace_all:
             self._rejections = rejections
             return SuggestPass(0, unverified=unverified)
         predictions = predictor.classify(
-            _stack([v for _, _, v in fresh]),
-            [str(face_id) for face_id, _, _ in fresh],
+            _stack([row.vector for row in fresh]),
+            [str(row.face_id) for row in fresh],
             top_k=1,
             min_confidence=self.min_confidence,
-            excluded=[rejections.get(face_id, frozenset()) for face_id, _, _ in fresh],
+            excluded=[rejections.get(row.face_id, frozenset()) for row in fresh],
+            signals=[row.signals for row in fresh],
+            min_quality=self.min_quality,
         )
         named = [
             (int(p.input), p.person_id, p.confidence)
             for p in predictions
             if p.person_id is not None
         ]
+        gated = {int(p.input): (float(p.quality or 0.0), p.gated) for p in predictions if p.gated}
         written = self.store.suggestions.write(
             predictor.version,
-            [face_id for face_id, _, _ in fresh],
+            [row.face_id for row in fresh],
             named,
             replace_all=replace_all,
         )
-        self._considered.update({face_id: sha for face_id, sha, _ in fresh})
+        was_low = {row.face_id for row in fresh if row.low_quality is not None}
+        self.store.quality.mark(space_hash, gated, was_low - gated.keys())
+        self._considered.update({row.face_id: row.crop_sha256 for row in fresh})
         self._rejections = rejections  # only now: a failed write is redone next pass
         if written or replace_all:
             log.info("Wrote %d suggestions with model %s", written, predictor.version)
+        if gated:
+            log.info("%d faces are low quality: no suggestion, no group", len(gated))
         suggested = {face_id for face_id, _, _ in named}
-        unnamed = {face_id: v for face_id, _, v in fresh if face_id not in suggested}
-        return SuggestPass(written, unnamed, unverified)
+        unnamed = {
+            row.face_id: row.vector
+            for row in fresh
+            if row.face_id not in suggested and row.face_id not in gated
+        }
+        return SuggestPass(written, unnamed, unverified, len(gated))
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

@@ -69,6 +69,11 @@ class Telemetry:
             "The served model's accuracy on its validation split (NaN: no split).",
             registry=r,
         )
+        self.low_quality = Gauge(
+            "facestore_low_quality_faces",
+            "Unverified faces the model's quality gate found low quality (no name, no group).",
+            registry=r,
+        )
         self.suggestions = Counter(
             "facestore_suggestions_written", "face_suggestion rows written.", registry=r
         )

@@ -7,6 +7,7 @@
     store.library      reads: counts(), failures(), training_rows(), vectors_of()
     store.suggestions  face_suggestion: unverified_vectors(), write(); face_rejection
     store.clusters     face_cluster(_member): unknown_vectors(), members(), replace()
+    store.quality      low-quality verdicts on unverified faces: mark(), count(), listing()
     store.changes      face_change, the log of relabelled faces: last_seq(), since(), prune()
     store.transaction()  one write transaction; nested use becomes a savepoint
 
@@ -28,6 +29,7 @@ from facestore.store.clusters import ClusterRow, Clusters, StoredCluster
 from facestore.store.database import Database, Part
 from facestore.store.dialect import LOCK_NOT_AVAILABLE, database_now, is_transient
 from facestore.store.library import Library
+from facestore.store.quality import LowQualityFace, QualityVerdicts
 from facestore.store.queue import UNVERIFIED, VERIFIED_FIRST, LeaseOwner, WorkQueue, worker_host
 from facestore.store.records import (
     VECTOR_DTYPE,
@@ -40,6 +42,7 @@ from facestore.store.records import (
     QueueCounts,
     SpaceSummary,
     TrainingRows,
+    UnverifiedFace,
     VectorResult,
     WriteOutcome,
     crop_from,
@@ -64,6 +67,7 @@ class Store(Part):
         self.suggestions = Suggestions(self.db)
         self.clusters = Clusters(self.db)
         self.changes = Changes(self.db)
+        self.quality = QualityVerdicts(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -85,12 +89,14 @@ __all__ = [
     "FailureRow",
     "IdRanges",
     "LeaseOwner",
+    "LowQualityFace",
     "PruneCounts",
     "QueueCounts",
     "SpaceSummary",
     "Store",
     "StoredCluster",
     "TrainingRows",
+    "UnverifiedFace",
     "VectorResult",
     "WriteOutcome",
     "crop_from",

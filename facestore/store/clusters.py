@@ -58,7 +58,7 @@ class Clusters(Part):
 
     def _unknown(self, space_hash: str, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
         """Unverified faces with a vector in the space that the model names nobody for
-        (no face_suggestion row), in id order."""
+        (no face_suggestion row) and did not find low quality, in id order."""
         face = self.face.table
         suggestion = self.db.suggestion_table
         return (
@@ -66,6 +66,7 @@ class Clusters(Part):
             .join(face, face.c.id == embedding.c.face_id)
             .where(
                 embedding.c.space_hash == space_hash,
+                embedding.c.quality.is_(None),
                 ~self.face.verified_clause,
                 ~sa.exists().where(suggestion.c.face_id == embedding.c.face_id),
             )

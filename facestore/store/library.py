@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
+from facestore.quality import ImageSignals
 from facestore.schema import embedding, embedding_failure
 from facestore.store.database import Part
 from facestore.store.records import (
@@ -16,6 +18,7 @@ from facestore.store.records import (
     TrainingRows,
     VectorMatrix,
     id_chunks,
+    signals_of,
 )
 from facestore.timestamps import iso_utc
 
@@ -107,6 +110,20 @@ class Library(Part):
                 for r in conn.execute(query.where(embedding.c.face_id.in_(chunk)))
             }
 
+    def signals_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, ImageSignals]:
+        """face_id -> the quality signals measured when its vector was made (if they were)."""
+        query = sa.select(embedding.c.face_id, embedding.c.crop_side, embedding.c.sharpness).where(
+            embedding.c.space_hash == space_hash
+        )
+        found: dict[int, ImageSignals] = {}
+        with self.engine.connect() as conn:
+            for chunk in id_chunks(face_ids):
+                for r in conn.execute(query.where(embedding.c.face_id.in_(chunk))):
+                    signals = signals_of(r.crop_side, r.sharpness)
+                    if signals is not None:
+                        found[int(r.face_id)] = signals
+        return found
+
     def crops_of(self, face_ids: Sequence[int]) -> dict[int, bytes]:
         """face_id -> crop bytes of the faces still there (an unusable value: its bytes)."""
         return {i: crop.blob for i, crop in self.db.read_crops(face_ids).items()}
@@ -137,13 +154,21 @@ class Library(Part):
         """Vectors of the space for verified faces, labelled with their current person_id."""
         face = self.face.table
         query = (
-            sa.select(embedding.c.face_id, face.c.person_id, embedding.c.vector)
+            sa.select(
+                embedding.c.face_id,
+                face.c.person_id,
+                embedding.c.vector,
+                embedding.c.crop_side,
+                embedding.c.sharpness,
+            )
             .join(face, face.c.id == embedding.c.face_id)
             .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
             .order_by(embedding.c.face_id)
         )
         face_ids: list[int] = []
         person_ids: list[Any] = []
+        sides: list[float] = []
+        sharpness: list[float] = []
         with self.engine.connect() as conn:
             in_space = sa.select(sa.func.count()).where(embedding.c.space_hash == space_hash)
             matrix = VectorMatrix(capacity=int(conn.execute(in_space).scalar_one()))
@@ -152,4 +177,16 @@ class Library(Part):
                 face_ids.extend(int(r.face_id) for r in part)
                 person_ids.extend(r.person_id for r in part)
                 matrix.extend([r.vector for r in part])
-        return TrainingRows(face_ids=face_ids, person_ids=person_ids, vectors=matrix.finish())
+                sides.extend(_signal(r.crop_side) for r in part)
+                sharpness.extend(_signal(r.sharpness) for r in part)
+        return TrainingRows(
+            face_ids=face_ids,
+            person_ids=person_ids,
+            vectors=matrix.finish(),
+            sides=np.asarray(sides, dtype=np.float64),
+            sharpness=np.asarray(sharpness, dtype=np.float64),
+        )
+
+
+def _signal(value: float | None) -> float:
+    return float("nan") if value is None else float(value)

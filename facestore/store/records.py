@@ -7,10 +7,12 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
+
+from facestore.quality import ImageSignals
 
 VECTOR_DTYPE = np.dtype("<f4")
 
@@ -119,6 +121,18 @@ class VectorResult:
     face_id: int
     crop_sha256: str
     vector: np.ndarray
+    side: int | None = None  # the crop's shorter side in px (facestore.quality)
+    sharpness: float | None = None
+
+
+class UnverifiedFace(NamedTuple):
+    """An unverified face with a vector in a space, as the suggestion pass reads it."""
+
+    face_id: int
+    crop_sha256: str
+    vector: np.ndarray
+    signals: ImageSignals | None  # None: embedded before the signals were recorded
+    low_quality: float | None  # the quality the current verdict found low, or None
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,8 @@ class TrainingRows:
     face_ids: list[int]
     person_ids: list[Any]
     vectors: np.ndarray
+    sides: np.ndarray | None = None  # quality signals per row, NaN where not measured
+    sharpness: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -227,3 +243,10 @@ def printable(error: str) -> str:
     """An error message any database stores (PostgreSQL text cannot hold NUL), kept short."""
     text = error.replace("\x00", "\\x00")
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def signals_of(side: int | None, sharpness: float | None) -> ImageSignals | None:
+    """A face's stored quality signals (None: not measured when it was embedded)."""
+    if side is None or sharpness is None:
+        return None
+    return ImageSignals(int(side), float(sharpness))

@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from facestore.schema import embedding
 from facestore.store.database import Part
 from facestore.store.dialect import wait_briefly_for_locks
-from facestore.store.records import VECTOR_DTYPE, IdRanges, id_chunks
+from facestore.store.records import (
+    VECTOR_DTYPE,
+    IdRanges,
+    UnverifiedFace,
+    id_chunks,
+    signals_of,
+)
 
 
 class Suggestions(Part):
@@ -23,10 +29,9 @@ class Suggestions(Part):
         space_hash: str,
         face_ids: Collection[int] | None = None,
         ids: IdRanges | None = None,
-    ) -> list[tuple[int, str, np.ndarray]]:
-        """(face_id, crop sha256, vector) of unverified faces with a vector in the space:
-        all of them, those among face_ids (a cost that follows face_ids, not the library),
-        or those in the id ranges."""
+    ) -> list[UnverifiedFace]:
+        """Unverified faces with a vector in the space: all of them, those among face_ids
+        (a cost that follows face_ids, not the library), or those in the id ranges."""
         face = self.face.table
         in_space = embedding.c.space_hash == space_hash
         if ids is not None and self.engine.dialect.name == "sqlite":
@@ -34,7 +39,14 @@ class Suggestions(Part):
             # slice of 50k); an expression is not indexed, so it takes the key's range.
             in_space = embedding.c.space_hash.concat("") == space_hash
         query = (
-            sa.select(embedding.c.face_id, embedding.c.crop_sha256, embedding.c.vector)
+            sa.select(
+                embedding.c.face_id,
+                embedding.c.crop_sha256,
+                embedding.c.vector,
+                embedding.c.crop_side,
+                embedding.c.sharpness,
+                embedding.c.quality,
+            )
             .join(face, face.c.id == embedding.c.face_id)
             .where(in_space, ~self.face.verified_clause)
             .order_by(embedding.c.face_id)
@@ -47,7 +59,13 @@ class Suggestions(Part):
             parts = [query.where(embedding.c.face_id.in_(chunk)) for chunk in id_chunks(face_ids)]
         with self.engine.connect() as conn:
             return [
-                (int(r.face_id), r.crop_sha256, np.frombuffer(r.vector, dtype=VECTOR_DTYPE))
+                UnverifiedFace(
+                    int(r.face_id),
+                    r.crop_sha256,
+                    np.frombuffer(r.vector, dtype=VECTOR_DTYPE),
+                    signals_of(r.crop_side, r.sharpness),
+                    None if r.quality is None else float(r.quality),
+                )
                 for part in parts
                 for r in conn.execute(part)
             ]

@@ -65,7 +65,10 @@ def test_no_traceback_in_a_real_process(not_a_database: Path) -> None:
 def test_an_unknown_revision_names_the_known_ones(cli: Cli, upgraded_db: Path, args: list[str]):
     result = cli("--db", upgraded_db, *args)
     assert result.exit_code == 2, result.output
-    assert "Known revisions: base, 0001, 0002, 0003, 0004, 0005, 0006, 0007 (head)" in result.output
+    assert (
+        "Known revisions: base, 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008 (head)"
+        in result.output
+    )
 
 
 def test_a_bad_environment_value_is_reported_like_a_bad_option(cli: Cli, upgraded_db: Path):

@@ -207,6 +207,21 @@ def test_every_route_embeds_into_the_same_space(tmp_path: Path, weights_file: Pa
     assert space.config_hash == space_of(build_backbone(cpu)).config_hash
     assert device.spaces.device_info(space.config_hash)["device_decode"] is True
     assert processes.spaces.device_info(space.config_hash)["device_decode"] is False
+    # every route measures the crops' quality signals, and they agree
+    signals = {
+        name: dict(
+            (face_id, (side, sharpness))
+            for face_id, side, sharpness in sqlite_rows(
+                tmp_path / name, "SELECT face_id, crop_side, sharpness FROM embedding"
+            )
+        )
+        for name in ("p.db", "t.db", "d.db")
+    }
+    assert signals["p.db"] == signals["t.db"]  # the same code on the same image
+    for face_id, (side, sharpness) in signals["p.db"].items():
+        assert side == 92 and sharpness > 0
+        device_side, device_sharpness = signals["d.db"][face_id]
+        assert device_side == side and device_sharpness == pytest.approx(sharpness, rel=0.1)
 
 
 UNGUARDED_SCRIPT = """

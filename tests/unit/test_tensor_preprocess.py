@@ -43,7 +43,7 @@ def test_the_route_is_chosen_per_crop() -> None:
 def test_other_crops_fall_back_in_the_same_batch() -> None:
     face = face_image(1, 2).convert("RGB")
     blobs = [jpeg(face), encode(face, "PNG"), jpeg(face, progressive=True), jpeg(face)]
-    batch, taken, fallback = decode_batch(blobs)
+    batch, taken, fallback, _ = decode_batch(blobs)
     assert taken == [0, 3] and fallback == [1, 2]
     assert batch.shape == (2, 3, 160, 160) and batch.dtype == torch.float32
 
@@ -52,7 +52,7 @@ def test_a_crop_the_decoder_refuses_falls_back() -> None:
     good = jpeg(face_image(2, 0).convert("RGB"))
     cut = good[: good.index(b"\xff\xda") + 4]  # headers of a baseline JPEG, then nothing
     assert gpu_route(cut)  # routed by its header, refused by the decoder
-    batch, taken, fallback = decode_batch([good, cut, good])
+    batch, taken, fallback, _ = decode_batch([good, cut, good])
     assert taken == [0, 2] and fallback == [1] and len(batch) == 2
 
 
@@ -61,7 +61,7 @@ def test_the_tensor_route_matches_the_pil_route(weights_file: Path) -> None:
     images = [face_image(p, s).convert("RGB") for p in range(3) for s in range(2)]
     images.append(Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)))
     blobs = [jpeg(image) for image in images]
-    batch, taken, fallback = decode_batch(blobs)
+    batch, taken, fallback, _ = decode_batch(blobs)
     assert fallback == [] and taken == list(range(len(blobs)))
     reference = np.stack([prepare(decode_crop(blob)) for blob in blobs])
     assert np.abs(batch.numpy() - reference).max() <= 1 / 128 + 1e-6  # one grey level
@@ -75,3 +75,19 @@ def test_the_tensor_route_matches_the_pil_route(weights_file: Path) -> None:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+
+
+def test_the_device_route_measures_the_same_quality_signals() -> None:
+    from PIL import ImageFilter
+
+    from facestore.quality import image_signals
+
+    faces = [face_image(4, 1).convert("RGB"), face_image(5, 2).convert("RGB").resize((30, 36))]
+    faces.append(faces[0].filter(ImageFilter.GaussianBlur(3)))
+    blobs = [jpeg(face) for face in faces]
+    _, taken, _, signals = decode_batch(blobs)
+    assert taken == [0, 1, 2]
+    for blob, measured in zip(blobs, signals, strict=True):
+        reference = image_signals(decode_crop(blob))
+        assert measured.side == reference.side
+        assert measured.sharpness == pytest.approx(reference.sharpness, rel=0.1)

@@ -1,0 +1,93 @@
+"""Low-quality faces through the daemon and the commands: a blurred or tiny crop gets no
+suggestion and joins no group; status counts it, `failures --low-quality` lists it,
+/metrics exports it, `predict --json` says why. The fake backbone is beside the point
+here: it even maps a blurred copy close to the sharp face, which is what makes the
+gate the only thing between such a crop and a name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import ImageFilter
+
+from facestore import db as database
+from tests.support.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.support.types import Cli
+from tests.unit.test_daemon import FakeClock, make_daemon
+
+
+def add(db: Path, blob: bytes) -> int:
+    sqlite_exec(
+        db,
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, NULL, 0)",
+        blob,
+    )
+    return int(sqlite_rows(db, "SELECT max(id) FROM face")[0][0])
+
+
+def test_a_blurred_or_tiny_crop_gets_no_name_and_no_group(
+    tmp_path: Path, cli: Cli, fake_registered: None
+) -> None:
+    db = make_app_db(tmp_path / "app.db", people=3, per_person=5)
+    database.upgrade(database.create_engine(f"sqlite:///{db}"))
+    # min_confidence 0: without the gate, every face would be named someone
+    daemon = make_daemon(db, tmp_path, FakeClock(), min_confidence=0.0, cluster_distance=0.05)
+    daemon.reconcile()  # embeds, trains a model with a quality gate
+    sharp = face_image(1, 60).convert("RGB")
+    blurred = face_image(2, 61).convert("RGB").filter(ImageFilter.GaussianBlur(5))
+    tiny = face_image(0, 62).convert("RGB").resize((20, 24))
+    ids = {
+        "sharp": add(db, encode(sharp)),
+        "blurred": add(db, encode(blurred)),
+        "blurred again": add(db, encode(blurred)),
+        "tiny": add(db, encode(tiny)),
+    }
+    daemon.reconcile(scan=False)
+    suggested = {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_suggestion")}
+    assert ids["sharp"] in suggested
+    gated = {ids["blurred"], ids["blurred again"], ids["tiny"]}
+    assert not gated & suggested
+    grouped = {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_cluster_member")}
+    assert not gated & grouped  # the two identical blurred crops would group otherwise
+    verdicts = dict(
+        sqlite_rows(db, "SELECT face_id, quality_reason FROM embedding WHERE quality IS NOT NULL")
+    )
+    assert verdicts.keys() == gated
+    assert verdicts[ids["blurred"]] == verdicts[ids["blurred again"]] == "sharpness"
+    assert verdicts[ids["tiny"]] in ("size", "sharpness")  # upscaled, it is blurred too
+    metric = daemon.telemetry.registry.get_sample_value("facestore_low_quality_faces")
+    assert metric == 3
+
+    status = json.loads(
+        cli("--db", db, "--model-dir", tmp_path / "model", "status", "--json").stdout
+    )
+    assert status["low_quality"] == 3
+    assert "low quality:  3 unverified faces" in cli("--db", db, "status").stdout
+    listed = json.loads(cli("--db", db, "failures", "--low-quality", "--json").stdout)
+    assert {row["face_id"] for row in listed} == gated
+    assert all(row["quality"] < 1.0 for row in listed)
+    sides = {row["face_id"]: row["side"] for row in listed}
+    assert sides[ids["tiny"]] == 20 and sides[ids["blurred"]] == 92
+
+    files = {name: tmp_path / f"{name}.png" for name in ("sharp", "blurred")}
+    files["sharp"].write_bytes(encode(sharp, "PNG"))
+    files["blurred"].write_bytes(encode(blurred, "PNG"))
+    args = ("--db", db, "--model-dir", tmp_path / "model", "predict", "--min-confidence", "0")
+    rows = json.loads(cli(*args, files["sharp"], files["blurred"], "--json").stdout)
+    assert rows[0]["gated"] is False and rows[0]["person_id"] is not None
+    assert rows[0]["quality"] >= 1.0
+    assert rows[1]["gated"] is True and rows[1]["person_id"] is None
+    assert rows[1]["low_quality"] == "sharpness" and rows[1]["quality"] < 1.0
+    assert rows[1]["top_k"]  # the best guesses stay
+    assert "low quality (sharpness)" in cli(*args, files["blurred"]).stdout
+    off = json.loads(cli(*args, files["blurred"], "--json", "--min-quality", "0").stdout)
+    assert off[0]["gated"] is False and off[0]["person_id"] is not None
+
+    # a sharp crop put in place of the blurred one is judged again, and named
+    sqlite_exec(db, "UPDATE face SET face_crop_blob = ? WHERE id = ?", encode(sharp), ids["tiny"])
+    daemon.reconcile(scan=False)
+    assert sqlite_rows(db, "SELECT quality FROM embedding WHERE face_id = ?", ids["tiny"]) == [
+        (None,)
+    ]
+    assert ids["tiny"] in {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_suggestion")}
