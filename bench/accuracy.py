@@ -36,7 +36,7 @@ from facestore.backbones import Backbone, build_backbone  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
 from facestore.images import decode_crop  # noqa: E402
-from facestore.importer import crop_bytes, import_folder  # noqa: E402
+from facestore.importer import crop_or_raw, import_folder  # noqa: E402
 from facestore.predict import LEGACY_MIN_CONFIDENCE, Predictor  # noqa: E402
 from facestore.retrain import retrain  # noqa: E402
 from facestore.store import Store  # noqa: E402
@@ -59,7 +59,7 @@ def build_library(
         for image in images_of(person)[:TRAIN_IMAGES]:
             (folder / person.name / image.name).symlink_to(image.resolve())
     engine = database.create_engine(f"sqlite:///{work / name}.db")
-    import_folder(engine, folder)
+    import_folder(lambda: engine, folder)
     database.upgrade(engine)
     store = Store(engine)
     started = time.perf_counter()
@@ -68,7 +68,7 @@ def build_library(
 
 
 def embed_files(backbone: Backbone, paths: list[Path]) -> np.ndarray:
-    images = [decode_crop(crop_bytes(p) or p.read_bytes()) for p in paths]
+    images = [decode_crop(crop_or_raw(p)) for p in paths]
     return backbone.embed_images(images)
 
 

@@ -19,13 +19,12 @@ import argparse
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights, start_watch, synthetic_crop  # noqa: E402
+from bench.common import app_database, random_weights, scratch, start_watch, synthetic_crop  # noqa: E402
 
 
 def main() -> None:
@@ -36,9 +35,10 @@ def main() -> None:
     parser.add_argument("--slice", type=float, default=10)
     parser.add_argument("--cooldown", type=float, default=20)
     parser.add_argument("--min-changes", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="facestore-backlog-"))
+    work = scratch("facestore-backlog-", keep=args.keep)
     db = app_database(work / "app.db", args.faces)
     weights = os.environ.get("FACESTORE_WEIGHTS") or str(random_weights(work / "w.pt"))
     log = work / "watch.log"

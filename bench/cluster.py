@@ -33,7 +33,7 @@ from facestore.backbones import build_backbone  # noqa: E402
 from facestore.clustering import leaders  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.images import decode_crop  # noqa: E402
-from facestore.importer import crop_bytes  # noqa: E402
+from facestore.importer import crop_or_raw  # noqa: E402
 
 Labels = np.ndarray
 
@@ -43,7 +43,7 @@ def embed_folder(root: Path, backbone_name: str) -> tuple[np.ndarray, np.ndarray
     vectors, people = [], []
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in person.iterdir() if f.is_file())
-        images = [decode_crop(crop_bytes(f) or f.read_bytes()) for f in files]
+        images = [decode_crop(crop_or_raw(f)) for f in files]
         vectors.append(backbone.embed_images(images))
         people += [person.name] * len(files)
     matrix = np.concatenate(vectors).astype(np.float32)

@@ -28,7 +28,6 @@ import resource
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from bench.common import scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import Space, config_hash  # noqa: E402
 from facestore.clustering import ClusterParams  # noqa: E402
+from facestore.daemon.clusterer import RECLUSTER_SHARE, Clusterer  # noqa: E402
 from facestore.embedding import ensure_active_space  # noqa: E402
-from facestore.grouping import RECLUSTER_SHARE, Clusterer, recluster  # noqa: E402
 from facestore.store import Store  # noqa: E402
+from facestore.unknown_faces import recluster  # noqa: E402
 
 STRANGERS = 0.3  # share of faces seen once (background people)
 
@@ -138,8 +139,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 20000])
     parser.add_argument("--distance", type=float, default=0.06)
     parser.add_argument("--dim", type=int, default=128, help="128: dlib's; 512: facenet's")
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="facestore-cluster-library-"))
+    work = scratch("facestore-cluster-library-", keep=args.keep)
     results = [measure(work, size, args.distance, args.dim) for size in args.sizes]
     print(json.dumps(results))
     print(

@@ -1,11 +1,24 @@
-"""Shared builders for the bench scripts: synthetic app databases and random weights."""
+"""Shared builders for the bench scripts: their scratch space and databases, synthetic app
+databases, random weights.
+
+A benchmark never touches data it did not make: it works in a scratch directory (and,
+on PostgreSQL, a database) created for the run with a unique name, removed at the end
+unless --keep. Given an existing database (--db URL) it refuses one that holds any
+table, unless --force.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +83,61 @@ def start_watch(db: Path, work: Path, log: Path, *options: str) -> subprocess.Po
         stderr=log.open("w"),
         stdout=subprocess.DEVNULL,
     )
+
+
+def scratch(prefix: str, keep: bool = False) -> Path:
+    """A new directory for this run; removed when the script ends unless keep."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    if keep:
+        print(f"keeping {work}", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, work, True)
+    return work
+
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+class RefusedDatabase(SystemExit):
+    pass
+
+
+@contextlib.contextmanager
+def postgres_database(
+    url: str | None = None, keep: bool = False, force: bool = False, admin_url: str = ADMIN_URL
+) -> Iterator[str]:
+    """A PostgreSQL database for one run. url None: a new one with a unique name on the
+    admin URL's server, dropped at the end unless keep. url given: used as it is (never
+    dropped), refused if it holds any table, unless force."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    if url is not None:
+        engine = sa.create_engine(url, poolclass=NullPool)
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+        engine.dispose()
+        if tables and not force:
+            where = sa.engine.make_url(url).render_as_string(hide_password=True)
+            named = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise RefusedDatabase(
+                f"{where} holds {len(tables)} tables this benchmark did not create ({named}). "
+                "Leave --db out (a new database is made and dropped), or pass --force to use "
+                "it anyway."
+            )
+        yield url
+        return
+    name = f"facestore_bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    made = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield made
+    finally:
+        if keep:
+            print(f"keeping database {name}", file=sys.stderr)
+        else:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

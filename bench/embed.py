@@ -20,7 +20,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import app_database, random_weights  # noqa: E402
+from bench.common import app_database, random_weights, scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import build_backbone  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
@@ -44,9 +43,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--weights", default=os.environ.get("FACESTORE_WEIGHTS"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="facestore-bench-"))
+    work = scratch("facestore-bench-", keep=args.keep)
     started = time.perf_counter()
     db = app_database(work / "app.db", args.faces)
     print(f"built {args.faces} JPEG crops in {time.perf_counter() - started:.1f}s ({db})")

@@ -25,7 +25,6 @@ import os
 import resource
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,20 +33,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights  # noqa: E402
+from bench.common import app_database, random_weights, scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import build_backbone  # noqa: E402
 from facestore.backbones.preprocess import prepare  # noqa: E402
 from facestore.backbones.tensor_preprocess import decode_batch  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
-from facestore.decoding import (  # noqa: E402
-    DecodePool,
-    ProcessDecoding,
-    ThreadDecoding,
-    decoder,
-)
+from facestore.decoding import DecodePool, ThreadDecoding, decoder  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
 from facestore.images import decode_crop  # noqa: E402
+from facestore.process_decoding import ProcessDecoding  # noqa: E402
 from facestore.store import Crop, Store  # noqa: E402
 
 
@@ -147,6 +142,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=None, help="[cpu: float32 bfloat16]")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script")
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
 
     cuda = args.device.startswith("cuda")
@@ -157,7 +153,7 @@ def main() -> None:
     )
     if args.smoke:
         batch_size, precisions = min(batch_size, 32), precisions[:1]
-    work = Path(tempfile.mkdtemp(prefix="facestore-gpu-"))
+    work = scratch("facestore-gpu-", keep=args.keep)
     db = app_database(work / "app.db", faces)
     weights = Path(os.environ.get("FACESTORE_WEIGHTS") or random_weights(work / "w.pt"))
     crops = crops_of(db, min(faces, batch_size * 4))

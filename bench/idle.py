@@ -17,13 +17,12 @@ import argparse
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights, start_watch  # noqa: E402
+from bench.common import app_database, random_weights, scratch, start_watch  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -36,9 +35,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--faces", type=int, default=200)
     parser.add_argument("--readers", action="store_true", help="open/close a reader every second")
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="facestore-idle-"))
+    work = scratch("facestore-idle-", keep=args.keep)
     db = app_database(work / "app.db", args.faces)
     weights = os.environ.get("FACESTORE_WEIGHTS") or str(random_weights(work / "w.pt"))
     log = work / "watch.log"

@@ -18,7 +18,6 @@ import hashlib
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import random_weights, synthetic_crop  # noqa: E402
+from bench.common import random_weights, scratch, synthetic_crop  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import build_backbone, space_of  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
-from facestore.embedding import embed_pending  # noqa: E402
+from facestore.embedding import EMBED, QUEUE, embed_pending  # noqa: E402
 from facestore.store import Store  # noqa: E402
 
 
@@ -70,8 +69,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="incremental embed latency")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--weights", default=os.environ.get("FACESTORE_WEIGHTS"))
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="facestore-incremental-"))
+    work = scratch("facestore-incremental-", keep=args.keep)
     weights = Path(args.weights) if args.weights else random_weights(work / "w.pt")
     backbone = build_backbone(BackboneSettings(weights=weights, device="auto"))
     space = space_of(backbone)
@@ -89,7 +89,9 @@ def main() -> None:
             con.commit()
             con.close()
             started, cpu = time.perf_counter(), time.process_time()
-            report = embed_pending(store, backbone, batch_size=32, space=space, scan=scan)
+            report = embed_pending(
+                store, backbone, batch_size=32, space=space, kind=EMBED if scan else QUEUE
+            )
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu
             assert report.embedded == 10, report
             name = "scan" if scan else "queue"

@@ -19,9 +19,9 @@ the gate (--min-quality 0) and after it (the default), and, for the strangers'
 crops, the share rejected.
 
 With --training, it also measures whether low-quality verified faces should train:
-a share of the known people's training crops (every third: image 1, 4) is replaced by
-its blur5 or down16 copy, and the model is trained (a) on all verified faces, as
-facestore does, and (b) without the verified faces its own gate finds low quality.
+a third of the known people's training crops (images 1 and 4) is replaced by its
+blur5 or down16 copy, and the model is trained (a) on all verified faces and (b)
+without the verified faces its own gate finds low quality, as facestore does.
 
     python bench/quality.py ../shared/datasets/att_faces --backbone dlib
     python bench/quality.py ../shared/datasets/att_faces --backbone casia-webface \\
@@ -37,7 +37,6 @@ import json
 import logging
 import sqlite3
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
+import facestore.retrain  # noqa: E402
+from bench.common import scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
-from facestore.artifacts import load_bundle  # noqa: E402
 from facestore.backbones import Backbone, build_backbone  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
@@ -144,8 +144,8 @@ def people(root: Path) -> list[tuple[str, list[Path]]]:
 def train(
     work: Path, name: str, training: list[tuple[str, bytes]], backbone: Memo, exclude_low: bool
 ) -> Predictor:
-    """A model on these verified crops through facestore's own code; with exclude_low,
-    retrained without the verified faces the first model's gate finds low quality."""
+    """A model on these verified crops through facestore's own code, which leaves the
+    low-quality verified faces out; without exclude_low, every one of them trains."""
     db = work / f"{name}.db"
     con = sqlite3.connect(db)
     con.execute(
@@ -163,20 +163,16 @@ def train(
     store = Store(engine)
     embed_pending(store, backbone)
     models = work / f"{name}-model"
-    retrain(store, models)
     if exclude_low:
-        gate = load_bundle(models).quality_gate
-        space = store.spaces.active()
-        assert gate is not None and space is not None
-        rows = store.library.training_rows(space.config_hash)
-        judged = gate.judge(rows.vectors, rows.sides, rows.sharpness)
-        low = [f for f, q in zip(rows.face_ids, judged.quality, strict=True) if q < 1.0]
-        con = sqlite3.connect(db)
-        con.executemany("UPDATE face SET verified = 0 WHERE id = ?", [(f,) for f in low])
-        con.commit()
-        con.close()
-        retrain(store, models)
-        print(f"  {name}: {len(low)} low-quality verified faces left out of training")
+        report = retrain(store, models)
+    else:
+        everything = facestore.retrain.good_rows
+        facestore.retrain.good_rows = lambda gate, rows: list(range(len(rows.face_ids)))
+        try:
+            report = retrain(store, models)
+        finally:
+            facestore.retrain.good_rows = everything
+    print(f"  {name}: {report.low_quality_left_out} low-quality verified faces left out")
     return Predictor.load(models, backbone=backbone)
 
 
@@ -237,9 +233,10 @@ def main() -> None:
     parser.add_argument("--known", type=int, default=30, help="people named (images 1-6)")
     parser.add_argument("--training", action="store_true", help="the training decision too")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="facestore-quality-"))
+    work = scratch("facestore-quality-", keep=args.keep)
     settings = BackboneSettings(name=args.backbone, weights=args.weights, device="cpu")
     backbone = Memo(build_backbone(settings))
     everyone = people(args.folder)
@@ -249,7 +246,7 @@ def main() -> None:
         for path in images[:TRAIN_IMAGES]
     ]
     crops = test_crops(everyone, args.known)
-    predictor = train(work, "clean", clean_training, backbone, exclude_low=False)
+    predictor = train(work, "clean", clean_training, backbone, exclude_low=True)
     gate = predictor.bundle.quality_gate
     report: dict[str, Any] = {
         "backbone": args.backbone,

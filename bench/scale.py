@@ -18,25 +18,28 @@ measures, through facestore's own code and CLI:
   the calibrated "unknown" rule), capped at --retrain-cap seconds;
 - suggest_100k_s: suggestions for every unverified face with the new model.
 
-On PostgreSQL the library is vacuumed and analysed once after the bulk load
-(vacuum_s), as autovacuum would have done as it grew. It prints one JSON object,
-then a table. --keep DIR leaves the database, the model
-directory and facestore.env (FACESTORE_DB, FACESTORE_MODEL_DIR) there.
+On PostgreSQL the library is built in a new database with a unique name on the
+local server (--admin-url), dropped at the end; --db URL uses a given database
+instead, refused if it holds any table unless --force (bench.common). It is vacuumed
+and analysed once after the bulk load (vacuum_s), as autovacuum would have done as it
+grew. It prints one JSON object, then a table. --keep DIR leaves the database, the
+model directory and facestore.env (FACESTORE_DB, FACESTORE_MODEL_DIR) there.
 
     python bench/scale.py [--faces 1000000] [--people 10000] [--backend sqlite|postgresql]
                           [--keep DIR] [--unverified 0.1] [--skip-retrain]
+                          [--db URL [--force]] [--admin-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,14 +47,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import random_weights, synthetic_crop  # noqa: E402
+from bench.common import (  # noqa: E402
+    ADMIN_URL,
+    postgres_database,
+    random_weights,
+    scratch,
+    synthetic_crop,
+)
 from facestore import db as database  # noqa: E402
 from facestore.backbones import build_backbone, space_of  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.embedding import ensure_active_space  # noqa: E402
 from facestore.store import Store  # noqa: E402
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CHUNK = 50_000
 
 
@@ -76,9 +84,7 @@ def create_app_table(url: str, path: Path | None) -> None:
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
+    with engine.begin() as conn:  # a database made for this run (bench.common)
         conn.execute(
             sa.text(
                 "CREATE TABLE face (id bigserial PRIMARY KEY, face_crop_blob bytea, "
@@ -157,14 +163,26 @@ def main() -> None:
     parser.add_argument("--unverified", type=float, default=0.1)
     parser.add_argument("--retrain-cap", type=float, default=900)
     parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--db", help="PostgreSQL: this database (refused if it holds tables)")
+    parser.add_argument("--force", action="store_true", help="use --db even if it holds tables")
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="where to make the database")
     args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    work = args.keep or scratch("facestore-scale-")
+    with contextlib.ExitStack() as stack:
+        path = work / "library.db" if args.backend == "sqlite" else None
+        if path is not None:
+            if path.exists():
+                path.unlink()
+            url = f"sqlite:///{path}"
+        else:
+            made = postgres_database(args.db, bool(args.keep), args.force, args.admin_url)
+            url = stack.enter_context(made)
+        run(args, work, url, path)
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="facestore-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / "library.db" if args.backend == "sqlite" else None
-    if path is not None and path.exists():
-        path.unlink()
-    url = f"sqlite:///{path}" if path is not None else PG_URL
+
+def run(args: argparse.Namespace, work: Path, url: str, path: Path | None) -> None:
     model_dir = work / "model"
     weights = random_weights(work / "random-vggface2.pt")
     backbone = build_backbone(BackboneSettings(weights=weights, device="cpu"))

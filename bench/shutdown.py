@@ -23,13 +23,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights, start_watch  # noqa: E402
+from bench.common import app_database, random_weights, scratch, start_watch  # noqa: E402
 
 
 def spin() -> None:
@@ -83,9 +82,10 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--busy", type=int, default=os.cpu_count() or 1, help="busy loops")
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="facestore-shutdown-"))
+    work = scratch("facestore-shutdown-", keep=args.keep)
     db = app_database(work / "app.db", args.faces)
     weights = os.environ.get("FACESTORE_WEIGHTS") or str(random_weights(work / "w.pt"))
     busy = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]

@@ -36,7 +36,6 @@ import json
 import logging
 import sqlite3
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -48,15 +47,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.common import scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import Backbone, build_backbone, space_of  # noqa: E402
 from facestore.clustering import purity  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.daemon import Daemon, WatchOptions  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
-from facestore.grouping import cluster_params, recluster  # noqa: E402
 from facestore.retrain import retrain  # noqa: E402
 from facestore.store import Store  # noqa: E402
+from facestore.unknown_faces import cluster_params, recluster  # noqa: E402
 
 TRAIN_IMAGES = 7
 
@@ -244,9 +244,10 @@ def main() -> None:
     parser.add_argument("--rotations", type=int, default=10, help="strangers' image choices")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between batches")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="facestore-unknown-"))
+    work = scratch("facestore-unknown-", keep=args.keep)
     settings = BackboneSettings(name=args.backbone, weights=args.weights, device="cpu")
     backbone = Memo(build_backbone(settings))
     results = []

@@ -34,20 +34,13 @@ class App:
 
     db: str | None
     model_dir: Path
-    backbone: str | None = None
-    weights: Path | None = None
-    device: str | None = None
-    batch_size: int | None = None
-    precision: str | None = None
-    channels_last: bool = False
-    compile_model: bool = False
-    device_decode: str = "auto"
+    backbone_given: dict[str, Any] = field(default_factory=dict)  # BACKBONE_PARAMS given
     _engine: Engine | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
 
     @property
     def db_url(self) -> str:
-        return resolve_db(self.db, env={})  # click already read FACESTORE_DB
+        return resolve_db(self.db, env={})  # click already read the environment variable
 
     def engine(self, create: bool = False) -> Engine:
         """The app's database; only create=True ('facestore import') may create a file."""
@@ -69,20 +62,15 @@ class App:
             self._store = Store(engine)
         return self._store
 
+    @property
+    def backbone(self) -> str | None:
+        """The --backbone given (or its environment variable, which click read)."""
+        return self.backbone_given.get("backbone")
+
     def backbone_settings(self, default_name: str | None = None) -> BackboneSettings:
-        weights = str(self.weights) if self.weights else None
-        name = self.backbone or default_name
-        return resolve_backbone(
-            name,
-            weights,
-            self.device,
-            self.batch_size,
-            env={},
-            precision=self.precision,
-            channels_last=self.channels_last,
-            compile_model=self.compile_model,
-            device_decode=self.device_decode,
-        )
+        given = dict(self.backbone_given)
+        given["backbone"] = given.get("backbone") or default_name
+        return resolve_backbone(given, env={})  # click already read the variables
 
     def build_backbone(self, default_name: str | None = None) -> Backbone:
         from facestore.backbones import build_backbone
@@ -105,7 +93,7 @@ def pass_app(backbone: bool = False, db: bool = True) -> Callable[[F], F]:
                 model_dir=Path(
                     kwargs.pop("model_dir", None) or root.get("model_dir") or DEFAULT_MODEL_DIR
                 ),
-                **given,
+                backbone_given=given,
             )
             return ctx.invoke(func, app, **kwargs)
 

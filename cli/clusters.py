@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from facestore.cli.app import App, pass_app
-from facestore.cli.common import FacestoreCommand, print_json
+from facestore.cli.common import FacestoreCommand, counted, print_json
 from facestore.cli.options import cluster_options
 from facestore.errors import ConfigurationError
-from facestore.grouping import Resemblance, cluster_params, recluster, resemblances
 from facestore.store import Store
 from facestore.timestamps import iso_utc
+from facestore.unknown_faces import Resemblance, cluster_params, recluster, resemblances
 
 SHOW_FACES = 12
 
@@ -84,9 +84,9 @@ def clusters(
         return
     if report:
         click.echo(
-            f"clustered {report.clustered} of {report.unknown} unknown faces into "
-            f"{report.clusters} clusters (distance {report.distance:.3f}, {report.distance_from}; "
-            f"{report.seconds:.1f}s)"
+            f"clustered {report.clustered} of {counted(report.unknown, 'unknown face')} into "
+            f"{counted(report.clusters, 'cluster')} (distance {report.distance:.3f}, "
+            f"{report.distance_from}; {report.seconds:.1f}s)"
         )
     if not rows:
         click.echo("no clusters")
@@ -105,7 +105,7 @@ def clusters(
         if row["absorbed"]:
             notes.append("absorbed " + ", ".join(map(str, row["absorbed"])))
         extra = f" ({'; '.join(notes)})" if notes else ""
-        click.echo(f"cluster {row['cluster_id']}: {row['size']} faces: {shown}{extra}")
+        click.echo(f"cluster {row['cluster_id']}: {counted(row['size'], 'face')}: {shown}{extra}")
 
 
 def _resemblances(store: Store, app: App, clusters: dict[int, list[int]]) -> dict[int, Resemblance]:

@@ -31,7 +31,7 @@ class FacestoreSetupError(FacestoreClickError):
 def click_error(error: FacestoreError) -> FacestoreClickError:
     # exit_code is a class attribute in click's stubs: one class per code, not an assignment
     cls = FacestoreSetupError if error.exit_code == 2 else FacestoreClickError
-    return cls(str(error))
+    return cls(error.for_command_line)
 
 
 class FacestoreGroup(click.Group):
@@ -184,3 +184,8 @@ def progress_bar(total: int, desc: str, unit: str = "face") -> Iterator[Callable
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """'1 face', '2 faces', '1 person', '3 people'."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"

@@ -30,12 +30,15 @@ def doctor(app: App, as_json: bool, stuck_after: float) -> None:
 
     \b
     database      reachable; SQLite's journal mode or the server's version
+    disk          (SQLite) room on the database's filesystem: full, facestore's
+                  writes fail ('database or disk is full')
     face table    the app's table and its columns
     schema        facestore's migrations at head
     triggers      installed, and firing (a crop change inside a transaction
                   that is rolled back must queue the face)
-    weights       the backbone's weights resolve (as 'watch' would: --weights,
-                  FACESTORE_WEIGHTS, the torch hub cache) and match the active space
+    weights       the backbone's weights resolve (as 'watch' would: --weights or
+                  its environment variable, the torch hub cache) and match the
+                  active space
     model         the current model loads (files verified) in the active space
     queue         the oldest queued face; stuck if older than --stuck-after with
                   no vector written meanwhile

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.engine import Engine
 
 from facestore import db as database
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
-from facestore.cli.common import FacestoreCommand, print_json, progress_bar
+from facestore.cli.common import FacestoreCommand, counted, print_json, progress_bar
 from facestore.daemon.signals import StopEvent, stop_on_signals
 from facestore.embedding import embed_pending
 from facestore.importer import check_folder, count_files, import_folder
@@ -64,25 +65,30 @@ def import_command(app: App, directory: Path, as_json: bool) -> None:
 
     The folder name is the person_id. JPEG, PNG and WebP files are stored as
     they are; other formats Pillow reads (PGM, BMP, TIFF) are stored as PNG.
-    Files that are not images, and files directly in DIRECTORY, are skipped and
-    listed.
+    Files that are not images (or are corrupt), and files directly in DIRECTORY,
+    are skipped and listed once each with the reason. When no file can be
+    imported, the command exits 1 and creates no database.
     If the database has no 'face' table, a minimal one is created. Every run
     appends rows: importing a folder twice adds its faces twice.
     """
     check_folder(directory)  # before the database file is created
-    engine = app.engine(create=True)
-    database.check_connection(engine)
+
+    def open_engine() -> Engine:  # at the first importable file
+        engine = app.engine(create=True)
+        database.check_connection(engine)
+        return engine
+
     with progress_bar(count_files(directory), "import", unit="file") as bar:
-        report = import_folder(engine, directory, progress=bar)
+        report = import_folder(open_engine, directory, progress=bar)
     if as_json:
         print_json(report.as_json())
         return
+    skipped = report.skipped
     click.echo(
-        f"imported {report.faces} faces of {report.people} people"
-        + (f", skipped {len(report.skipped)} files:" if report.skipped else "")
+        f"imported {counted(report.faces, 'face')} of {counted(report.people, 'person', 'people')}"
+        + (f", skipped {counted(len(skipped), 'file')}:" if skipped else "")
     )
-    shown = report.skipped[:SHOW_SKIPPED]
-    for path in shown:
-        click.echo(f"  skipped {path}")
-    if len(report.skipped) > len(shown):
-        click.echo(f"  ... and {len(report.skipped) - len(shown)} more (--json lists them all)")
+    for item in skipped[:SHOW_SKIPPED]:
+        click.echo(f"  {item.path}: {item.reason}")
+    if len(skipped) > SHOW_SKIPPED:
+        click.echo(f"  ... and {len(skipped) - SHOW_SKIPPED} more (--json lists them all)")

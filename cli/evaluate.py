@@ -8,7 +8,7 @@ import click
 
 from facestore.classifiers import CLASSIFIERS, classifier_factory, resolve_name
 from facestore.cli.app import App, pass_app
-from facestore.cli.common import FacestoreCommand, print_json
+from facestore.cli.common import FacestoreCommand, counted, print_json
 from facestore.cli.options import far_option
 from facestore.evaluate import DEFAULT_FOLDS, Evaluation, evaluate
 from facestore.retrain import library_dataset
@@ -70,7 +70,8 @@ def evaluate_command(
 
     Reads cached vectors only (run 'facestore embed' first); publishes nothing.
     """
-    space, _, dataset = library_dataset(app.store)
+    data = library_dataset(app.store)
+    space, dataset = data.space, data.dataset
     names = list(dict.fromkeys(classifiers or EVALUATED_BY_DEFAULT))
     factories = {name: classifier_factory(name) for name in names}
     progress = None if as_json else (lambda line: click.echo(line, err=True))
@@ -96,7 +97,11 @@ def evaluate_command(
 
 
 def report_lines(result: Evaluation, space: str) -> str:
-    lines = [f"space {space}: {result.faces} verified faces of {result.people} people", ""]
+    lines = [
+        f"space {space}: {counted(result.faces, 'verified face')} of "
+        f"{counted(result.people, 'person', 'people')}",
+        "",
+    ]
     lines.append("closed set (k-fold accuracy):")
     for name, closed in result.closed_set.items():
         label = f"{name} ({resolve_name(name, result.faces)})" if name == "auto" else name

@@ -14,6 +14,7 @@ from facestore.cli.common import (
     apply_logging,
 )
 from facestore.cli.options import location_options
+from facestore.settings import environment_table
 
 # Each command's module is imported only when it runs; the text is what --help lists.
 COMMANDS = {
@@ -46,11 +47,11 @@ COMMANDS = {
         "Add the crops under DIRECTORY as verified faces: one folder per person.",
     ),
     "model": (
-        "facestore.cli.models:model",
+        "facestore.cli.model:model",
         "List published model versions, or roll back to one.",
     ),
     "predict": (
-        "facestore.cli.model:predict",
+        "facestore.cli.predict:predict",
         "Predict person_id and confidence for crop FILES and/or --face-id faces.",
     ),
     "prune": (
@@ -62,7 +63,7 @@ COMMANDS = {
         "Move the store to a new backbone or new weights, with zero downtime.",
     ),
     "retrain": (
-        "facestore.cli.model:retrain_command",
+        "facestore.cli.train:retrain_command",
         "Refit the classifier over the cached vectors and publish a new model version.",
     ),
     "status": (
@@ -70,7 +71,7 @@ COMMANDS = {
         "Counts of faces, vectors, pending and failed faces, the active space and the model.",
     ),
     "train": (
-        "facestore.cli.model:train",
+        "facestore.cli.train:train",
         "Embed what is pending, then retrain and publish: the whole job in one command.",
     ),
     "watch": (
@@ -80,10 +81,32 @@ COMMANDS = {
 }
 
 
+HELP = """facestore: an incremental face-embedding store beside a photo-tagging app.
+
+It embeds the app's verified faces (table `face`) into its own cache table,
+retrains a classifier over the cached vectors, publishes versioned models in
+model/, and predicts person_id for new faces.
+
+\b
+Quick start on a SQLite file:
+  facestore --db photos.db import people/
+  facestore --db photos.db train --upgrade
+
+Global options (--db, --model-dir, -v, --log-format) may be given before or
+after the command name.
+
+\b
+Environment (an option given on the command line wins):
+{table}
+  TORCH_HOME              the torch hub cache searched for weights
+"""
+
+
 @click.group(
     cls=LazyGroup,
     lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
+    help=HELP.format(table="\n".join(f"  {line}" for line in environment_table())),
 )
 @location_options
 @click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
@@ -95,30 +118,4 @@ COMMANDS = {
 def main(
     ctx: click.Context, db: str | None, model_dir: Path | None, verbose: int, log_format: str
 ) -> None:
-    """facestore: an incremental face-embedding store beside a photo-tagging app.
-
-    It embeds the app's verified faces (table `face`) into its own cache table,
-    retrains a classifier over the cached vectors, publishes versioned models in
-    model/, and predicts person_id for new faces.
-
-    \b
-    Quick start on a SQLite file:
-      facestore --db photos.db import people/
-      facestore --db photos.db train --upgrade
-
-    Global options (--db, --model-dir, -v, --log-format) may be given before or
-    after the command name.
-
-    \b
-    Environment (an option given on the command line wins):
-      FACESTORE_DB          --db
-      FACESTORE_MODEL_DIR   --model-dir
-      FACESTORE_BACKBONE    --backbone
-      FACESTORE_WEIGHTS     --weights
-      FACESTORE_DEVICE      --device
-      FACESTORE_BATCH_SIZE  --batch-size
-      FACESTORE_PRECISION   --precision
-      FACESTORE_WORKER_HOST this worker's host name in leases (watch)
-      TORCH_HOME            the torch hub cache searched for weights
-    """
     apply_logging(ctx)

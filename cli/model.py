@@ -1,192 +1,48 @@
-"""`facestore retrain`, `facestore train` and `facestore predict`."""
+"""`facestore model list` and `facestore model rollback`: the published versions. Reads
+JSON files only, so it starts fast."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import click
 
-from facestore import db as database
-from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
-from facestore.cli.common import FacestoreCommand, print_json, progress_bar
-from facestore.cli.options import (
-    classifier_option,
-    far_option,
-    min_confidence_option,
-    min_quality_option,
-)
-from facestore.embedding import embed_pending
-from facestore.errors import DatabaseError, SchemaNotAtHeadError
-from facestore.importer import crop_bytes
-from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
-from facestore.retrain import RetrainReport, retrain
+from facestore.cli.common import CommandGroup, print_json
+from facestore.repository import ModelRepository
+from facestore.status import shown
 
 
-def training_options(func: Any) -> Any:
-    for decorator in reversed(
-        [
-            classifier_option,
-            click.option(
-                "--val-fraction",
-                type=click.FloatRange(0, 1, max_open=True),
-                default=0.2,
-                show_default=True,
-                help="Share of each person's faces held out to measure accuracy (0: none). "
-                "The published model is then refit on all faces.",
-            ),
-            click.option("--seed", type=int, default=42, show_default=True, help="Split seed."),
-            far_option,
-            click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
-        ]
-    ):
-        func = decorator(func)
-    return func
+@click.group(cls=CommandGroup)
+def model() -> None:
+    """List published model versions, or roll back to one."""
 
 
-def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
-    dropped = ", ".join(map(str, report.classes_dropped)) or "none"
-    accuracy = f"{report.accuracy:.4f}" if report.accuracy is not None else "n/a (no validation)"
-    lines = [
-        f"model {report.version} published ({report.classifier}, {report.seconds:.1f}s)",
-        f"faces used: {report.n_train + report.n_val} "
-        f"(train {report.n_train}, validation {report.n_val})",
-        f"classes kept: {report.classes_kept}; dropped: {dropped} ({report.samples_dropped} faces)",
-        f"validation accuracy: {accuracy}",
-    ]
-    if report.open_set is not None:
-        rule = report.open_set
-        lines.append(
-            f"unknown rule: distance <= {rule['threshold']:.4f} (false-accept target "
-            f"{rule['far_target']:.1%}; on its training faces it accepts "
-            f"{rule['genuine_accept_rate']:.1%} of own-person faces)"
-        )
-    if report.validation_open_set is not None:
-        held = report.validation_open_set
-        lines.append(
-            f"held-out known faces: named right {held['named_right']:.1%}, wrongly "
-            f"{held['named_wrong']:.1%}, unknown {held['unknown']:.1%}"
-        )
-    if faces is not None:
-        lines.insert(0, f"embedded {faces} new faces")
-    return "\n".join(lines)
-
-
-@click.command("retrain", cls=FacestoreCommand)
-@training_options
-@pass_app()
-def retrain_command(
-    app: App, classifier: str, val_fraction: float, seed: int, far: float, as_json: bool
-) -> None:
-    """Refit the classifier over the cached vectors and publish a new model version.
-
-    Reads only the vectors of the active space for verified faces; it never
-    decodes an image or loads the backbone, so it needs no weights. People with
-    fewer than 2 faces are dropped with a warning. JSON keys: version, accuracy,
-    n_train, n_val, classes_kept, classes_dropped, samples_dropped, seconds.
-    """
-    report = retrain(
-        app.store,
-        app.model_dir,
-        classifier,
-        val_fraction=val_fraction,
-        seed=seed,
-        far=far,
-    )
-    print_json(report.as_json()) if as_json else click.echo(summary_lines(report))
-
-
-@click.command(cls=FacestoreCommand)
-@training_options
-@click.option("--upgrade", is_flag=True, help="Run 'facestore db upgrade' first if needed.")
-@pass_app(backbone=True)
-def train(
-    app: App,
-    classifier: str,
-    val_fraction: float,
-    seed: int,
-    far: float,
-    as_json: bool,
-    upgrade: bool,
-) -> None:
-    """Embed what is pending, then retrain and publish: the whole job in one command.
-
-    Ends with a summary: faces used, classes kept and dropped, accuracy, and the
-    model version.
-    """
-    if upgrade:
-        database.upgrade(app.engine())
-    try:
-        store = app.store
-    except SchemaNotAtHeadError as exc:
-        raise DatabaseError(f"{exc} Or pass --upgrade to do it now.") from exc
-    options = app.backbone_settings()
-    model = app.build_backbone()
-    with progress_bar(store.queue.count_pending(space_of(model).config_hash), "embed") as bar:
-        embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
-    report = retrain(
-        store, app.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far
-    )
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app(db=False)
+def list_command(app: App, as_json: bool) -> None:
+    """Show the versions kept under model/history/, newest first (* = current)."""
+    model_dir = app.model_dir
+    rows = ModelRepository(model_dir).history()
     if as_json:
-        print_json({**report.as_json(), "embed": embedded.as_json()})
-    else:
-        click.echo(summary_lines(report, embedded.embedded))
+        print_json(rows)
+        return
+    if not rows:
+        click.echo(f"no published models in {model_dir}")
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        click.echo(
+            f"{mark} {row['version']}  {row['classifier']}  accuracy {shown(row['accuracy'])}  "
+            f"classes {row['classes_kept']}  train {row['n_train']}"
+        )
 
 
-@click.command(cls=FacestoreCommand)
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--face-id",
-    "face_ids",
-    type=int,
-    multiple=True,
-    help="Predict for a face of the database (needs --db); reuses its cached vector when "
-    "one exists in the model's space. Repeatable.",
-)
-@click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
-@min_confidence_option
-@min_quality_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@pass_app(backbone=True)
-def predict(
-    app: App,
-    files: tuple[Path, ...],
-    face_ids: tuple[int, ...],
-    top_k: int,
-    min_confidence: float | None,
-    min_quality: float | None,
-    as_json: bool,
-) -> None:
-    """Predict person_id and confidence for crop FILES and/or --face-id faces.
+@model.command()
+@click.argument("version", required=False)
+@pass_app(db=False)
+def rollback(app: App, version: str | None) -> None:
+    """Make VERSION current again (default: the version before the current one).
 
-    Uses the current model in --model-dir and the backbone it was trained with
-    (weights resolved as for 'embed'). A face below the model's quality gate
-    (too small, blurred, or not face-like) is named nobody. JSON: a list of
-    {input, person_id, confidence, top_k: [{person_id, confidence}], quality,
-    gated}, person_id null for unknown; quality is the gate's score (1.0 its
-    floor, null without a gate), gated whether it kept the face from a name, with
-    low_quality naming the signal. Exits 1 if any input could not be read as an
-    image.
+    The version's integrity is checked first; the switch is atomic.
     """
-    if not files and not face_ids:
-        raise click.UsageError("Give at least one FILE or --face-id.")
-    predictor = Predictor.load(app.model_dir, app.backbone_settings())
-    results = []
-    if face_ids:
-        results += predict_faces(app.store, predictor, face_ids, top_k, min_confidence, min_quality)
-    if files:
-        # Any format Pillow reads is accepted here, converted as 'facestore import' does.
-        crops = [(str(path), crop_bytes(path) or path.read_bytes()) for path in files]
-        results += predictor.predict_crops(crops, top_k, min_confidence, min_quality)
-    if as_json:
-        print_json([r.as_json() for r in results])
-    else:
-        for r in results:
-            who = "unknown" if r.person_id is None else str(r.person_id)
-            if r.gated:
-                who = f"unknown, low quality ({r.gated})"
-            detail = f"error: {r.error}" if r.error else f"{who} ({r.confidence:.3f})"
-            click.echo(f"{r.input}: {detail}")
-    if any(r.error for r in results):
-        click.get_current_context().exit(1)
+    restored = ModelRepository(app.model_dir).rollback(version)
+    click.echo(f"current model is now {restored}")

@@ -1,5 +1,6 @@
-"""Options shared by several commands, declared once. Environment variables are named in
-facestore.config; click reads and validates them and `--help` shows them."""
+"""Options shared by several commands, built from the settings declared once in
+facestore.settings: their flags, types, defaults, help and environment variables (click
+reads those with `envvar=` and `--help` shows them)."""
 
 from __future__ import annotations
 
@@ -9,31 +10,35 @@ from typing import Any, TypeVar
 
 import click
 
-from facestore.config import (
-    DEVICE_DECODES,
-    ENV_BACKBONE,
-    ENV_BATCH_SIZE,
-    ENV_DB,
-    ENV_DEVICE,
-    ENV_DEVICE_DECODE,
-    ENV_MODEL_DIR,
-    ENV_PRECISION,
-    ENV_WEIGHTS,
-    PRECISIONS,
-)
+from facestore import settings
+from facestore.settings import Setting
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BACKBONE_PARAMS = (
-    "backbone",
-    "weights",
-    "device",
-    "batch_size",
-    "precision",
-    "channels_last",
-    "compile_model",
-    "device_decode",
-)
+# the backbone options a command with backbone=True takes (App.backbone_given)
+BACKBONE_PARAMS = (*(s.name for s in settings.BACKBONE_SETTINGS), "channels_last", "compile_model")
+PATHS = {settings.WEIGHTS.name: click.Path(dir_okay=False, path_type=Path)}
+
+
+def setting_option(setting: Setting, **extra: Any) -> Callable[[F], F]:
+    """The command line option of a setting: its flag, type, default, help, variable."""
+    assert setting.flag is not None, f"{setting.name} has no command line option"
+    kind: Any = setting.type
+    if isinstance(kind, tuple):
+        kind = click.Choice(kind)
+    elif kind is int:
+        kind = click.IntRange(min=1)
+    elif kind is str:
+        kind = PATHS.get(setting.name)
+    options: dict[str, Any] = {
+        "default": setting.default,
+        "envvar": setting.env,
+        "show_envvar": True,
+        "help": setting.help,
+        **({"type": kind} if kind is not None else {}),
+        **extra,
+    }
+    return click.option(setting.flag, setting.name, **options)
 
 
 def location_options(func: F) -> F:
@@ -42,69 +47,19 @@ def location_options(func: F) -> F:
 
 
 def db_option(func: F) -> F:
-    return click.option(
-        "--db",
-        default=None,
-        envvar=ENV_DB,
-        show_envvar=True,
-        help="The app's database: a SQLite file path or a SQLAlchemy URL.",
-    )(func)
+    return setting_option(settings.DB)(func)
 
 
 def model_dir_option(func: F) -> F:
-    return click.option(
-        "--model-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        envvar=ENV_MODEL_DIR,
-        show_envvar=True,
-        help="Where published models live. [default: ./model]",
-    )(func)
+    return setting_option(settings.MODEL_DIR, type=click.Path(file_okay=False, path_type=Path))(
+        func
+    )
 
 
 def backbone_options(func: F) -> F:
     for decorator in reversed(
         [
-            click.option(
-                "--backbone",
-                default=None,
-                envvar=ENV_BACKBONE,
-                show_envvar=True,
-                help="Backbone name: vggface2 (default), casia-webface, dlib, or a plugin.",
-            ),
-            click.option(
-                "--weights",
-                type=click.Path(dir_okay=False, path_type=Path),
-                default=None,
-                envvar=ENV_WEIGHTS,
-                show_envvar=True,
-                help="Backbone weights file (e.g. 20180402-114759-vggface2.pt). If not given: "
-                "the torch hub cache ($TORCH_HOME), then a download.",
-            ),
-            click.option(
-                "--device",
-                default=None,
-                envvar=ENV_DEVICE,
-                show_envvar=True,
-                help="auto (CUDA if available), cpu, cuda or cuda:N. [default: auto]",
-            ),
-            click.option(
-                "--batch-size",
-                type=click.IntRange(min=1),
-                default=None,
-                envvar=ENV_BATCH_SIZE,
-                show_envvar=True,
-                help="Faces per model batch. [default: 32 on a CPU, 1024 on a GPU]",
-            ),
-            click.option(
-                "--precision",
-                type=click.Choice(PRECISIONS),
-                default=None,
-                envvar=ENV_PRECISION,
-                show_envvar=True,
-                help="The model's arithmetic. Part of the embedding space: vectors of "
-                "different precisions never mix. [default: float32]",
-            ),
+            *(setting_option(s) for s in settings.BACKBONE_SETTINGS),
             click.option(
                 "--channels-last",
                 is_flag=True,
@@ -115,15 +70,6 @@ def backbone_options(func: F) -> F:
                 "compile_model",
                 is_flag=True,
                 help="torch.compile the model (slow start, faster batches on a GPU).",
-            ),
-            click.option(
-                "--device-decode",
-                type=click.Choice(DEVICE_DECODES),
-                default="auto",
-                envvar=ENV_DEVICE_DECODE,
-                show_envvar=True,
-                help="Decode JPEG crops in batches on the model's device (nvjpeg on a GPU); "
-                "other crops take the CPU route. auto: on for CUDA devices. [default: auto]",
             ),
         ]
     ):

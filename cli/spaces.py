@@ -65,7 +65,7 @@ def reembed_command(
     if activate_only:
         started = time.perf_counter()
         chosen = space_prefix
-        if given_on_command_line("backbone", "weights"):  # not FACESTORE_* of the daemon
+        if given_on_command_line("backbone", "weights"):  # not the environment of the daemon
             chosen = space_of(app.build_backbone()).config_hash
         version = activate_recorded(store, chosen, app.model_dir, classifier)
         active = store.spaces.active()

@@ -6,6 +6,7 @@ import dataclasses
 
 import click
 
+from facestore import settings
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand
 from facestore.cli.options import (
@@ -13,6 +14,7 @@ from facestore.cli.options import (
     cluster_options,
     min_confidence_option,
     min_quality_option,
+    setting_option,
 )
 from facestore.daemon import (
     Daemon,
@@ -102,14 +104,7 @@ DEFAULTS = WatchOptions()
     help="Group the unverified faces the model names nobody for into face_cluster rows.",
 )
 @cluster_options
-@click.option(
-    "--metrics-addr",
-    envvar="FACESTORE_METRICS_ADDR",
-    show_envvar=True,
-    metavar="HOST:PORT",
-    help="Serve Prometheus metrics on /metrics and health on /healthz and /readyz here "
-    "(a bare PORT binds 127.0.0.1). Off by default.",
-)
+@setting_option(settings.METRICS_ADDR, metavar="HOST:PORT")
 @pass_app(backbone=True)
 def watch(
     app: App,
@@ -123,8 +118,10 @@ def watch(
     then (unless --no-suggestions) at least one batch of unverified ones; after
     each slice it retrains when the labels changed enough and writes
     face_suggestion rows for the unverified faces embedded so far. Woken by a
-    change it works the queue facestore's triggers fill; every --interval it also scans the face
-    table for anything not queued and sweeps orphans. SQLite files are watched
+    change it works the queue facestore's triggers fill; every --interval it also
+    checks a rolling slice of 50,000 face ids and the ids added since (the first
+    pass: every face) for anything not queued, and sweeps orphans there, so every
+    face is checked within ceil(highest id / 50,000) intervals. SQLite files are watched
     for changes (events are hints; PRAGMA data_version decides); PostgreSQL
     wakes the worker with LISTEN/NOTIFY; --poll uses the timer alone.
 
@@ -137,7 +134,7 @@ def watch(
     means a configuration problem (do not restart); other failures exit 1.
 
     Under systemd (Type=notify) it sends READY=1 once started, WATCHDOG=1 while
-    its loop runs (WatchdogSec=) and STOPPING=1 on SIGTERM; README, "Operations".
+    its loop runs (WatchdogSec=) and STOPPING=1 on SIGTERM: docs/operations.md.
     """
     exit_on_signals_while_starting()
     address = parse_addr(metrics_addr) if metrics_addr else None

@@ -1,8 +1,7 @@
-"""Settings, and the one place facestore reads environment variables.
-
-The CLI's options name the variables below (click reads them with `envvar=`,
-validates them like options and shows them in `--help`); library code that needs
-one calls a function here. No other module reads `os.environ`.
+"""Settings resolved from what was given and the environment: the one place facestore
+reads environment variables. The settings themselves (names, types, defaults, help,
+variables) are declared in facestore.settings; the CLI's options are built from those,
+so click reads the variables too (`envvar=`). No other module reads `os.environ`.
 """
 
 from __future__ import annotations
@@ -11,26 +10,39 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from facestore.errors import ConfigurationError
+from facestore.settings import (
+    BACKBONE,
+    BATCH_SIZE,
+    DB,
+    DEFAULT_BACKBONE,
+    DEFAULT_MODEL_DIR,
+    DEFAULT_PRECISION,
+    DEVICE,
+    DEVICE_DECODE,
+    DEVICE_DECODES,
+    PRECISION,
+    PRECISIONS,
+    WEIGHTS,
+    WORKER_HOST,
+    cite,
+)
 
-ENV_DB = "FACESTORE_DB"
-ENV_MODEL_DIR = "FACESTORE_MODEL_DIR"
-ENV_BACKBONE = "FACESTORE_BACKBONE"
-ENV_WEIGHTS = "FACESTORE_WEIGHTS"
-ENV_DEVICE = "FACESTORE_DEVICE"
-ENV_BATCH_SIZE = "FACESTORE_BATCH_SIZE"
-ENV_PRECISION = "FACESTORE_PRECISION"
-ENV_WORKER_HOST = "FACESTORE_WORKER_HOST"
-ENV_DEVICE_DECODE = "FACESTORE_DEVICE_DECODE"
-DEVICE_DECODES = ("auto", "on", "off")
-
-DEFAULT_BACKBONE = "vggface2"
-# float32 everywhere by default: the precision is part of the embedding space, so a
-# CPU worker and a GPU worker must not pick different ones on their own.
-PRECISIONS = ("float32", "float16", "bfloat16")
-DEFAULT_PRECISION = "float32"
-DEFAULT_MODEL_DIR = "model"
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "DEFAULT_MODEL_DIR",
+    "DEFAULT_PRECISION",
+    "DEVICE_DECODES",
+    "PRECISIONS",
+    "BackboneSettings",
+    "configured_worker_host",
+    "database_url",
+    "resolve_backbone",
+    "resolve_db",
+    "torch_home",
+]
 
 
 def database_url(value: str) -> str:
@@ -53,8 +65,8 @@ class BackboneSettings:
 
 
 def configured_worker_host(env: Mapping[str, str] = os.environ) -> str | None:
-    """FACESTORE_WORKER_HOST: this worker's machine name in leases, where hostnames clash."""
-    return env.get(ENV_WORKER_HOST) or None
+    """This worker's machine name in leases, where host names clash (settings.WORKER_HOST)."""
+    return env.get(WORKER_HOST.env) or None
 
 
 def torch_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -64,49 +76,48 @@ def torch_home(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def resolve_db(option: str | None, env: Mapping[str, str] = os.environ) -> str:
-    value = option or env.get(ENV_DB)
+    value = option or env.get(DB.env)
     if not value:
         raise ConfigurationError(
-            "No database given. Pass --db PATH (a SQLite file or a SQLAlchemy URL) "
-            "or set FACESTORE_DB."
+            f"No database given. Give {cite(DB)}: a SQLite file path or a SQLAlchemy URL."
         )
     return database_url(value)
 
 
 def resolve_backbone(
-    name: str | None,
-    weights: str | None,
-    device: str | None,
-    batch_size: int | None,
-    env: Mapping[str, str] = os.environ,
-    *,
-    precision: str | None = None,
-    channels_last: bool = False,
-    compile_model: bool = False,
-    device_decode: str | None = None,
+    given: Mapping[str, Any] | None = None, env: Mapping[str, str] = os.environ
 ) -> BackboneSettings:
-    weights_value = weights or env.get(ENV_WEIGHTS) or None
+    """The backbone settings from what was given (setting name -> value, as in
+    facestore.settings.BACKBONE_SETTINGS, plus channels_last and compile_model), else
+    the environment, else the defaults."""
+    given = given or {}
+
+    def value(setting: Any) -> Any:
+        return given.get(setting.name) or env.get(setting.env) or None
+
+    weights = value(WEIGHTS)
+    size_given = value(BATCH_SIZE)
     try:
-        from_env = env.get(ENV_BATCH_SIZE)
-        size = batch_size or (int(from_env) if from_env else None)
+        size = int(size_given) if size_given is not None else None
     except ValueError:
         raise ConfigurationError(
-            f"{ENV_BATCH_SIZE} must be a whole number, got {env[ENV_BATCH_SIZE]!r}."
+            f"{cite(BATCH_SIZE)} must be a whole number, got {size_given!r}."
         ) from None
     if size is not None and size < 1:
-        raise ConfigurationError(f"--batch-size must be at least 1, got {size}.")
-    chosen_precision = precision or env.get(ENV_PRECISION) or DEFAULT_PRECISION
-    if chosen_precision not in PRECISIONS:
+        raise ConfigurationError(f"{cite(BATCH_SIZE)} must be at least 1, got {size}.")
+    precision = value(PRECISION) or DEFAULT_PRECISION
+    if precision not in PRECISIONS:
         raise ConfigurationError(
-            f"Unknown precision {chosen_precision!r}. Use one of: {', '.join(PRECISIONS)}."
+            f"Unknown precision {precision!r} ({cite(PRECISION)}). Use one of: "
+            f"{', '.join(PRECISIONS)}."
         )
     return BackboneSettings(
-        name=name or env.get(ENV_BACKBONE) or DEFAULT_BACKBONE,
-        weights=Path(weights_value).expanduser() if weights_value else None,
-        device=device or env.get(ENV_DEVICE) or "auto",
+        name=value(BACKBONE) or DEFAULT_BACKBONE,
+        weights=Path(str(weights)).expanduser() if weights else None,
+        device=value(DEVICE) or "auto",
         batch_size=size,
-        precision=chosen_precision,
-        channels_last=channels_last,
-        compile=compile_model,
-        device_decode=device_decode or env.get(ENV_DEVICE_DECODE) or "auto",
+        precision=precision,
+        channels_last=bool(given.get("channels_last")),
+        compile=bool(given.get("compile_model")),
+        device_decode=value(DEVICE_DECODE) or DEVICE_DECODE.default,
     )

@@ -25,6 +25,7 @@ from facestore.errors import (
 )
 from facestore.locks import advisory_lock
 from facestore.schema import ALEMBIC_VERSION_TABLE, reflect_face_table
+from facestore.settings import DB, cite
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -78,11 +79,11 @@ def require_file(url: str) -> None:
     path = Path(str(parsed.database))
     if not path.exists():
         raise DatabaseError(
-            f"The database file {path} does not exist. Check --db / FACESTORE_DB; "
+            f"The database file {path} does not exist. Check {cite(DB)}; "
             "'facestore import DIR' creates a new database from a folder of crops."
         )
     if path.is_dir():
-        raise DatabaseError(f"{path} is a directory, not a database file. Check --db.")
+        raise DatabaseError(f"{path} is a directory, not a database file. Check {cite(DB)}.")
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
@@ -114,6 +115,12 @@ SETUP_SQLSTATES = {"3D000", "28000", "28P01"}
 SETUP_MESSAGES = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
 
 
+def sentence(error: object) -> str:
+    """A driver's message as one sentence ending in a full stop (psycopg's end in '?')."""
+    text = " ".join(str(error).split()).rstrip(" .?")
+    return f"{text}."
+
+
 def check_connection(engine: Engine) -> None:
     """Connect and read: a file that is not a database, or a server that refuses us, is
     a setup error (exit 2); a server that does not answer may come back (exit 1)."""
@@ -126,16 +133,16 @@ def check_connection(engine: Engine) -> None:
         where = engine.url.render_as_string(hide_password=True)
         if engine.dialect.name == "sqlite" and not isinstance(exc, sa.exc.OperationalError):
             raise DatabaseError(
-                f"{engine.url.database} is not a SQLite database ({exc.orig}). Check --db / "
-                "FACESTORE_DB: it must be the tagging app's database file."
+                f"{engine.url.database} is not a SQLite database ({exc.orig}). Check "
+                f"{cite(DB)}: it must be the tagging app's database file."
             ) from exc
         if engine.dialect.name != "sqlite" and not _is_setup_error(exc):
             raise DatabaseUnavailableError(
-                f"Cannot reach the database {where}: "
-                f"{exc.orig}. Check that the server is up and --db / FACESTORE_DB is right."
+                f"Cannot reach the database {where}: {sentence(exc.orig)} Check that the "
+                f"server is up and {cite(DB)} is right."
             ) from exc
         raise DatabaseError(
-            f"Cannot open the database {where}: {exc.orig}. Check --db / FACESTORE_DB"
+            f"Cannot open the database {where}: {sentence(exc.orig)} Check {cite(DB)}"
             + (
                 " and that the database exists (createdb NAME)."
                 if engine.dialect.name != "sqlite"

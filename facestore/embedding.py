@@ -23,10 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from facestore.backbones import Backbone, PreparedBackbone, Space, space_of
+from facestore.backbones import Backbone, PreparedBackbone, Space, batch_size_of, space_of
 from facestore.decoding import DecodePool, decoder, make_decode_pool
+from facestore.embed_batch import Chunker, embed_batch, probe
 from facestore.errors import SpaceMismatchError
-from facestore.inference import Chunker, embed_batch, probe
 from facestore.pipeline import BatchObserver, run_stages
 from facestore.store import Crop, IdRanges, LeaseOwner, Store, worker_host
 
@@ -96,18 +96,29 @@ class EmbedReport:
 
 
 @contextlib.contextmanager
-def _releasing(store: Store, owner: str) -> Iterator[None]:
-    """On the way out (stop, error), free the leases of batches claimed but not written."""
+def _releasing(store: Store, owner: str, unreleased: set[str]) -> Iterator[None]:
+    """On the way out (stop, error), free the leases of batches claimed but not written.
+    If the database is unreachable then, the owner joins `unreleased`: the next pass
+    frees them (a worker that outlives an outage gets its faces back without waiting
+    for the leases to expire)."""
     try:
         yield
     finally:
+        unreleased.add(owner)
+        release_leases(store, unreleased)
+
+
+def release_leases(store: Store, owners: set[str]) -> None:
+    """Free every lease of these owners; those that fail stay in the set."""
+    for owner in sorted(owners):
         try:
             released = store.queue.release(owner)
-        except sa.exc.SQLAlchemyError as exc:  # they expire anyway
-            log.warning("Could not release leases (they will expire): %s", exc)
-        else:
-            if released:
-                log.info("Released %d leased faces for other workers", released)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("Could not release leases (retried next pass): %s", exc)
+            return
+        owners.discard(owner)
+        if released:
+            log.info("Released %d leased faces for other workers", released)
 
 
 def ensure_active_space(store: Store, space: Space) -> None:
@@ -126,12 +137,24 @@ def ensure_active_space(store: Store, space: Space) -> None:
         )
 
 
-def default_batch_size(backbone: Backbone) -> int:
-    """The backbone's batch size for its device (facenet: 1024 on a GPU), else 32."""
-    return int(getattr(backbone, "default_batch_size", FALLBACK_BATCH_SIZE))
+@dataclass(frozen=True)
+class PassKind:
+    """What an embedding pass does besides embedding the queue."""
+
+    name: str
+    scan: bool  # look through the face table for faces nothing queued, and count what is left
+    sweep: bool  # delete cache rows of deleted faces first, and prune the change log
+    beside_active: bool = False  # the space may be other than the active one (reembed)
 
 
-FALLBACK_BATCH_SIZE = 32
+# `facestore embed`: everything pending, orphans swept, what is left counted
+EMBED = PassKind("embed", scan=True, sweep=True)
+# `facestore reembed`: the same, into a space built beside the active one
+BUILD = PassKind("build", scan=True, sweep=True, beside_active=True)
+# the daemon woken by a change: the queue the triggers fill, a cost that follows the change
+QUEUE = PassKind("queue", scan=False, sweep=False)
+# the daemon's timer: scan (a rolling slice); the daemon sweeps that slice itself
+CHECK = PassKind("check", scan=True, sweep=False)
 
 
 class Embedder:
@@ -159,18 +182,21 @@ class Embedder:
         self.store = store
         self.backbone = backbone
         self.on_batch = on_batch  # (embedded, failed, seconds) after each batch is written
-        self.batch_size = batch_size or default_batch_size(backbone)
+        self.batch_size = batch_size or batch_size_of(backbone)
         self.lease_seconds = lease_seconds
         self.stop = stop or threading.Event()
         self._chunker = Chunker(self.batch_size)
         self._model_works = probe(backbone, decoder(backbone))
         self._noted: set[str] = set()  # spaces whose device info this process recorded
+        self._unreleased: set[str] = set()  # lease owners a failed pass could not free
         self.pool: DecodePool = make_decode_pool(
             backbone,
             self.batch_size,
             mode=decode,
             workers=workers,
-            device_decode=getattr(backbone, "decode_device", None),
+            device_decode=backbone.decode_device
+            if isinstance(backbone, PreparedBackbone)
+            else None,
         )
         log.debug("Decoding with %d %s", self.pool.workers, self.pool.kind)
 
@@ -191,43 +217,38 @@ class Embedder:
     def run_pass(
         self,
         space: Space | None = None,
+        kind: PassKind = EMBED,
         *,
         verified: bool = True,
-        target_space: bool = False,
-        scan: bool = True,
-        sweep: bool | None = None,
         deadline: float | None = None,
         scan_ids: IdRanges | None = None,
         progress: ProgressCallback | None = None,
     ) -> EmbedReport:
-        """Embed the pending verified faces of the space (default: the backbone's).
+        """Embed the pending faces of the space (default: the backbone's), the verified
+        ones or (verified=False, for suggestions) the unverified ones; `kind` says what
+        else the pass does (EMBED, BUILD, QUEUE, CHECK).
 
-        verified=False embeds the unverified faces instead (for suggestions).
-        target_space=True only records the space, not requiring it to be the active
-        one: `facestore reembed` builds a new space beside the active one.
-        scan=False (the daemon woken by a change) works only the queue the triggers
-        fill: no scan of the face table and no count of what is left (`pending` is
-        None), so the cost does not grow with the store. sweep (default: scan)
-        deletes cache rows of deleted faces first, and prunes the change log. With a deadline
-        (time.monotonic()) no new batch starts after it, and `more` says work is left.
-        scan_ids limits the scan to those faces (the daemon's rolling check); what is left
-        is not counted then.
+        With a deadline (time.monotonic()) no new batch starts after it, and `more` says
+        work is left. scan_ids limits the scan to those faces (the daemon's rolling
+        check); what is left is not counted then.
         """
         started = time.perf_counter()
         space = space or space_of(self.backbone)
         store = self.store
-        if target_space:
+        if kind.beside_active:
             store.spaces.record(space)
         else:
             ensure_active_space(store, space)
         if isinstance(self.backbone, PreparedBackbone) and space.config_hash not in self._noted:
             store.spaces.record_device_info(space.config_hash, self.backbone.device_info)
             self._noted.add(space.config_hash)  # a process's device does not change
-        if scan if sweep is None else sweep:
+        if kind.sweep:
             store.cache.sweep_orphans(scan_ids)
             store.changes.prune()  # where no daemon runs, `embed` keeps the log bounded
+        if self._unreleased:
+            release_leases(store, self._unreleased)
         owner = str(LeaseOwner.new())
-        with _releasing(store, owner):
+        with _releasing(store, owner, self._unreleased):
             batches = claimed_batches(
                 store,
                 space.config_hash,
@@ -235,7 +256,7 @@ class Embedder:
                 owner,
                 self.lease_seconds,
                 verified,
-                scan,
+                kind.scan,
                 scan_ids,
             )
             totals = run_stages(
@@ -257,7 +278,7 @@ class Embedder:
             failed=totals.failed,
             pending=(
                 store.queue.count_pending(space.config_hash, verified)
-                if scan and scan_ids is None
+                if kind.scan and scan_ids is None
                 else None
             ),
             seconds=time.perf_counter() - started,
@@ -275,10 +296,9 @@ def embed_pending(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     space: Space | None = None,
+    kind: PassKind = EMBED,
     verified: bool = True,
-    target_space: bool = False,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    scan: bool = True,
     deadline: float | None = None,
 ) -> EmbedReport:
     """One pass of a one-off Embedder (see Embedder.run_pass). Resumable at any point."""
@@ -291,10 +311,5 @@ def embed_pending(
         stop=stop,
     ) as embedder:
         return embedder.run_pass(
-            space,
-            verified=verified,
-            target_space=target_space,
-            scan=scan,
-            deadline=deadline,
-            progress=progress,
+            space, kind, verified=verified, deadline=deadline, progress=progress
         )

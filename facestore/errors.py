@@ -1,12 +1,23 @@
-"""Errors facestore raises. Every message says what is wrong, then what to do."""
+"""Errors facestore raises. Every message says what is wrong, then what to do.
+
+A message names a setting with `facestore.settings.cite(SETTING)`: `str(error)` then
+speaks of the Python parameter (BackboneSettings(weights=...)), and the CLI, which
+shows `error.for_command_line`, of the flag and the environment variable.
+"""
 
 from __future__ import annotations
+
+from facestore.settings import render
 
 
 class FacestoreError(Exception):
     """Base class: a problem the user can fix. The CLI prints the message, no traceback."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        super().__init__(render(message, command_line=False), *args)
+        self.for_command_line = render(message, command_line=True)
 
 
 class ConfigurationError(FacestoreError):

@@ -37,10 +37,16 @@ def decode_crop(blob: bytes | memoryview | None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
+        claimed = claimed_format(data)
+        if claimed is not None:
+            raise ImageDecodeError(f"corrupt {claimed} image: its header cannot be read") from None
         raise ImageDecodeError("not a JPEG, PNG or WebP image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"image too large: {exc}") from None
     except Exception as exc:  # Pillow raises many types for malformed headers
+        claimed = claimed_format(data)
+        if claimed is not None:
+            raise ImageDecodeError(f"corrupt or truncated {claimed} image: {exc}") from None
         raise ImageDecodeError(f"unreadable image header: {exc}") from None
 
     width, height = image.size
@@ -57,6 +63,17 @@ def decode_crop(blob: bytes | memoryview | None) -> Image.Image:
         return to_rgb(image)
     except Exception as exc:  # truncated or corrupt data, or a mode Pillow cannot convert
         raise ImageDecodeError(f"corrupt or truncated {image.format} image: {exc}") from None
+
+
+def claimed_format(data: bytes) -> str | None:
+    """The allowed format whose signature the bytes start with, if any."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

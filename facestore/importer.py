@@ -18,8 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy.engine import Engine
 
 from facestore.db import write_transaction
-from facestore.errors import FacestoreError
-from facestore.images import ALLOWED_FORMATS
+from facestore.errors import FacestoreError, ImageDecodeError
+from facestore.images import ALLOWED_FORMATS, claimed_format, decode_crop
 from facestore.schema import FACE_TABLE, reflect_face_table
 
 log = logging.getLogger(__name__)
@@ -27,19 +27,25 @@ log = logging.getLogger(__name__)
 INSERT_BATCH = 500
 
 
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
 @dataclass
 class ImportReport:
     faces: int = 0
     people: int = 0
     created_table: bool = False
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "faces": self.faces,
             "people": self.people,
             "created_table": self.created_table,
-            "skipped": self.skipped,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
         }
 
 
@@ -55,19 +61,45 @@ def minimal_face_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def crop_bytes(path: Path) -> bytes | None:
-    """The file's bytes if it is an allowed format, a PNG re-encoding if Pillow reads it."""
+def crop_bytes(path: Path) -> bytes:
+    """The file's bytes if it is an allowed format that decodes, a PNG re-encoding if
+    Pillow reads it otherwise; ImageDecodeError says why not."""
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format in ALLOWED_FORMATS:
+                decode_crop(data)  # what the embed pass will do: refuse it now
                 return data
             image.load()
             out = io.BytesIO()
             image.save(out, "PNG")
             return out.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        if claimed_format(data) is None:
+            raise ImageDecodeError("not an image Pillow can read") from None
+        raise ImageDecodeError(decode_reason(data)) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        if claimed_format(data) is None:
+            raise ImageDecodeError(f"unreadable image: {exc}") from None
+        raise ImageDecodeError(decode_reason(data)) from None
+
+
+def crop_or_raw(path: Path) -> bytes:
+    """crop_bytes, or else the file as it is (decoding it then says why it fails)."""
+    try:
+        return crop_bytes(path)
+    except ImageDecodeError:
+        return path.read_bytes()
+
+
+def decode_reason(data: bytes) -> str:
+    try:
+        decode_crop(data)
+    except ImageDecodeError as exc:
+        return str(exc)
+    return "unreadable image"  # pragma: no cover - Pillow refused it above
 
 
 def _people(root: Path) -> Iterator[tuple[str, list[Path]]]:
@@ -119,55 +151,80 @@ def _person_id_converter(table: sa.Table) -> Callable[[str], Any]:
     return str
 
 
+class Target:
+    """The face table rows go to, opened at the first importable file, so that a
+    folder with nothing importable creates no database."""
+
+    def __init__(self, open_engine: Callable[[], Engine], report: ImportReport) -> None:
+        self.engine = open_engine()
+        if not sa.inspect(self.engine).has_table(FACE_TABLE):
+            minimal_face_table(sa.MetaData()).create(self.engine)
+            report.created_table = True
+            log.info("Created a minimal 'face' table")
+        self.face = reflect_face_table(self.engine)
+        self.person_id = _person_id_converter(self.face.table)
+
+    def row(self, blob: bytes, person: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"face_crop_blob": blob, "person_id": self.person_id(person)}
+        if self.face.has_verified:
+            row["verified"] = True
+        return row
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            with write_transaction(self.engine) as conn:
+                conn.execute(self.face.table.insert(), rows)
+        except sa.exc.IntegrityError as exc:
+            raise FacestoreError(
+                f"The app's face table refused the new rows: {exc.orig}. It may need "
+                "columns 'facestore import' does not fill; import through the app instead."
+            ) from exc
+
+
 def import_folder(
-    engine: Engine, root: Path, progress: Callable[[int], None] | None = None
+    open_engine: Callable[[], Engine],
+    root: Path,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
+    """Import the folder through the engine that open_engine() gives, called only once
+    a file proves importable. Raises FacestoreError when none does."""
     check_folder(root)
     report = ImportReport()
     for path in top_level_files(root):
-        report.skipped.append(str(path))
-        log.warning("Skipped %s: not in a person folder", path)
-    if not sa.inspect(engine).has_table(FACE_TABLE):
-        minimal_face_table(sa.MetaData()).create(engine)
-        report.created_table = True
-        log.info("Created a minimal 'face' table")
-    face = reflect_face_table(engine)
-    to_person_id = _person_id_converter(face.table)
+        report.skipped.append(Skipped(str(path), "not in a person folder"))
+    target: Target | None = None
     rows: list[dict[str, Any]] = []
 
     def flush() -> None:
-        if rows:
-            try:
-                with write_transaction(engine) as conn:
-                    conn.execute(face.table.insert(), rows)
-            except sa.exc.IntegrityError as exc:
-                raise FacestoreError(
-                    f"The app's face table refused the new rows: {exc.orig}. It may need "
-                    "columns 'facestore import' does not fill; import through the app instead."
-                ) from exc
+        if rows and target is not None:
+            target.insert(rows)
             report.faces += len(rows)
             rows.clear()
 
     for person, files in _people(root):
-        person_id = to_person_id(person)
         added = 0
         for path in files:
-            blob = crop_bytes(path)
-            if progress is not None:
-                progress(1)
-            if blob is None:
-                report.skipped.append(str(path))
-                log.warning("Skipped %s: not an image Pillow can read", path)
+            try:
+                blob = crop_bytes(path)
+            except ImageDecodeError as exc:
+                report.skipped.append(Skipped(str(path), str(exc)))
                 continue
-            row: dict[str, Any] = {"face_crop_blob": blob, "person_id": person_id}
-            if face.has_verified:
-                row["verified"] = True
-            rows.append(row)
+            finally:
+                if progress is not None:
+                    progress(1)
+            target = target or Target(open_engine, report)
+            rows.append(target.row(blob, person))
             added += 1
             if len(rows) >= INSERT_BATCH:
                 flush()
         report.people += bool(added)
     flush()
+    if target is None:
+        raise FacestoreError(
+            f"Nothing imported from {root}: none of its {len(report.skipped)} files is an "
+            f"image facestore can read ({report.skipped[0].path}: "
+            f"{report.skipped[0].reason}). No database was created or changed."
+        )
     return report
 
 

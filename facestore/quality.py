@@ -108,19 +108,25 @@ class QualityGate:
         vectors: np.ndarray,
         sides: np.ndarray | None = None,
         sharpness: np.ndarray | None = None,
+        by_vector: bool = True,
     ) -> Judgement:
-        """quality per face (NaN signals, or None, are not measured: they do not count)."""
+        """quality per face (NaN signals, or None, are not measured: they do not count).
+        by_vector=False: the image signals alone (no typicality)."""
         n = len(vectors)
-        cos = typicality(vectors, self.direction)
-        # typicality against its floor as distance from the typical face: 1 at the floor
-        distance = np.maximum(1.0 - cos, 1e-6)
-        ratios = {"typicality": (1.0 - self.typicality_floor) / distance}
+        ratios: dict[str, np.ndarray] = {}
+        if by_vector:
+            cos = typicality(vectors, self.direction)
+            # typicality against its floor as distance from the typical face: 1 at the floor
+            distance = np.maximum(1.0 - cos, 1e-6)
+            ratios["typicality"] = (1.0 - self.typicality_floor) / distance
         if sides is not None:
             ratios["size"] = np.asarray(sides, dtype=np.float64) / max(self.side_floor, 1e-9)
         if sharpness is not None:
             ratios["sharpness"] = np.asarray(sharpness, dtype=np.float64) / max(
                 self.sharpness_floor, 1e-9
             )
+        if not ratios:
+            return Judgement(np.full(n, 1e6), [""] * n)
         names = list(ratios)
         table = np.vstack([np.asarray(ratios[name], dtype=np.float64) for name in names])
         table = np.where(np.isnan(table), np.inf, table)

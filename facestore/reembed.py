@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facestore.backbones import Backbone, Space, space_of
-from facestore.embedding import Embedder, ProgressCallback
+from facestore.embedding import BUILD, Embedder, ProgressCallback
 from facestore.errors import ConfigurationError
 from facestore.locks import retrain_lock
 from facestore.repository import ModelRepository
@@ -65,7 +65,7 @@ def build_space(
     embedded = failed = 0
     with Embedder(store, backbone, batch_size=batch_size, stop=stop) as embedder:
         for _ in range(MAX_PASSES):
-            report = embedder.run_pass(space, target_space=True, progress=progress)
+            report = embedder.run_pass(space, BUILD, progress=progress)
             embedded += report.embedded
             failed += report.failed
             if report.pending == 0 or embedder.stop.is_set():

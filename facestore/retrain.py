@@ -9,17 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from facestore.artifacts import DEFAULT_KEEP
 from facestore.backbones import Space
 from facestore.classifiers import ClassifierFactory, classifier_factory, resolve_name
 from facestore.errors import TrainingError
 from facestore.locks import retrain_lock
 from facestore.openset import DEFAULT_FAR
-from facestore.quality import calibrate_gate
+from facestore.quality import DEFAULT_MIN_QUALITY, QualityGate, calibrate_gate
 from facestore.repository import ModelRepository, StagedVersion
 from facestore.store import Store, TrainingRows
 from facestore.timestamps import now_iso
-from facestore.training import Dataset, build_dataset, fit
+from facestore.training import Dataset, build_dataset, fit, keep_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class RetrainReport:
     classifier: str
     open_set: dict[str, Any] | None = None
     validation_open_set: dict[str, Any] | None = None
+    low_quality_left_out: int = 0  # verified faces below the quality gate, not trained on
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,12 +54,25 @@ class RetrainReport:
             "classifier": self.classifier,
             "open_set": self.open_set,
             "validation_open_set": self.validation_open_set,
+            "low_quality_left_out": self.low_quality_left_out,
         }
 
 
-def library_dataset(
-    store: Store, space: Space | None = None
-) -> tuple[Space, TrainingRows, Dataset]:
+@dataclass(frozen=True)
+class LibraryData:
+    """What a retrain reads: the space, every verified face's row (the model's training
+    set), the quality gate calibrated on them, and the Dataset it fits: the verified
+    faces the gate does not find low quality (docs/accuracy.md: blurred or tiny
+    verified faces cost 10-18 points of accuracy when they train)."""
+
+    space: Space
+    rows: TrainingRows
+    gate: QualityGate | None
+    dataset: Dataset
+    low_quality: int  # verified faces left out of the Dataset
+
+
+def library_dataset(store: Store, space: Space | None = None) -> LibraryData:
     """The verified faces' vectors of a space (default: the active one), as a Dataset."""
     space = space or store.spaces.active()
     if space is None:
@@ -65,16 +81,43 @@ def library_dataset(
             "Run 'facestore embed' (or 'facestore train') first."
         )
     rows = store.library.training_rows(space.config_hash)
-    return space, rows, build_dataset(rows.face_ids, rows.person_ids, rows.vectors)
+    gate = calibrate_gate(rows.vectors, rows.sides, rows.sharpness)
+    keep = good_rows(gate, rows) if gate is not None else list(range(len(rows.face_ids)))
+    if len(keep) < len(rows.face_ids):
+        log.info(
+            "Leaving %d low-quality verified faces out of training",
+            len(rows.face_ids) - len(keep),
+        )
+    dataset = build_dataset(
+        [rows.face_ids[i] for i in keep],
+        [rows.person_ids[i] for i in keep],
+        keep_rows(rows.vectors, keep),  # in place: the rows' matrix is not used again
+    )
+    return LibraryData(space, rows, gate, dataset, len(rows.face_ids) - len(keep))
+
+
+def good_rows(gate: QualityGate, rows: TrainingRows, chunk: int = 65_536) -> list[int]:
+    """The rows whose crops are not below the gate's size or sharpness floors, a chunk at
+    a time. Typicality does not leave a verified face out: a person who looks like no
+    one else the user named is not a non-face."""
+    keep: list[int] = []
+    for start in range(0, len(rows.face_ids), chunk):
+        end = start + chunk
+        judged = gate.judge(
+            rows.vectors[start:end],
+            None if rows.sides is None else rows.sides[start:end],
+            None if rows.sharpness is None else rows.sharpness[start:end],
+            by_vector=False,
+        )
+        keep.extend(start + int(i) for i in np.flatnonzero(judged.quality >= DEFAULT_MIN_QUALITY))
+    return keep
 
 
 @dataclass(frozen=True)
 class Training:
     """What a retrain fits: checked before model/ is touched or a lock is taken."""
 
-    space: Space
-    rows: TrainingRows
-    dataset: Dataset
+    data: LibraryData
     name: str
     factory: ClassifierFactory
 
@@ -83,7 +126,8 @@ def prepare(
     store: Store, classifier: str | ClassifierFactory = "auto", space: Space | None = None
 ) -> Training:
     """The vectors and classifier of a retrain; refuses (no vectors, one class) early."""
-    space, rows, dataset = library_dataset(store, space)
+    data = library_dataset(store, space)
+    dataset = data.dataset
     if isinstance(classifier, str):
         resolved = resolve_name(classifier, len(dataset.labels))
         name, factory = resolved, classifier_factory(resolved)
@@ -96,9 +140,9 @@ def prepare(
         name,
         len(dataset.labels),
         len(dataset.classes),
-        space.label,
+        data.space.label,
     )
-    return Training(space, rows, dataset, name, factory)
+    return Training(data, name, factory)
 
 
 def fit_and_stage(
@@ -112,10 +156,9 @@ def fit_and_stage(
 ) -> tuple[StagedVersion, RetrainReport]:
     """Fit, calibrate the open-set rule and stage the version (not current yet)."""
     started = time.perf_counter()
-    space, rows, dataset = training.space, training.rows, training.dataset
+    data = training.data
+    space, rows, dataset, gate = data.space, data.rows, data.dataset, data.gate
     result = fit(dataset, training.factory, val_fraction=val_fraction, seed=seed, far=far)
-    # every verified face trains and calibrates (the user vouched for it; docs/accuracy.md)
-    gate = calibrate_gate(rows.vectors, rows.sides, rows.sharpness, seed=seed)
     embedding_config = {
         **space.config,
         "backbone": space.backbone,
@@ -130,6 +173,7 @@ def fit_and_stage(
         "space": space.config_hash,
         "created_at": now_iso(),
         "quality_gate": gate.describe() if gate is not None else None,
+        "low_quality_left_out": data.low_quality,
     }
     staged = repository.stage(
         result.estimator,
@@ -152,6 +196,7 @@ def fit_and_stage(
         classifier=training.name,
         open_set=metrics["open_set"],
         validation_open_set=metrics["validation_open_set"],
+        low_quality_left_out=data.low_quality,
     )
     return staged, report
 

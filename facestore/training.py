@@ -1,6 +1,6 @@
 """Dataset, split, fit and metrics over cached vectors. Pure: arrays in, estimators out.
 
-Choices (documented in the README):
+Choices (documented in docs/models.md):
 - classes with fewer than 2 samples are dropped, with a warning naming them;
 - the split is stratified per class: a class of n samples gives round(n * val_fraction)
   samples to validation, but always keeps at least one for training, so a class of 2

@@ -287,3 +287,8 @@ def drop_postgresql() -> list[str]:
 
 def drop(names: tuple[str, ...]) -> list[str]:
     return [f"DROP TRIGGER IF EXISTS {name}" for name in names]
+
+
+# The triggers installed at head, by dialect: what `facestore doctor` expects to find.
+INSTALLED_SQLITE = (*V2_NAMES, *SQLITE_LOG_TRIGGERS)
+INSTALLED_POSTGRESQL = (*PG_TRIGGERS, *PG_LOG_TRIGGERS)

@@ -10,6 +10,7 @@ from click.testing import CliRunner, Result
 
 from facestore import db as database
 from facestore.cli.main import main
+from facestore.settings import SETTINGS
 from facestore.store import Store
 from tests.support.backends import BACKENDS, AppDatabase, app_database, postgres_database
 from tests.support.helpers import make_app_db
@@ -18,17 +19,9 @@ from tests.support.processes import Watcher
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No real weights cache, no FACESTORE_* settings leaking in from the shell."""
-    for name in (
-        "FACESTORE_DB",
-        "FACESTORE_MODEL_DIR",
-        "FACESTORE_WEIGHTS",
-        "FACESTORE_BACKBONE",
-        "FACESTORE_DEVICE",
-        "FACESTORE_BATCH_SIZE",
-        "FACESTORE_PRECISION",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    """No real weights cache, no facestore settings leaking in from the shell."""
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.chdir(tmp_path)
 

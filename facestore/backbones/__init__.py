@@ -12,11 +12,22 @@ factory takes `BackboneSettings` and returns an object with:
 - `dim: int`, the vector length;
 - `embed_images(images: Sequence[PIL.Image.Image]) -> np.ndarray` of shape (n, dim).
 
-A backbone may also implement the fast path, `PreparedBackbone`: `prepare(image)`
-turns one image into the model's input array (run in the decode threads, beside
-the model), `embed_prepared(batch)` embeds a stacked batch of them, and
-`device_info` (a property) says where the vectors are computed (recorded, not
-part of the space). Both built-in backbones do.
+A backbone may also implement the fast path, `PreparedBackbone`:
+
+- `prepare(image)` turns one image into the model's input array (run in the decode
+  workers, beside the model);
+- `stack_prepared(rows)` stacks prepared rows into one batch (default: np.stack; the
+  GPU route's rows are tensors on the device);
+- `embed_prepared(batch)` embeds a stacked batch;
+- `device_info` (a property) says where the vectors are computed (recorded, not part
+  of the space);
+- `default_batch_size`, its batch size when none is given (default 32);
+- `decode_device`, a torch device on which its JPEGs are decoded (the GPU route), or
+  None (the default).
+
+`PreparedBase` holds the defaults; both built-in backbones inherit it, and a
+plugin may too. A backbone without every one of these runs on the plain path
+(`embed_images`), in batches of FALLBACK_BATCH_SIZE.
 """
 
 from __future__ import annotations
@@ -49,16 +60,41 @@ class Backbone(Protocol):
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
+FALLBACK_BATCH_SIZE = 32  # the plain path's batches, and PreparedBase's default
+
+
 @runtime_checkable
 class PreparedBackbone(Backbone, Protocol):
     """The optional fast path: preprocessing apart from the model, batches as arrays."""
+
+    default_batch_size: int
+    decode_device: Any  # a torch device for the GPU route's JPEG decode, or None
 
     @property
     def device_info(self) -> dict[str, Any]: ...
 
     def prepare(self, image: Image.Image) -> np.ndarray: ...
 
-    def embed_prepared(self, batch: np.ndarray) -> np.ndarray: ...
+    def stack_prepared(self, rows: Sequence[Any]) -> Any: ...
+
+    def embed_prepared(self, batch: Any) -> np.ndarray: ...
+
+
+class PreparedBase:
+    """The defaults of PreparedBackbone's optional members, for a backbone to inherit."""
+
+    default_batch_size: int = FALLBACK_BATCH_SIZE
+    decode_device: Any = None
+
+    def stack_prepared(self, rows: Sequence[Any]) -> Any:
+        return np.stack(rows)
+
+
+def batch_size_of(backbone: Backbone) -> int:
+    """The backbone's batch size for its device (facenet: 1024 on a GPU)."""
+    if isinstance(backbone, PreparedBackbone):
+        return int(backbone.default_batch_size)
+    return FALLBACK_BATCH_SIZE
 
 
 BackboneFactory = Callable[[BackboneSettings], Backbone]

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from facestore.backbones import PreparedBase
 from facestore.backbones.weights import file_sha256
 from facestore.config import BackboneSettings
 from facestore.errors import BackboneError, ConfigurationError
+from facestore.settings import PRECISION, WEIGHTS, cite
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def aligned_chip(dlib: Any, landmarks: Any, image: Image.Image) -> np.ndarray:
     return np.asarray(chip, dtype=np.uint8)
 
 
-class DlibBackbone:
+class DlibBackbone(PreparedBase):
     """Implements the Backbone protocol with dlib_face_recognition_resnet_model_v1."""
 
     name = "dlib"
@@ -103,14 +105,15 @@ class DlibBackbone:
     def from_settings(cls, settings: BackboneSettings) -> DlibBackbone:
         if settings.weights is not None:
             log.warning(
-                "Ignoring --weights / FACESTORE_WEIGHTS (%s): the dlib backbone uses the model "
+                "Ignoring the weights given (%s, %s): the dlib backbone uses the model "
                 "files of face_recognition_models.",
+                WEIGHTS.for_command_line(),
                 settings.weights,
             )
         if settings.precision != "float32":
             raise ConfigurationError(
                 f"The dlib backbone computes in float32 only, not {settings.precision}. "
-                "Drop --precision (or FACESTORE_PRECISION) for --backbone dlib."
+                f"Leave {cite(PRECISION)} out for the dlib backbone."
             )
         return cls()
 

@@ -12,6 +12,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from PIL import Image
 
+from facestore.backbones import PreparedBase
 from facestore.backbones.preprocess import (
     IMAGE_SIZE,
     NORMALISATION,
@@ -90,7 +91,7 @@ def load_checkpoint(path: Path, variant: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("logits.")}
 
 
-class FacenetBackbone:
+class FacenetBackbone(PreparedBase):
     """Implements the Backbone protocol with InceptionResnetV1."""
 
     dim = EMBEDDING_DIM
@@ -112,6 +113,7 @@ class FacenetBackbone:
         self.channels_last = channels_last
         self.compiled = compile_model
         self.decode_device = decode_device_for(device, device_decode)
+        self.default_batch_size = GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
         model = InceptionResnetV1(pretrained=None, classify=False)
         missing, unexpected = model.load_state_dict(load_checkpoint(weights_path, variant), False)
         if missing or unexpected:
@@ -158,10 +160,6 @@ class FacenetBackbone:
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
-
-    @property
-    def default_batch_size(self) -> int:
-        return GPU_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE
 
     # decode worker processes run preprocess.prepare on their own (ProcessPreparable)
     prepared_shape = (3, IMAGE_SIZE, IMAGE_SIZE)

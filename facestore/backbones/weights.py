@@ -1,4 +1,4 @@
-"""Where facenet weights come from: --weights / FACESTORE_WEIGHTS, the hub cache, a download."""
+"""Where facenet weights come from: the weights setting, the hub cache, a download."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from facestore.config import torch_home
 from facestore.errors import WeightsError
+from facestore.settings import BACKBONE, WEIGHTS, cite
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ def resolve_weights(variant: str, explicit: Path | None, allow_download: bool = 
         if explicit.is_file():
             return explicit
         raise WeightsError(
-            f"Weights file {explicit} (from --weights / FACESTORE_WEIGHTS) does not exist. "
-            f"Pass the path of {checkpoint.filename}."
+            f"Weights file {explicit} (from {cite(WEIGHTS)}) does not exist. "
+            f"Give the path of {checkpoint.filename}."
         )
     cached = hub_cache_path(variant)
     if cached.is_file():
@@ -59,9 +60,10 @@ def resolve_weights(variant: str, explicit: Path | None, allow_download: bool = 
             reason = f"downloading {checkpoint.url} failed: {exc}"
     raise WeightsError(
         f"No weights for backbone {variant!r}: {checkpoint.filename} was not given with "
-        f"--weights or FACESTORE_WEIGHTS, is not in the torch hub cache at {cached}, and "
-        f"{reason}. Copy {checkpoint.filename} to {cached}, or pass --weights PATH "
-        "(or set FACESTORE_WEIGHTS=PATH)."
+        f"{cite(WEIGHTS)}, is not in the torch hub cache at {cached}, and {reason}. Copy "
+        f"{checkpoint.filename} to {cached}, or give its path with {cite(WEIGHTS, 'PATH')}. "
+        f"Offline, the dlib backbone needs no download: {cite(BACKBONE, 'dlib')} "
+        "(pip install 'facestore[dlib]')."
     )
 
 

@@ -21,6 +21,7 @@ class WatchOptions:
     min_quality: float | None = None  # None: the model's quality gate at its floor (1.0)
     batch_size: int | None = None
     retrain: bool = True
+    retrain_in_child: bool = True  # its memory goes back to the system after each retrain
     lease: float = DEFAULT_LEASE_SECONDS
     work_slice: float = 10.0  # seconds of embedding between retrain checks and suggestions
     clusters: bool = True  # group unknown faces (needs suggestions: unknown = not suggested)

@@ -36,7 +36,7 @@ class Suggester:
 
     def suggest(
         self,
-        predictor: Predictor,
+        predictor: Predictor | None,
         space_hash: str,
         replace_all: bool = False,
         only: Collection[int] | None = None,
@@ -48,7 +48,10 @@ class Suggester:
         only: the faces embedded since the last pass; then just those (and faces whose
         rejections changed) are read, so the cost follows the change, not the library.
         ids: else, only the unverified faces among those (the timer's rolling check).
+        Without a model (predictor None) nothing is written: every face read is unnamed.
         """
+        if predictor is None:
+            return self._without_model(space_hash, only, ids)
         if replace_all:
             self._considered.clear()
             only, ids = None, None
@@ -110,6 +113,16 @@ class Suggester:
             if row.face_id not in suggested and row.face_id not in gated
         }
         return SuggestPass(written, unnamed, unverified, len(gated))
+
+    def _without_model(
+        self, space_hash: str, only: Collection[int] | None, ids: IdRanges | None
+    ) -> SuggestPass:
+        rows = self.store.suggestions.unverified_vectors(
+            space_hash, only, ids if only is None else None
+        )
+        complete = only is None and ids is None
+        unverified = frozenset(row.face_id for row in rows) if complete else None
+        return SuggestPass(0, {row.face_id: row.vector for row in rows}, unverified)
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

@@ -33,15 +33,19 @@ class WakeSource:
     probe: DataVersionProbe | None = None
 
     def changed(self) -> bool:
-        return self.probe.changed() if self.probe is not None else True
+        return self.probe.changed("wake-up") if self.probe is not None else True
 
 
 @contextmanager
-def wake_source(engine: Engine, poll: bool, wake: threading.Event) -> Iterator[WakeSource]:
-    """File events + data_version for a SQLite file, LISTEN on PostgreSQL, else the timer."""
+def wake_source(
+    engine: Engine, poll: bool, wake: threading.Event, probe: DataVersionProbe | None = None
+) -> Iterator[WakeSource]:
+    """File events + data_version for a SQLite file, LISTEN on PostgreSQL, else the timer.
+    probe: the caller's data_version probe, shared (else one of its own)."""
     db_path = None if poll else sqlite_path(engine)
     if db_path is not None:
-        probe = DataVersionProbe(engine)
+        own = probe is None
+        probe = probe or DataVersionProbe(engine)
         try:
             with file_watcher(db_path, wake) as watching:
                 if watching:
@@ -49,7 +53,8 @@ def wake_source(engine: Engine, poll: bool, wake: threading.Event) -> Iterator[W
                 else:
                     yield WakeSource(wake, "timer only")
         finally:
-            probe.close()
+            if own:
+                probe.close()
         return
     if not poll and engine.dialect.name == "postgresql":
         with listener(engine, wake):
@@ -59,20 +64,25 @@ def wake_source(engine: Engine, poll: bool, wake: threading.Event) -> Iterator[W
 
 
 class DataVersionProbe:
-    """SQLite's PRAGMA data_version on one dedicated connection: did anyone commit?"""
+    """SQLite's PRAGMA data_version on one dedicated connection: did anyone else commit?
+
+    Several readers share it, each with the version it last saw: the wake-up check and
+    the daemon's "may the labels have changed" each learn of a commit once."""
 
     def __init__(self, engine: Engine) -> None:
         self._conn: Connection = engine.connect()
-        self._last = self._read()
+        self._start = self._read()
+        self._last: dict[str, int] = {}
 
     def _read(self) -> int:
         value = int(self._conn.exec_driver_sql("PRAGMA data_version").scalar_one())
         self._conn.rollback()  # hold no transaction between checks
         return value
 
-    def changed(self) -> bool:
+    def changed(self, reader: str = "") -> bool:
         value = self._read()
-        changed, self._last = value != self._last, value
+        changed = value != self._last.get(reader, self._start)
+        self._last[reader] = value
         return changed
 
     def close(self) -> None:

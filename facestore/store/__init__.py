@@ -23,14 +23,21 @@ from contextlib import contextmanager
 from sqlalchemy.engine import Connection, Engine
 
 from facestore.schema import FaceTable
+from facestore.store.base import Database, Part
 from facestore.store.cache import Cache
 from facestore.store.changes import ChangedFaces, Changes, log_changes
 from facestore.store.clusters import ClusterRow, Clusters, StoredCluster
-from facestore.store.database import Database, Part
 from facestore.store.dialect import LOCK_NOT_AVAILABLE, database_now, is_transient
 from facestore.store.library import Library
 from facestore.store.quality import LowQualityFace, QualityVerdicts
-from facestore.store.queue import UNVERIFIED, VERIFIED_FIRST, LeaseOwner, WorkQueue, worker_host
+from facestore.store.queue import (
+    UNVERIFIED,
+    VERIFIED_FIRST,
+    LeaseOwner,
+    WorkQueue,
+    lease_is_dead,
+    worker_host,
+)
 from facestore.store.records import (
     VECTOR_DTYPE,
     CacheCounts,
@@ -106,6 +113,7 @@ __all__ = [
     "decode_vectors",
     "encode_vector",
     "is_transient",
+    "lease_is_dead",
     "printable",
     "worker_host",
 ]

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from facestore.schema import embedding, embedding_failure, embedding_job
+from facestore.store.base import Part
 from facestore.store.changes import log_changes
-from facestore.store.database import Part
 from facestore.store.dialect import is_transient, upsert
 from facestore.store.queue import drop_jobs
 from facestore.store.records import (

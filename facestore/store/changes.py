@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from facestore.schema import face_change
-from facestore.store.database import Part
+from facestore.store.base import Part
 
 KEEP_CHANGES = 100_000  # rows the log keeps; a reader further behind reads everything
 

@@ -12,7 +12,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from facestore.schema import embedding, face_cluster, face_cluster_absorbed, face_cluster_member
-from facestore.store.database import Part
+from facestore.store.base import Part
 from facestore.store.dialect import wait_briefly_for_locks
 from facestore.store.records import VECTOR_DTYPE, id_chunks
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from facestore.quality import ImageSignals
 from facestore.schema import embedding, embedding_failure
-from facestore.store.database import Part
+from facestore.store.base import Part
 from facestore.store.records import (
     CacheCounts,
     FailureRow,

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from facestore.config import configured_worker_host
 from facestore.schema import embedding_job, embedding_space
-from facestore.store.database import Part
+from facestore.store.base import Part
 from facestore.store.dialect import (
     LOCK_NOT_AVAILABLE,
     database_now,
@@ -35,7 +35,7 @@ VERIFIED_FIRST, UNVERIFIED = 0, 1  # embedding_job.priority
 
 
 def worker_host() -> str:
-    """Which machine this worker is, for leases: FACESTORE_WORKER_HOST, else hostname/pid-ns.
+    """Which machine this worker is, for leases: the worker host setting, else hostname/pid-ns.
 
     The pid namespace tells apart containers that share a hostname, whose pids
     mean nothing to each other.
@@ -73,6 +73,21 @@ class LeaseOwner:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}:{self.token}"
+
+
+def lease_is_dead(
+    owner: str,
+    expires_at: float | None,
+    now: float,
+    host: str,
+    is_alive: Callable[[int], bool],
+) -> bool:
+    """A lease whose worker is gone: expired, or held by a dead process of this host
+    (other hosts' processes cannot be asked; their leases expire)."""
+    parsed = LeaseOwner.parse(owner)
+    if parsed is not None and parsed.host == host and not is_alive(parsed.pid):
+        return True
+    return expires_at is not None and float(expires_at) < now
 
 
 def drop_jobs(conn: Connection, space_hash: str, face_ids: Sequence[int]) -> None:
@@ -256,7 +271,7 @@ class WorkQueue(Part):
         dead = [
             text
             for text, owner in parsed
-            if owner is not None and owner.host == host and not is_alive(owner.pid)
+            if owner is not None and lease_is_dead(text, None, 0.0, host, is_alive)
         ]
         return sum(self.release(text) for text in dead)
 

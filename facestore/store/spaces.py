@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from facestore.backbones import Space
 from facestore.schema import embedding, embedding_failure, embedding_space
-from facestore.store.database import Part
+from facestore.store.base import Part
 from facestore.store.dialect import insert_for
 from facestore.store.records import PruneCounts, SpaceSummary
 from facestore.timestamps import iso_utc

@@ -10,7 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from facestore.schema import embedding
-from facestore.store.database import Part
+from facestore.store.base import Part
 from facestore.store.dialect import wait_briefly_for_locks
 from facestore.store.records import (
     VECTOR_DTYPE,

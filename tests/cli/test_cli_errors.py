@@ -114,7 +114,7 @@ def test_import_may_create_the_database(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "people" / "7").mkdir(parents=True)
     (tmp_path / "people" / "7" / "a.png").write_bytes(encode(face_image(0, 0), "PNG"))
     result = cli("--db", tmp_path / "new.db", "import", tmp_path / "people")
-    assert result.exit_code == 0 and "imported 1 faces of 1 people" in result.output
+    assert result.exit_code == 0 and "imported 1 face of 1 person" in result.output
 
 
 def test_global_options_after_the_command(cli: Cli, upgraded_db: Path) -> None:
@@ -150,17 +150,33 @@ def test_a_flat_folder_says_why_nothing_was_imported(cli: Cli, tmp_path: Path) -
     assert not (tmp_path / "new.db").exists()
 
 
-def test_skipped_files_are_listed(cli: Cli, tmp_path: Path) -> None:
+def test_skipped_files_are_listed_once_with_their_reason(cli: Cli, tmp_path: Path) -> None:
     root = tmp_path / "people"
     (root / "3").mkdir(parents=True)
     (root / "3" / "a.png").write_bytes(encode(face_image(0, 0), "PNG"))
     (root / "3" / "notes.txt").write_text("not an image")
+    (root / "3" / "cut.jpg").write_bytes(encode(face_image(0, 2))[:200])
     (root / "loose.png").write_bytes(encode(face_image(0, 1), "PNG"))
     result = cli("--db", tmp_path / "new.db", "import", root)
     assert result.exit_code == 0
-    assert "skipped 2 files:" in result.stdout
-    assert f"skipped {root / '3' / 'notes.txt'}" in result.stdout
-    assert f"skipped {root / 'loose.png'}" in result.stdout
+    assert "imported 1 face of 1 person, skipped 3 files:" in result.stdout
+    assert f"{root / '3' / 'notes.txt'}: not an image Pillow can read" in result.stdout
+    assert f"{root / '3' / 'cut.jpg'}: corrupt or truncated JPEG image" in result.stdout
+    assert f"{root / 'loose.png'}: not in a person folder" in result.stdout
+    assert result.output.count("notes.txt") == 1  # not again in a log line
+
+
+def test_a_folder_with_nothing_importable_fails_and_creates_no_database(
+    cli: Cli, tmp_path: Path
+) -> None:
+    root = tmp_path / "people"
+    (root / "3").mkdir(parents=True)
+    (root / "3" / "notes.txt").write_text("not an image")
+    (root / "3" / "cut.jpg").write_bytes(encode(face_image(0, 2))[:200])
+    result = cli("--db", tmp_path / "new.db", "import", root)
+    assert result.exit_code == 1
+    assert "Nothing imported from" in result.output and "none of its 2 files" in result.output
+    assert not (tmp_path / "new.db").exists()
 
 
 def test_failures_lists_each_failed_face_with_its_reason(

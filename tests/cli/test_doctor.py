@@ -43,7 +43,7 @@ def test_a_healthy_install_passes_and_each_problem_is_named_with_its_fix(
     code, checks = doctor(cli, db, weights_file)
     assert code == 0, checks
     assert list(checks) == [
-        "database", "face table", "schema", "triggers", "weights", "model",
+        "database", "disk", "face table", "schema", "triggers", "weights", "model",
         "queue", "failures", "leases", "last retrain", "vacuum",
     ]  # fmt: skip
     assert checks["vacuum"] == {

@@ -35,7 +35,9 @@ def test_import_creates_a_minimal_face_table(cli: Cli, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["faces"], report["people"], report["created_table"]) == (5, 2, True)
-    assert report["skipped"] == [str(folder / "alice" / "notes.txt")]
+    [skipped] = report["skipped"]
+    assert skipped["path"] == str(folder / "alice" / "notes.txt")
+    assert skipped["reason"] == "not an image Pillow can read"
     rows = sqlite_rows(db, "SELECT person_id, verified, substr(face_crop_blob, 2, 3) FROM face")
     assert sorted(rows) == [("alice", 1, b"PNG")] * 3 + [("bob", 1, b"PNG")] * 2
     assert cli("--db", db, "db", "upgrade").exit_code == 0
@@ -123,7 +125,12 @@ def test_wheel_has_no_top_level_cli_or_migrations(tmp_path: Path) -> None:
     assert "facestore" in tops
     assert all(t.endswith(".dist-info") for t in tops - {"facestore"}), tops
     assert "facestore/cli/main.py" in names
-    for packaged in ("facestore/store/queue.py", "facestore/daemon/loop.py", "facestore/py.typed"):
+    for packaged in (
+        "facestore/store/queue.py",
+        "facestore/daemon/loop.py",
+        "facestore/doctor/checks.py",
+        "facestore/py.typed",
+    ):
         assert packaged in names, packaged
     assert "facestore/migrations/env.py" in names
     assert any(n.startswith("facestore/migrations/versions/0001") for n in names)

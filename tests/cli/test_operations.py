@@ -5,60 +5,20 @@ weights), with a fake $NOTIFY_SOCKET."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.helpers import encode, face_image, sqlite_exec
+from tests.support.http import get, metrics, queued, served_at
 from tests.support.processes import Watcher, app_db, model_version, patient, wait_for
 
 pytestmark = pytest.mark.slow
 
 FAST = ["--retrain-min-changes", "3", "--retrain-delay", "5", "--retrain-cooldown", "0"]
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """sample name and labels -> value, parsed by prometheus_client's own parser."""
-    _, text = get(base + "/metrics")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def queued(sample: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
-    return sum(
-        v
-        for (name, labels), v in sample.items()
-        if name == "facestore_queue_depth" and ("state", "queued") in labels
-    )
-
-
-def served_at(watcher: Watcher) -> str:
-    found: list[str] = []
-
-    def listening() -> bool:
-        found[:] = re.findall(r"on (http://127\.0\.0\.1:\d+)", watcher.output())
-        return bool(found)
-
-    wait_for(listening, patient(15), "the metrics server to start")
-    return found[0]
 
 
 def test_metrics_show_the_queue_draining_and_readyz_follows_the_database(

@@ -27,6 +27,7 @@ JSON_KEYS = {
     "classes_dropped",
     "samples_dropped",
     "seconds",
+    "low_quality_left_out",
 }
 
 
@@ -77,7 +78,7 @@ def test_dropped_class_is_named_in_the_warning(cli: Cli, embedded_db: Path) -> N
     result = cli("--db", embedded_db, "retrain")
     assert result.exit_code == 0
     assert "Dropping 1 class(es) with fewer than 2 samples: solo" in result.output
-    assert "dropped: solo (1 faces)" in result.stdout
+    assert "dropped: solo (1 face)" in result.stdout
 
 
 @pytest.mark.parametrize("classifier", ["logreg", "knn"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from facestore.backbones import space_of
-from facestore.embedding import embed_pending
+from facestore.embedding import QUEUE, embed_pending
 from tests.support.backends import AppDatabase, app_database
 from tests.support.helpers import FakeBackbone, encode, face_image, sqlite_exec, sqlite_rows
 from tests.support.processes import app_db
@@ -175,7 +175,7 @@ def test_the_triggers_queue_new_and_changed_faces_of_the_active_space(
     app.exec("UPDATE face SET verified = :yes WHERE id = 5", yes=True)  # has its vector
     assert queued(app) == {20: 0, 21: 0, 4: 0}
 
-    report = embed_pending(app.store(), FakeBackbone(), scan=False)
+    report = embed_pending(app.store(), FakeBackbone(), kind=QUEUE)
     assert (report.embedded, report.pending) == (3, None)
     assert queued(app) == {} and len(app.ids("embedding")) == 14
 

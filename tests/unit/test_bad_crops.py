@@ -19,8 +19,8 @@ from click.testing import Result
 
 from facestore.embedding import embed_pending
 from facestore.store import FailureResult, VectorResult, crop_from
+from facestore.store.base import Database
 from facestore.store.cache import Cache
-from facestore.store.database import Database
 from tests.support.backends import AppDatabase
 from tests.support.helpers import FakeBackbone, encode, face_image
 from tests.support.processes import Watcher, wait_for

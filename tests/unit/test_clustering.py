@@ -11,7 +11,6 @@ import pytest
 from facestore.clustering import (
     LEADER_SHARE,
     ClusterParams,
-    UnitRows,
     absorbed_ids,
     calibrate,
     components,
@@ -22,6 +21,7 @@ from facestore.clustering import (
     stable_ids,
     unit_rows,
 )
+from facestore.vector_rows import UnitRows
 
 
 def blobs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from tests.support.helpers import (
     sqlite_exec,
     sqlite_rows,
 )
-from tests.support.processes import wait_for
+from tests.support.processes import patient, wait_for
 
 
 def test_count_changes() -> None:
@@ -85,8 +86,12 @@ def daemon_db(tmp_path: Path) -> Path:
 
 def make_daemon(path: Path, tmp_path: Path, clock: FakeClock, **options: object) -> Daemon:
     store = Store(database.create_engine(f"sqlite:///{path}"))
-    settings = WatchOptions(
-        retrain_min_changes=3, retrain_delay=5, retrain_cooldown=0, classifier="logreg"
+    settings = WatchOptions(  # retrains in this process: quicker (the child: its own tests)
+        retrain_min_changes=3,
+        retrain_delay=5,
+        retrain_cooldown=0,
+        classifier="logreg",
+        retrain_in_child=False,
     )
     for key, value in options.items():
         settings = type(settings)(**{**settings.__dict__, key: value})
@@ -258,6 +263,7 @@ def test_a_backlog_starves_neither_retrains_nor_suggestions(
         batch_size=4,
         work_slice=0.3,
         interval=60,
+        retrain_in_child=False,
     )
     daemon = Daemon(store, tmp_path / "model", options, AppOutpacesTheDaemon())
     seen: dict[str, int] = {}
@@ -287,15 +293,38 @@ def test_a_database_error_in_a_pass_is_logged_and_the_daemon_goes_on(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    daemon = make_daemon(daemon_db, tmp_path, FakeClock())
+    """The running loop: its first reconcile fails on a statement the database refuses;
+    it logs and counts that, stays up, and its next timer pass does the work."""
+    daemon = make_daemon(daemon_db, tmp_path, FakeClock(), interval=0.2, poll=True)
+    daemon.clock = time.monotonic  # the loop's timer: real time
+    reconcile = daemon.reconcile
+    calls: list[bool] = []
 
-    def refused(scan: bool = True) -> None:
-        raise sa.exc.DataError("UPDATE ...", {}, ValueError("value too long"))
+    def refused_once(scan: bool = True) -> int:
+        calls.append(scan)
+        if len(calls) == 1:
+            raise sa.exc.DataError("UPDATE ...", {}, ValueError("value too long"))
+        return reconcile(scan)
 
-    monkeypatch.setattr(daemon, "reconcile", refused)
+    monkeypatch.setattr(daemon, "reconcile", refused_once)
+    loop = threading.Thread(target=daemon.run)
     with caplog.at_level("ERROR"):
-        daemon._safe_reconcile()
+        loop.start()
+        try:
+            wait_for(
+                lambda: sqlite_rows(daemon_db, "SELECT count(*) FROM embedding")[0][0] == 15,
+                timeout=patient(5),
+                what="the pass after the failed one to embed every face",
+            )
+        finally:
+            daemon.request_stop()
+            loop.join(timeout=patient(2))
+    assert not loop.is_alive()
     assert "Reconcile failed, retrying next interval: value too long" in caplog.text
+    errors = daemon.telemetry.registry.get_sample_value(
+        "facestore_database_errors_total", {"kind": "ValueError"}
+    )
+    assert errors == 1 and len(calls) >= 2
 
 
 def test_rolling_check_slices_wrap_and_new_rows_come_first() -> None:

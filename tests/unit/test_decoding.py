@@ -21,15 +21,11 @@ from facestore import db as database
 from facestore.backbones import build_backbone, space_of
 from facestore.backbones.preprocess import prepare
 from facestore.config import BackboneSettings
-from facestore.decoding import (
-    WORKER_DIED,
-    ProcessDecoding,
-    decoder,
-    make_decode_pool,
-)
+from facestore.decoding import decoder, make_decode_pool
 from facestore.embedding import Embedder
 from facestore.errors import ImageDecodeError
 from facestore.images import decode_crop
+from facestore.process_decoding import WORKER_DIED, ProcessDecoding
 from facestore.store import Crop, Store, crop_sha256
 from tests.support.crashing_prepare import CRASH_SIZE, CrashingInput, FacenetInput
 from tests.support.helpers import (
@@ -228,7 +224,7 @@ UNGUARDED_SCRIPT = """
 import io
 from PIL import Image
 from facestore.backbones.preprocess import IMAGE_SIZE, prepare
-from facestore.decoding import ProcessDecoding
+from facestore.process_decoding import ProcessDecoding
 from facestore.store import Crop
 
 print("script ran")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from facestore.backbones import space_of
+from facestore.embed_batch import Chunker
 from facestore.embedding import claimed_batches, embed_pending
 from facestore.errors import SpaceMismatchError
-from facestore.inference import Chunker
 from facestore.status import collect_status
 from facestore.store import Crop, Store, VectorResult, crop_sha256, worker_host
 from tests.support.backends import AppDatabase

@@ -72,6 +72,20 @@ def test_rejected_blobs_say_why(name: str, message: str) -> None:
         decode_crop(CORRUPT_BLOBS[name])
 
 
+@pytest.mark.parametrize(
+    "blob",
+    [
+        encode(face_image(0, 0))[:3] + bytes(range(256)) * 3,  # JPEG signature, garbage after
+        encode(face_image(0, 0))[:200],  # cut inside the header
+        encode(face_image(0, 0), "PNG")[:8] + b"\0" * 64,
+    ],
+)
+def test_a_corrupt_jpeg_or_png_is_called_corrupt_not_another_format(blob: bytes) -> None:
+    with pytest.raises(ImageDecodeError, match="corrupt") as raised:
+        decode_crop(blob)
+    assert "not a JPEG" not in str(raised.value)
+
+
 def test_other_formats_are_refused() -> None:
     with pytest.raises(ImageDecodeError, match="not a JPEG, PNG or WebP"):
         decode_crop(encode(grey, "BMP"))

@@ -43,9 +43,16 @@ def test_upgrade_twice_is_a_no_op(upgraded_db: Path) -> None:
 
 def test_app_writes_work_after_downgrade(upgraded_db: Path) -> None:
     database.downgrade(engine_for(upgraded_db), "base")
+    left = sqlite_rows(
+        upgraded_db,
+        "SELECT name FROM sqlite_master WHERE name LIKE 'facestore%' OR name LIKE 'embedding%'",
+    )
+    assert left == []  # no table, index or trigger of facestore's: the app's writes are its own
     sqlite_exec(upgraded_db, "DELETE FROM face WHERE id = 1")
     sqlite_exec(upgraded_db, "INSERT OR REPLACE INTO face (id, face_crop_blob) VALUES (2, x'00')")
     sqlite_exec(upgraded_db, "UPDATE face SET face_crop_blob = x'01' WHERE id = 3")
+    rows = dict(sqlite_rows(upgraded_db, "SELECT id, face_crop_blob FROM face WHERE id <= 3"))
+    assert rows == {2: b"\x00", 3: b"\x01"}
 
 
 def test_no_face_table_is_refused(tmp_path: Path) -> None:
@@ -98,7 +105,7 @@ def test_other_commands_refuse_an_old_schema(cli: Cli, app_db: Path) -> None:
 def test_missing_database_option_is_explained(cli: Cli) -> None:
     result = cli("status")
     assert result.exit_code == 2
-    assert "No database given. Pass --db PATH" in result.output
+    assert "No database given. Give --db / FACESTORE_DB: a SQLite file path" in result.output
 
 
 def test_an_old_sqlite_library_is_named(

@@ -39,8 +39,8 @@ def test_reduced_precision_vectors_stay_close_to_float32(weights_file: Path) -> 
 
 def test_an_unknown_precision_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="Unknown precision 'float8'"):
-        resolve_backbone(None, None, None, None, {"FACESTORE_PRECISION": "float8"})
-    assert resolve_backbone(None, None, None, None, {}).precision == "float32"
+        resolve_backbone({}, {"FACESTORE_PRECISION": "float8"})
+    assert resolve_backbone({}, {}).precision == "float32"
 
 
 def test_dlib_refuses_reduced_precision() -> None:

@@ -79,7 +79,7 @@ def test_a_changed_open_set_file_fails_the_integrity_check(tmp_path: Path) -> No
 
 
 def test_most_probable_is_a_stable_argsorts_head() -> None:
-    from facestore.predict import most_probable
+    from facestore.ranking import most_probable
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -89,7 +89,7 @@ def test_most_probable_is_a_stable_argsorts_head() -> None:
 
 
 def test_most_probable_rows_is_most_probable_of_each_row() -> None:
-    from facestore.predict import most_probable, most_probable_rows
+    from facestore.ranking import most_probable, most_probable_rows
 
     rng = np.random.default_rng(0)
     for ties in (3, 1000):  # many ties at the k-th value, or next to none

@@ -1,15 +1,23 @@
-"""facestore.quality (pure): the signals of a crop and the gate calibrated on verified faces.
-Synthetic crops and vectors: plumbing only; the floors were chosen on real faces
+"""facestore.quality: the signals of a crop and the gate calibrated on verified faces, and
+the retrain that leaves low-quality verified faces out. Synthetic crops and vectors:
+plumbing only; the floors and the training decision were chosen on real faces
 (docs/accuracy.md)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import ImageFilter
 
+from facestore import db as database
+from facestore.embedding import embed_pending
 from facestore.quality import QualityGate, calibrate_gate, image_signals
-from tests.support.helpers import face_image
+from facestore.retrain import retrain
+from facestore.store import Store
+from tests.support.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec
 
 
 def test_a_blurred_or_tiny_crop_measures_less_sharp_and_smaller() -> None:
@@ -91,3 +99,27 @@ def test_a_backbone_whose_faces_all_look_alike_gates_none_of_them() -> None:
     vectors = np.ones((20, 8), dtype=np.float32) + 1e-7 * np.arange(160).reshape(20, 8)
     gate = calibrate_gate(vectors)
     assert gate is not None and (gate.judge(vectors).quality >= 1.0).all()
+
+
+def test_blurred_verified_faces_do_not_train_but_stay_in_the_training_set(
+    tmp_path: Path,
+) -> None:
+    """The quality gate's floors come from the verified faces' median, so a few blurred
+    ones do not lower them; those are left out of the fit, and still listed as the pairs
+    the model saw (the daemon's retrain policy would retrain forever otherwise)."""
+    db = make_app_db(tmp_path / "app.db", people=3, per_person=6)
+    blurred = encode(face_image(0, 40).convert("RGB").filter(ImageFilter.GaussianBlur(5)))
+    sqlite_exec(
+        db,
+        "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, 0, 1)",
+        blurred,
+    )
+    engine = database.create_engine(f"sqlite:///{db}")
+    database.upgrade(engine)
+    store = Store(engine)
+    embed_pending(store, FakeBackbone())
+    report = retrain(store, tmp_path / "model")
+    assert report.low_quality_left_out == 1
+    assert report.n_train + report.n_val == 18
+    trained = json.loads((tmp_path / "model" / "training_set.json").read_text())
+    assert len(trained) == 19

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from facestore import db as database
-from facestore import grouping
-from facestore.daemon import Daemon, WatchOptions
+from facestore import unknown_faces
+from facestore.daemon import Daemon, WatchOptions, clusterer
 from facestore.embedding import embed_pending
-from facestore.grouping import cluster_params, recluster
 from facestore.store import Store
+from facestore.unknown_faces import cluster_params, recluster
 from tests.support.backends import AppDatabase
 from tests.support.helpers import (
     FakeBackbone,
@@ -135,7 +135,7 @@ def test_a_rebuild_on_both_databases_keeps_ids_and_names(make_app: MakeApp) -> N
 def test_the_distance_is_calibrated_on_a_sample_above_the_cap(
     make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from facestore import clustering, grouping
+    from facestore import clustering
 
     store = make_app(people=4, per_person=5).store()  # 20 verified faces
     embed_pending(store, FakeBackbone())
@@ -150,7 +150,7 @@ def test_the_distance_is_calibrated_on_a_sample_above_the_cap(
         seen.append(people)
         return clustering.Calibration(0.07, 0.05, "empirical quantile", 6, 3)
 
-    monkeypatch.setattr(grouping, "calibrate", calibrate)
+    monkeypatch.setattr(unknown_faces, "calibrate", calibrate)
     params, source = cluster_params(store, space)
     assert (params.distance, params.link) == (0.07, 0.05)
     assert source == "calibrated on 6 verified faces (a sample of the 20) of 3 people; link 0.050"
@@ -253,7 +253,7 @@ def test_the_daemons_groups_end_as_a_full_rebuild_whatever_the_order(
     np.random.default_rng(seed).shuffle(keys)
 
     def arrive(name: str, spacing: float) -> tuple[dict[int, set[int]], Daemon, dict[int, int]]:
-        monkeypatch.setattr(grouping, "RECLUSTER_SPACING", spacing)
+        monkeypatch.setattr(clusterer, "RECLUSTER_SPACING", spacing)
         (tmp_path / name).mkdir()
         db = make_app_db(tmp_path / name / "app.db", people=0)
         database.upgrade(database.create_engine(f"sqlite:///{db}"))

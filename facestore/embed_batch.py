@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 def _embed(backbone: Backbone, decoded: list[Decoded]) -> np.ndarray:
     pixels = [d.pixels for d in decoded]
     if isinstance(backbone, PreparedBackbone):
-        stack = getattr(backbone, "stack_prepared", np.stack)  # rows on a device: its own
-        vectors = backbone.embed_prepared(stack(pixels))
+        vectors = backbone.embed_prepared(backbone.stack_prepared(pixels))
     else:
         vectors = backbone.embed_images(pixels)
     vectors = np.asarray(vectors, dtype=np.float32)

@@ -1,198 +1,23 @@
-"""Clusters of unknown faces in the database: parameters per space, a full re-cluster
-that keeps ids, and the daemon's incremental joins (facestore.clustering is the pure
-part)."""
+"""The daemon's clusters of unknown faces: joins as faces arrive, and full passes that
+bring them back to what a rebuild gives (facestore.unknown_faces)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from facestore.artifacts import Bundle
 from facestore.backbones import Space
-from facestore.clustering import (
-    DEFAULT_MIN_SIZE,
-    ClusterParams,
-    UnitRows,
-    absorbed_ids,
-    calibrate,
-    calibration_sample,
-    group,
-    representative,
-    stable_ids,
-    unit_rows,
-)
+from facestore.clustering import ClusterParams, unit_rows
 from facestore.errors import ConfigurationError
-from facestore.store import ClusterRow, Store, decode_vectors
+from facestore.store import ClusterRow, Store
+from facestore.unknown_faces import cluster_params, regroup
+from facestore.vector_rows import UnitRows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClusteringReport:
-    unknown: int
-    clustered: int
-    clusters: int
-    distance: float
-    min_size: int
-    distance_from: str
-    seconds: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "unknown": self.unknown,
-            "clustered": self.clustered,
-            "clusters": self.clusters,
-            "distance": self.distance,
-            "min_size": self.min_size,
-            "distance_from": self.distance_from,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def cluster_params(
-    store: Store,
-    space: Space,
-    distance: float | None = None,
-    min_size: int | None = None,
-    pairs: Mapping[int, Any] | None = None,
-) -> tuple[ClusterParams, str]:
-    """The parameters for a space, and where they come from: the distance given, or
-    the cut and the link calibrated on the library's verified faces (pairs: their
-    face_id -> person_id, when the caller holds them; else read)."""
-    size = min_size or DEFAULT_MIN_SIZE
-    if distance is not None:
-        return ClusterParams(distance, size), "given"
-    if pairs is None:
-        pairs = store.library.training_pairs(space.config_hash)
-    blobs = store.library.vectors_of(space.config_hash, calibration_sample(pairs))
-    sample = sorted(blobs)
-    vectors = decode_vectors([blobs[face_id] for face_id in sample])
-    calibrated = calibrate(vectors, [pairs[face_id] for face_id in sample]) if sample else None
-    if calibrated is None:
-        raise ConfigurationError(
-            f"The clustering distance of space {space.label} is calibrated on the verified "
-            "faces, and there are too few: name at least two people with two faces each, or "
-            "pass --cluster-distance (a cosine distance in this space)."
-        )
-    of = f" (a sample of the {len(pairs)})" if len(sample) < len(pairs) else ""
-    source = (
-        f"calibrated on {len(sample)} verified faces{of} of {calibrated.people} people; "
-        f"link {calibrated.link:.3f}"
-    )
-    return ClusterParams(calibrated.distance, size, calibrated.link), source
-
-
-def recluster(store: Store, space: Space, params: ClusterParams, source: str) -> ClusteringReport:
-    """Group every unknown face anew; a group keeps the id of the cluster whose faces it
-    mostly holds. Never touches person_id, verified or a named face."""
-    started = time.perf_counter()
-    face_ids, vectors = store.clusters.unknown_vectors(space.config_hash)
-    return _regroup(store, space, params, source, face_ids, vectors, started)[0]
-
-
-def _regroup(
-    store: Store,
-    space: Space,
-    params: ClusterParams,
-    source: str,
-    face_ids: list[int],
-    vectors: np.ndarray,
-    started: float,
-) -> tuple[ClusteringReport, list[ClusterRow]]:
-    """recluster() on unknown faces already read: the report and the clusters written."""
-    labels = group(vectors, params)
-    groups = {
-        int(label): [face_ids[i] for i in np.flatnonzero(labels == label)]
-        for label in sorted(set(labels.tolist()))
-        if label >= 0
-    }
-    previous = store.clusters.members(space.config_hash)
-    ids = stable_ids(groups, previous, store.clusters.next_id(), present=face_ids)
-    absorbed = absorbed_ids(groups, previous, ids)
-    rows = []
-    for label, faces in groups.items():
-        lead = faces[representative(vectors[labels == label])]
-        rows.append(
-            ClusterRow(
-                ids[label],
-                [lead, *[f for f in faces if f != lead]],
-                lead,
-                params.distance,
-                params.min_size,
-            )
-        )
-    store.clusters.replace(space.config_hash, rows, absorbed)
-    report = ClusteringReport(
-        unknown=len(face_ids),
-        clustered=sum(len(r.face_ids) for r in rows),
-        clusters=len(rows),
-        distance=params.distance,
-        min_size=params.min_size,
-        distance_from=source,
-        seconds=time.perf_counter() - started,
-    )
-    log.info(
-        "Clustered %d of %d unknown faces into %d clusters (distance %.3f, %s)",
-        report.clustered,
-        report.unknown,
-        report.clusters,
-        params.distance,
-        source,
-    )
-    return report, rows
-
-
-MAY_BE_FACTOR = 1.5  # a group "may be" a known person within this times the rule's threshold
-
-
-@dataclass(frozen=True)
-class Resemblance:
-    """The known person a group's faces lie nearest, in the open-set rule's distance."""
-
-    person_id: Any
-    distance: float  # the mean of the group's faces' distances to that person
-    threshold: float  # the rule's: a face nearer than this is named
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "person_id": self.person_id,
-            "distance": round(self.distance, 4),
-            "threshold": round(self.threshold, 4),
-        }
-
-
-def resemblances(
-    store: Store, bundle: Bundle, clusters: Mapping[int, Collection[int]]
-) -> dict[int, Resemblance]:
-    """For each cluster whose faces lie within MAY_BE_FACTOR x the model's threshold of a
-    known person, that person: a group the user may merge into someone (the same child
-    some years later). Only with a model of the clusters' space and an open-set rule."""
-    rule = bundle.open_set
-    if rule is None or not clusters:
-        return {}
-    space_hash = str(bundle.embedding_config.get("config_hash"))
-    found: dict[int, Resemblance] = {}
-    for cluster_id, faces in clusters.items():
-        blobs = store.library.vectors_of(space_hash, sorted(faces))
-        if not blobs:
-            continue
-        vectors = decode_vectors(list(blobs.values()))
-        mean = np.zeros(len(rule.centroids), dtype=np.float64)
-        for start in range(0, len(vectors), 1024):
-            mean += rule.distances(vectors[start : start + 1024]).sum(axis=0)
-        mean /= len(vectors)
-        best = int(np.argmin(mean))
-        if mean[best] <= MAY_BE_FACTOR * rule.threshold:
-            found[cluster_id] = Resemblance(
-                bundle.person_ids[best], float(mean[best]), rule.threshold
-            )
-    return found
-
 
 # The daemon re-clusters every unknown face when the faces that came since its last full
 # pass reach RECLUSTER_SHARE of them, or when a pass brings none (the arrivals paused);
@@ -294,7 +119,7 @@ class Clusterer:
         """Re-cluster every unknown face, and keep the clusters and the waiting faces."""
         started = time.perf_counter()
         face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
-        _, rows = _regroup(self.store, space, params, source, face_ids, vectors, started)
+        _, rows = regroup(self.store, space, params, source, face_ids, vectors, started)
         self._remember(space, params, face_ids, vectors, {r.cluster_id: r.face_ids for r in rows})
         self._source = source
         self._since_full = 0

@@ -1,0 +1,132 @@
+"""`facestore retrain` and `facestore train`: fit and publish a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from facestore import db as database
+from facestore.backbones import space_of
+from facestore.cli.app import App, pass_app
+from facestore.cli.common import FacestoreCommand, counted, print_json, progress_bar
+from facestore.cli.options import classifier_option, far_option
+from facestore.embedding import embed_pending
+from facestore.errors import DatabaseError, SchemaNotAtHeadError
+from facestore.retrain import RetrainReport, retrain
+
+
+def training_options(func: Any) -> Any:
+    for decorator in reversed(
+        [
+            classifier_option,
+            click.option(
+                "--val-fraction",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=0.2,
+                show_default=True,
+                help="Share of each person's faces held out to measure accuracy (0: none). "
+                "The published model is then refit on all faces.",
+            ),
+            click.option("--seed", type=int, default=42, show_default=True, help="Split seed."),
+            far_option,
+            click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
+    dropped = ", ".join(map(str, report.classes_dropped)) or "none"
+    accuracy = f"{report.accuracy:.4f}" if report.accuracy is not None else "n/a (no validation)"
+    lines = [
+        f"model {report.version} published ({report.classifier}, {report.seconds:.1f}s)",
+        f"faces used: {report.n_train + report.n_val} "
+        f"(train {report.n_train}, validation {report.n_val})",
+        f"classes kept: {report.classes_kept}; dropped: {dropped} "
+        f"({counted(report.samples_dropped, 'face')})",
+        f"validation accuracy: {accuracy}",
+    ]
+    if report.low_quality_left_out:
+        lines.append(
+            f"low-quality verified faces left out of training: {report.low_quality_left_out} "
+            "(blurred, tiny or not face-like; they still count as named)"
+        )
+    if report.open_set is not None:
+        rule = report.open_set
+        lines.append(
+            f"unknown rule: distance <= {rule['threshold']:.4f} (false-accept target "
+            f"{rule['far_target']:.1%}; on its training faces it accepts "
+            f"{rule['genuine_accept_rate']:.1%} of own-person faces)"
+        )
+    if report.validation_open_set is not None:
+        held = report.validation_open_set
+        lines.append(
+            f"held-out known faces: named right {held['named_right']:.1%}, wrongly "
+            f"{held['named_wrong']:.1%}, unknown {held['unknown']:.1%}"
+        )
+    if faces is not None:
+        lines.insert(0, f"embedded {counted(faces, 'new face')}")
+    return "\n".join(lines)
+
+
+@click.command("retrain", cls=FacestoreCommand)
+@training_options
+@pass_app()
+def retrain_command(
+    app: App, classifier: str, val_fraction: float, seed: int, far: float, as_json: bool
+) -> None:
+    """Refit the classifier over the cached vectors and publish a new model version.
+
+    Reads only the vectors of the active space for verified faces; it never
+    decodes an image or loads the backbone, so it needs no weights. People with
+    fewer than 2 faces are dropped with a warning. JSON keys: version, accuracy,
+    n_train, n_val, classes_kept, classes_dropped, samples_dropped, seconds.
+    """
+    report = retrain(
+        app.store,
+        app.model_dir,
+        classifier,
+        val_fraction=val_fraction,
+        seed=seed,
+        far=far,
+    )
+    print_json(report.as_json()) if as_json else click.echo(summary_lines(report))
+
+
+@click.command(cls=FacestoreCommand)
+@training_options
+@click.option("--upgrade", is_flag=True, help="Run 'facestore db upgrade' first if needed.")
+@pass_app(backbone=True)
+def train(
+    app: App,
+    classifier: str,
+    val_fraction: float,
+    seed: int,
+    far: float,
+    as_json: bool,
+    upgrade: bool,
+) -> None:
+    """Embed what is pending, then retrain and publish: the whole job in one command.
+
+    Ends with a summary: faces used, classes kept and dropped, accuracy, and the
+    model version.
+    """
+    if upgrade:
+        database.upgrade(app.engine())
+    try:
+        store = app.store
+    except SchemaNotAtHeadError as exc:
+        raise DatabaseError(f"{exc} Or pass --upgrade to do it now.") from exc
+    options = app.backbone_settings()
+    model = app.build_backbone()
+    with progress_bar(store.queue.count_pending(space_of(model).config_hash), "embed") as bar:
+        embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
+    report = retrain(
+        store, app.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far
+    )
+    if as_json:
+        print_json({**report.as_json(), "embed": embedded.as_json()})
+    else:
+        click.echo(summary_lines(report, embedded.embedded))
