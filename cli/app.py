@@ -78,9 +78,10 @@ class App:
         return build_backbone(self.backbone_settings(default_name))
 
 
-def pass_app(backbone: bool = False, db: bool = True) -> Callable[[F], F]:
+def pass_app(backbone: bool | str = False, db: bool = True) -> Callable[[F], F]:
     """Decorator: add --db (unless db=False), --model-dir and, with backbone=True, the
-    backbone options; hand the command an `App` as its first argument."""
+    backbone options (backbone="model": all but --backbone, which the model fixes);
+    hand the command an `App` as its first argument."""
 
     def decorate(func: F) -> F:
         @click.pass_context
@@ -101,7 +102,7 @@ def pass_app(backbone: bool = False, db: bool = True) -> Callable[[F], F]:
         if db:
             command = db_option(command)
         if backbone:
-            command = backbone_options(command)
+            command = backbone_options(command, choose=backbone != "model")
         return command
 
     return decorate

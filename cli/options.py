@@ -56,10 +56,24 @@ def model_dir_option(func: F) -> F:
     )
 
 
-def backbone_options(func: F) -> F:
+def _model_fixes(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        raise click.UsageError(
+            "--backbone does nothing here: the model's own backbone is used (the one it was "
+            "trained with, see 'facestore model'). Drop --backbone.",
+            ctx,
+        )
+
+
+def backbone_options(func: F, choose: bool = True) -> F:
+    """choose=False: the backbone is the model's, so no --backbone (an option that
+    would do nothing)."""
+    chosen = [s for s in settings.BACKBONE_SETTINGS if choose or s is not settings.BACKBONE]
+    refused = [] if choose else [click.option("--backbone", hidden=True, callback=_model_fixes)]
     for decorator in reversed(
         [
-            *(setting_option(s) for s in settings.BACKBONE_SETTINGS),
+            *refused,
+            *(setting_option(s) for s in chosen),
             click.option(
                 "--channels-last",
                 is_flag=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -10,7 +11,7 @@ from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json
 from facestore.cli.options import min_confidence_option, min_quality_option
 from facestore.importer import crop_or_raw
-from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
+from facestore.predict import DEFAULT_TOP_K, Prediction, Predictor, predict_faces
 
 
 @click.command(cls=FacestoreCommand)
@@ -23,11 +24,18 @@ from facestore.predict import DEFAULT_TOP_K, Predictor, predict_faces
     help="Predict for a face of the database (needs --db); reuses its cached vector when "
     "one exists in the model's space. Repeatable.",
 )
-@click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TOP_K,
+    show_default=True,
+    help="How many of the most probable people to list for each face (text: the best "
+    "guess and the next ones; JSON: top_k).",
+)
 @min_confidence_option
 @min_quality_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@pass_app(backbone=True)
+@pass_app(backbone="model")
 def predict(
     app: App,
     files: tuple[Path, ...],
@@ -40,11 +48,20 @@ def predict(
     """Predict person_id and confidence for crop FILES and/or --face-id faces.
 
     Uses the current model in --model-dir and the backbone it was trained with
-    (weights resolved as for 'embed'). A face below the model's quality gate
-    (too small, blurred, or not face-like) is named nobody. JSON: a list of
-    {input, person_id, confidence, top_k: [{person_id, confidence}], quality,
-    gated}, person_id null for unknown; quality is the gate's score (1.0 its
-    floor, null without a gate), gated whether it kept the face from a name, with
+    (so there is no --backbone; weights resolved as for 'embed').
+
+    \b
+    Each face gets a name or "unknown", and its most probable people:
+      confidence  the model's estimate (0 to 1) that the name is right;
+      distance    from the face to that person's faces (their centre); the
+                  model names a face only within its threshold, shown in the
+                  header. An "unknown" face shows its best guess all the same.
+
+    A face below the model's quality gate (too small, blurred, or not
+    face-like) is named nobody. JSON: a list of {input, person_id, confidence,
+    top_k: [{person_id, confidence, probability, distance}], quality, gated},
+    person_id null for unknown; quality is the gate's score (1.0 its floor,
+    null without a gate), gated whether it kept the face from a name, with
     low_quality naming the signal. Exits 1 if any input could not be read as an
     image.
     """
@@ -61,11 +78,44 @@ def predict(
     if as_json:
         print_json([r.as_json() for r in results])
     else:
+        click.echo(text_header(predictor))
         for r in results:
-            who = "unknown" if r.person_id is None else str(r.person_id)
-            if r.gated:
-                who = f"unknown, low quality ({r.gated})"
-            detail = f"error: {r.error}" if r.error else f"{who} ({r.confidence:.3f})"
-            click.echo(f"{r.input}: {detail}")
+            click.echo(text_line(r))
     if any(r.error for r in results):
         click.get_current_context().exit(1)
+
+
+def text_header(predictor: Predictor) -> str:
+    rule = predictor.bundle.open_set
+    if rule is None:
+        return (
+            f"# model {predictor.version}: confidence = the classifier's probability "
+            "(a model from before the open-set rule; retrain for distances)"
+        )
+    return (
+        f"# model {predictor.version}: confidence = estimated chance the name is right; "
+        f"distance = to the person's faces, named within {rule.threshold:.4f}"
+    )
+
+
+def text_line(r: Prediction) -> str:
+    """'a.jpg: 17 (confidence 0.982, distance 0.0021); next: 4 (...)', or
+    'b.jpg: unknown; best guess 17 (...), 4 (...)'."""
+    if r.error:
+        return f"{r.input}: error: {r.error}"
+    guesses = [f"{g['person_id']} ({guess_detail(g)})" for g in r.top_k]
+    if r.person_id is not None:
+        named = next((g for g in r.top_k if g["person_id"] == r.person_id), None)
+        detail = guess_detail(named) if named else f"confidence {r.confidence:.3f}"
+        others = [t for g, t in zip(r.top_k, guesses, strict=True) if g is not named]
+        return f"{r.input}: {r.person_id} ({detail})" + (
+            f"; next: {', '.join(others)}" if others else ""
+        )
+    verdict = f"unknown, low quality ({r.gated})" if r.gated else "unknown"
+    return f"{r.input}: {verdict}" + (f"; best guess {', '.join(guesses)}" if guesses else "")
+
+
+def guess_detail(guess: dict[str, Any]) -> str:
+    distance = guess.get("distance")
+    at = "" if distance is None else f", distance {distance:.4f}"
+    return f"confidence {guess['confidence']:.3f}{at}"

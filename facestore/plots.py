@@ -47,7 +47,8 @@ def plot_evaluation(evaluation: Evaluation, path: Path) -> Path:
     left.set_ylabel("share of faces")
     left.set_title(
         f"Open set: {evaluation.people - evaluation.strangers_per_seed} known people, "
-        f"{evaluation.strangers_per_seed} strangers, {len(evaluation.seeds)} seeds "
+        f"{evaluation.strangers_per_seed} stranger{'s' * (evaluation.strangers_per_seed != 1)}, "
+        f"{len(evaluation.seeds)} seed{'s' * (len(evaluation.seeds) != 1)} "
         f"({evaluation.classifier})"
     )
     left.grid(True, which="both", alpha=0.3)
@@ -56,8 +57,16 @@ def plot_evaluation(evaluation: Evaluation, path: Path) -> Path:
     accuracy = [evaluation.closed_set[n].accuracy for n in names]
     errors = [evaluation.closed_set[n].std for n in names]
     bars = right.bar(names, accuracy, yerr=errors, color="tab:purple", alpha=0.8, capsize=4)
-    right.bar_label(bars, labels=[f"{a:.3f}" for a in accuracy], fontsize=9)
-    right.set_ylim(max(0.0, min(accuracy) - 0.1), 1.01)
+    # the label inside the bar, clear of the error bar's cap; the axis from 0, so that
+    # a small difference looks small
+    right.bar_label(
+        bars,
+        labels=[f"{a:.3f}\n± {e:.3f}" for a, e in zip(accuracy, errors, strict=True)],
+        label_type="center",
+        color="white",
+        fontsize=9,
+    )
+    right.set_ylim(0.0, 1.05)
     right.set_ylabel("accuracy")
     folds = evaluation.closed_set[names[0]].folds if names else 0
     right.set_title(f"Closed set: {folds}-fold accuracy, {evaluation.faces} faces")

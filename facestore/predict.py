@@ -213,7 +213,7 @@ class Predictor:
         # the rule is read at the k most probable people only (a row with a rejection:
         # at every person), not at all 10k of them
         top = most_probable_rows(probabilities, k)
-        top_confidence, top_accepted = self._judge(
+        top_confidence, top_accepted, top_distance = self._judge(
             vectors, probabilities, classes, top, min_confidence
         )
         predictions = []
@@ -225,14 +225,17 @@ class Predictor:
                     vectors[n : n + 1], probabilities[n : n + 1], classes, ids, min_confidence
                 )
                 ids, confidence, accepted = ids[0], judged[0][0], judged[1][0]
+                distance = None if judged[2] is None else judged[2][0]
             else:
                 ids, confidence, accepted = top[n], top_confidence[n], top_accepted[n]
+                distance = None if top_distance is None else top_distance[n]
             order = [j for j, i in enumerate(ids) if str(names[i]) not in ruled_out]
             ranked = [
                 {
                     "person_id": names[ids[j]],
                     "confidence": round(float(confidence[j]), 6),
                     "probability": round(float(probabilities[n, ids[j]]), 6),
+                    **({} if distance is None else {"distance": round(float(distance[j]), 6)}),
                 }
                 for j in order[:k]
             ]
@@ -257,15 +260,15 @@ class Predictor:
         classes: np.ndarray,
         columns: np.ndarray,
         min_confidence: float | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(confidence, accepted) of each row's people at `columns` (n, k)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(confidence, accepted, distance or None) of each row's people at `columns`."""
         rule = self.bundle.open_set
         if rule is None:
             confidence = np.take_along_axis(probabilities, columns, 1)
             floor = LEGACY_MIN_CONFIDENCE if min_confidence is None else min_confidence
-            return confidence, confidence >= floor
+            return confidence, confidence >= floor, None
         distances = rule.distances_at(vectors, classes[columns])
-        return rule.confidence(distances), rule.accepts(distances, min_confidence)
+        return rule.confidence(distances), rule.accepts(distances, min_confidence), distances
 
     def predict_crops(
         self,

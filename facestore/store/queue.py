@@ -276,24 +276,41 @@ class WorkQueue(Part):
         return sum(self.release(text) for text in dead)
 
     def depth_by_space(self) -> Iterator[tuple[str, int, int]]:
-        """(space label, queued, under a live lease) for every space with queued jobs."""
+        """(space label, queued, under a live lease) for the active space (0 and 0 when
+        nothing is queued, so a dashboard sees 0, not "no data") and every other space
+        with queued jobs."""
         job = embedding_job.c
         with self.engine.connect() as conn:
             now = database_now(conn)
-            rows = conn.execute(
+            counts = (
                 sa.select(
                     job.space_hash,
-                    embedding_space.c.backbone,
-                    sa.func.count(),
-                    sa.func.count().filter(job.lease_expires_at >= now),
+                    sa.func.count().label("queued"),
+                    sa.func.count().filter(job.lease_expires_at >= now).label("leased"),
                 )
-                .join(
-                    embedding_space, embedding_space.c.config_hash == job.space_hash, isouter=True
+                .group_by(job.space_hash)
+                .subquery()
+            )
+            space = embedding_space.c
+            rows = conn.execute(
+                sa.select(
+                    space.config_hash,
+                    space.backbone,
+                    sa.func.coalesce(counts.c.queued, 0),
+                    sa.func.coalesce(counts.c.leased, 0),
                 )
-                .group_by(job.space_hash, embedding_space.c.backbone)
+                .join(counts, counts.c.space_hash == space.config_hash, isouter=True)
+                .where(sa.or_(space.is_active.is_(sa.true()), counts.c.queued.is_not(None)))
+            ).all()
+            orphans = conn.execute(  # jobs of a space never recorded
+                sa.select(counts.c.space_hash, counts.c.queued, counts.c.leased).where(
+                    counts.c.space_hash.not_in(sa.select(space.config_hash))
+                )
             ).all()
         for space_hash, backbone, queued, leased in rows:
-            yield f"{backbone or 'unknown'}/{space_hash[:12]}", int(queued), int(leased)
+            yield f"{backbone}/{space_hash[:12]}", int(queued), int(leased)
+        for space_hash, queued, leased in orphans:
+            yield f"unknown/{space_hash[:12]}", int(queued), int(leased)
 
     def count_queued(self, space_hash: str) -> QueueCounts:
         """Queued jobs of the space: all of them, and those under a live lease."""

@@ -13,9 +13,17 @@ from tests.support.helpers import (
 from tests.support.types import Cli
 
 
-def test_evaluate_json_and_plot(cli: Cli, embedded_db: Path, tmp_path: Path) -> None:
+def test_evaluate_json_and_plot(
+    cli: Cli, embedded_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
     from PIL import Image
 
+    saved: list[Figure] = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, *a, **k: (saved.append(self), save(self, *a, **k))
+    )
     plot = tmp_path / "eval.png"
     result = cli("--db", embedded_db, "evaluate", "--json", "--plot", plot, "--seeds", "2")
     assert result.exit_code == 0, result.output
@@ -37,6 +45,11 @@ def test_evaluate_json_and_plot(cli: Cli, embedded_db: Path, tmp_path: Path) -> 
     assert "faces in two groups" in text and "most confused pairs" in text
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.size == (1200, 500)
+    [figure] = saved
+    closed_set = figure.axes[1]
+    assert closed_set.get_ylim()[0] == 0  # accuracy from 0: small differences look small
+    labels = [t.get_text() for t in closed_set.texts]
+    assert len(labels) == 6 and all("\n± " in t for t in labels)
 
 
 def test_evaluate_needs_three_people(cli: Cli, tmp_path: Path, fake_registered: None) -> None:

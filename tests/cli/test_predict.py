@@ -95,3 +95,28 @@ def test_predict_refuses_a_model_of_another_space(
     config = json.loads(Path("model/embedding_config.json").read_text())
     assert f"trained in embedding space {config['config_hash']}" in result.output
     assert "facestore reembed" in result.output
+
+
+def test_predict_text_says_what_its_numbers_mean_and_gives_a_best_guess(
+    cli: Cli, embedded_db: Path, tmp_path: Path
+) -> None:
+    retrain_json(cli, embedded_db)
+    crop = tmp_path / "crop.jpg"
+    crop.write_bytes(encode(face_image(1, 3)))
+    named = cli("predict", crop, "--top-k", "2")
+    header, line = named.stdout.splitlines()
+    assert "confidence = estimated chance the name is right" in header
+    assert "distance = to the person's faces, named within" in header
+    assert line.startswith(f"{crop}: p01 (confidence ") and ", distance " in line
+    assert line.count("(confidence") == 2  # --top-k 2: the name and the next guess
+    unknown = cli("predict", crop, "--top-k", "1", "--min-confidence", "1").stdout.splitlines()[1]
+    assert unknown.startswith(f"{crop}: unknown; best guess p01 (confidence ")
+    assert ", distance " in unknown and unknown.count("(confidence") == 1
+
+
+def test_predict_has_no_backbone_option_the_model_fixes_it(cli: Cli, tmp_path: Path) -> None:
+    crop = tmp_path / "crop.png"
+    crop.write_bytes(encode(face_image(1, 3), "PNG"))
+    result = cli("predict", crop, "--backbone", "dlib")
+    assert result.exit_code == 2 and "--backbone does nothing here" in result.output
+    assert "--backbone TEXT" not in cli("predict", "--help").stdout

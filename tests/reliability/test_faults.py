@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -200,3 +202,61 @@ def test_a_full_disk_is_survived_and_named(
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
         engine.dispose()
         assert watcher.stop() == 0
+
+
+def spawned(pid: int) -> set[int]:
+    """The daemon's `spawn` children: decode workers, and a retrain while one runs."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.add(int(child))
+    return found
+
+
+def test_a_killed_retrain_process_leaves_the_model_serving_and_is_retried(
+    weights_file: Path, tmp_path: Path, watchers: list[Watcher]
+) -> None:
+    db = app_db(tmp_path / "app.db", people=3, per_person=3)
+    cooldown = ["--retrain-cooldown", "10", "--interval", "2"]  # a crash: again after it
+    watcher = Watcher(
+        db, tmp_path, weights_file, "--metrics-addr", "127.0.0.1:0", base=[*FAST, *cooldown]
+    )
+    watchers.append(watcher)
+    base = served_at(watcher)
+    wait_for(lambda: get(base + "/readyz")[0] == 200, patient(30), "/readyz to turn 200")
+    wait_for(lambda: (tmp_path / "model" / "current").exists(), patient(30), "a first model")
+    serving = (tmp_path / "model" / "current").resolve().name
+    started = watcher.output().count("Retrain started")
+    workers = spawned(watcher.proc.pid)  # the decode pool's processes, if any
+    con = sqlite3.connect(db)
+    con.execute("UPDATE face SET person_id = 2 WHERE id IN (1, 2, 3)")  # relabels
+    con.commit()
+    con.close()
+    found: list[int] = []
+
+    def child_running() -> bool:
+        found[:] = sorted(spawned(watcher.proc.pid) - workers)
+        return bool(found) and watcher.output().count("Retrain started") > started
+
+    wait_for(child_running, patient(20), "the retrain's process to start")
+    killed_at = time.monotonic()
+    os.kill(found[0], signal.SIGKILL)
+    wait_for(
+        lambda: "Retrain failed: The retrain process died" in watcher.output(),
+        patient(10),
+        "the crash to be logged",
+    )
+    assert watcher.proc.poll() is None  # the daemon is up
+    assert get(base + "/healthz")[0] == 200
+    [(_, labels)] = [k for k in metrics(base) if k[0] == "facestore_model_info"]
+    assert dict(labels)["version"] == serving  # the current model keeps serving
+    wait_for(
+        lambda: (tmp_path / "model" / "current").resolve().name != serving,
+        patient(30),
+        "the retrain to be tried again and published",
+    )
+    print(f"killed retrain to a new model: {time.monotonic() - killed_at:.1f} s")
+    assert metrics(base)[("facestore_retrain_failures_total", ())] >= 1
+    assert watcher.stop() == 0

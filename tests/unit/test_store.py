@@ -116,3 +116,17 @@ def test_long_id_lists_are_sent_in_chunks(
     assert app.ids("face_suggestion") == {14, 17}
     assert set(store.library.vectors_of(space, unverified)) == set(unverified)
     assert store.clusters.still_unknown(space, unverified) == {13, 15}  # no suggestion
+
+
+def test_the_queue_depth_has_the_active_space_even_when_nothing_is_queued(
+    make_app: MakeApp,
+) -> None:
+    app = make_app()
+    store = app.store()
+    assert list(store.queue.depth_by_space()) == []  # no space yet
+    store.spaces.activate(SPACE)
+    label = f"synthetic/{'s' * 12}"
+    assert list(store.queue.depth_by_space()) == [(label, 0, 0)]
+    store.queue.enqueue_pending(SPACE.config_hash)
+    store.queue.claim(SPACE.config_hash, 5, "host:1:x", 60.0, True)
+    assert list(store.queue.depth_by_space()) == [(label, 12, 5)]
