@@ -121,7 +121,8 @@ def postgres_database(
             where = sa.engine.make_url(url).render_as_string(hide_password=True)
             named = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise RefusedDatabase(
-                f"{where} holds {len(tables)} tables this benchmark did not create ({named}). "
+                f"{where} holds {len(tables)} table{'s' * (len(tables) != 1)} this benchmark "
+                f"did not create ({named}). "
                 "Leave --db out (a new database is made and dropped), or pass --force to use "
                 "it anyway."
             )

@@ -23,6 +23,7 @@ from facestore.backbones.preprocess import (
 from facestore.backbones.weights import CHECKPOINTS, file_sha256, resolve_weights
 from facestore.config import DEVICE_DECODES, BackboneSettings
 from facestore.errors import ConfigurationError, WeightsError
+from facestore.settings import BACKBONE, DEVICE, cite
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def pick_device(requested: str) -> torch.device:
         ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(
-            f"Device {requested!r} was asked for but CUDA is not available. Use --device cpu."
+            f"Device {requested!r} was asked for but CUDA is not available. Use "
+            f"{cite(DEVICE, 'cpu')}."
         )
     return device
 
@@ -83,7 +85,7 @@ def load_checkpoint(path: Path, variant: str) -> dict[str, torch.Tensor]:
     classes = int(state["logits.weight"].shape[0])
     if classes != expected:
         others = [name for name, c in CHECKPOINTS.items() if c.num_classes == classes]
-        hint = f" It looks like {others[0]} weights: pass --backbone {others[0]}." if others else ""
+        hint = f" It looks like {others[0]} weights: pass {cite(BACKBONE, others[0])}." if others else ""
         raise WeightsError(
             f"Weights file {path} has a logits layer with {classes} outputs, but {variant} "
             f"weights have {expected}.{hint}"

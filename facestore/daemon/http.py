@@ -16,6 +16,7 @@ from prometheus_client import make_wsgi_app
 
 from facestore.daemon.telemetry import Telemetry
 from facestore.errors import ConfigurationError
+from facestore.settings import METRICS_ADDR, cite
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def parse_addr(text: str) -> tuple[str, int]:
     host = host.strip("[]") if sep else "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(
-            f"--metrics-addr {text!r} is not HOST:PORT (for example 127.0.0.1:9464)."
+            f"{cite(METRICS_ADDR)} {text!r} is not HOST:PORT (for example 127.0.0.1:9464)."
         )
     return host or "127.0.0.1", int(port)
 

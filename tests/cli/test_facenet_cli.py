@@ -124,8 +124,10 @@ def test_weights_of_the_other_variant_are_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "casia.pt"
     torch.save(InceptionResnetV1(classify=True, num_classes=10575).state_dict(), path)
-    with pytest.raises(WeightsError, match="pass --backbone casia-webface"):
+    with pytest.raises(WeightsError) as raised:
         build_backbone(BackboneSettings(weights=path, device="cpu"))
+    assert "pass BackboneSettings(name='casia-webface')" in str(raised.value)  # Python
+    assert "pass --backbone casia-webface" in raised.value.for_command_line
     casia = build_backbone(BackboneSettings(name="casia-webface", weights=path, device="cpu"))
     assert casia.name == "casia-webface"
 
@@ -167,3 +169,24 @@ def test_upgrade_installs_exactly_our_triggers_beside_the_apps(facenet_db: Path)
         "facestore_face_log_delete",
         "facestore_face_log_update",
     } == names
+
+
+def test_without_weights_the_error_offers_the_offline_dlib_backbone(
+    cli: Cli, facenet_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facestore.backbones import weights
+
+    def offline(url: str, target: Path) -> Path:
+        raise OSError("no network")
+
+    monkeypatch.setattr(weights, "_download", offline)
+    monkeypatch.delenv("FACESTORE_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    result = cli("--db", facenet_db, "train", "--upgrade")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "20180402-114759-vggface2.pt" in result.output
+    assert "--backbone dlib" in result.output
+    with pytest.raises(WeightsError) as raised:  # from Python: parameters, not flags
+        build_backbone(BackboneSettings())
+    assert "BackboneSettings(name='dlib')" in str(raised.value)
+    assert "--backbone" not in str(raised.value) and "--weights" not in str(raised.value)

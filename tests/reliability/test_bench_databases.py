@@ -48,7 +48,7 @@ def test_scale_leaves_other_tables_alone_and_drops_its_own_database() -> None:
 
         refused = run_scale("--db", url)
         assert refused.returncode != 0
-        assert "holds 1 tables this benchmark did not create (precious)" in refused.stderr
+        assert "holds 1 table this benchmark did not create (precious)" in refused.stderr
 
         ran = run_scale()
         assert ran.returncode == 0, ran.stderr[-2000:]
