@@ -70,9 +70,13 @@ def centroids_of_rows(
 
 
 def _squared_distances(units: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """|u - c|^2 for unit rows u: 1 - 2 u.c + |c|^2, never below 0."""
-    sq = 1.0 - 2.0 * (units @ centroids.T) + (centroids**2).sum(1)[None, :]
-    return np.maximum(sq, 0.0)
+    """|u - c|^2 for unit rows u: 1 - 2 u.c + |c|^2, never below 0. In place: one
+    (n, people) matrix, not four (at 4,096 faces and 10k people, 164 MB each)."""
+    sq = units @ centroids.T
+    sq *= -2.0
+    sq += 1.0
+    sq += (centroids**2).sum(1)[None, :]
+    return np.maximum(sq, 0.0, out=sq)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,9 @@ def load_checkpoint(path: Path, variant: str) -> dict[str, torch.Tensor]:
     classes = int(state["logits.weight"].shape[0])
     if classes != expected:
         others = [name for name, c in CHECKPOINTS.items() if c.num_classes == classes]
-        hint = f" It looks like {others[0]} weights: pass {cite(BACKBONE, others[0])}." if others else ""
+        hint = ""
+        if others:
+            hint = f" It looks like {others[0]} weights: pass {cite(BACKBONE, others[0])}."
         raise WeightsError(
             f"Weights file {path} has a logits layer with {classes} outputs, but {variant} "
             f"weights have {expected}.{hint}"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facestore.errors import FacestoreError
+from facestore.memory import give_back_memory
 from facestore.retrain import RetrainReport
 from facestore.store import Store
 
@@ -63,6 +64,7 @@ def retrain_in_child(
 ) -> RetrainReport:
     """Retrain and publish in a child process; raises what it raised, RetrainCrashed if
     it died without a word, RetrainStopped if `stop` was set meanwhile."""
+    give_back_memory()  # the daemon's freed heap, before the child needs room
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     url = store.engine.url.render_as_string(hide_password=False)

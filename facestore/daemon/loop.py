@@ -35,12 +35,14 @@ from facestore.daemon.telemetry import Telemetry
 from facestore.daemon.trigger import Retrain, RetrainTrigger, retrain_here
 from facestore.daemon.wakeups import DataVersionProbe, wake_source
 from facestore.embedding import CHECK, QUEUE, Embedder
+from facestore.memory import give_back_memory
 from facestore.predict import Predictor
 from facestore.store import IdRanges, Store
 
 log = logging.getLogger(__name__)
 
 BEAT_SECONDS = 5.0  # the idle loop shows it is alive at least this often
+TRIM_AFTER_SECONDS = 1.0  # a pass that long may have freed much memory: give it back
 NO_MODEL: dict[int, object] = {}  # the training set before any model
 
 
@@ -246,8 +248,11 @@ class Daemon:
             log.error("Reconcile failed, retrying next interval: %s", exc.orig)
             self.telemetry.reconcile_failed(type(exc.orig).__name__, str(exc.orig).strip())
             return
+        seconds = time.perf_counter() - started
+        if seconds > TRIM_AFTER_SECONDS:
+            give_back_memory()  # what a large pass freed: RSS stays flat between passes
         if not self.stop.is_set():
-            self.telemetry.reconciled(embedded, time.perf_counter() - started)
+            self.telemetry.reconciled(embedded, seconds)
 
     def run(self) -> None:
         """Reconcile now, then on every wake-up (debounced, confirmed) and every interval."""
