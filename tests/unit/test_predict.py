@@ -43,7 +43,9 @@ def test_known_faces_are_named_and_a_stranger_is_unknown(tmp_path: Path) -> None
     assert known.person_id == "p3" and known.confidence > 0.9
     assert nobody.person_id is None and nobody.top_k  # best guesses still listed
     assert nobody.confidence == nobody.top_k[0]["confidence"] < 0.5
-    assert {"person_id", "confidence", "probability"} == set(known.top_k[0])
+    assert {"person_id", "confidence", "probability", "distance"} == set(known.top_k[0])
+    threshold = predictor.bundle.open_set.threshold  # type: ignore[union-attr]
+    assert known.top_k[0]["distance"] <= threshold < nobody.top_k[0]["distance"]
 
 
 def test_min_confidence_overrides_the_calibrated_rule(tmp_path: Path) -> None:
@@ -66,6 +68,7 @@ def test_a_model_from_before_the_rule_falls_back_to_probability_with_a_warning(
     assert "has no open-set rule" in caplog.text and "facestore retrain" in caplog.text
     [row] = predictor.classify(centres[3:4], ["k"])
     assert row.person_id == "p3" and row.confidence == row.top_k[0]["probability"]
+    assert "distance" not in row.top_k[0]  # no rule: no distance to report
 
 
 def test_a_changed_open_set_file_fails_the_integrity_check(tmp_path: Path) -> None:
