@@ -29,7 +29,8 @@ def parse_addr(text: str) -> tuple[str, int]:
     host = host.strip("[]") if sep else "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(
-            f"{cite(METRICS_ADDR)} {text!r} is not HOST:PORT (for example 127.0.0.1:9464)."
+            f"The metrics address {text!r} (from {cite(METRICS_ADDR)}) is not HOST:PORT "
+            "(for example 127.0.0.1:9464)."
         )
     return host or "127.0.0.1", int(port)
 

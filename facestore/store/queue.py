@@ -276,41 +276,32 @@ class WorkQueue(Part):
         return sum(self.release(text) for text in dead)
 
     def depth_by_space(self) -> Iterator[tuple[str, int, int]]:
-        """(space label, queued, under a live lease) for the active space (0 and 0 when
-        nothing is queued, so a dashboard sees 0, not "no data") and every other space
-        with queued jobs."""
-        job = embedding_job.c
+        """(space label, queued, under a live lease) for every space with queued jobs, and
+        for the active space even when nothing is queued (0 and 0: a dashboard sees 0,
+        not "no data")."""
+        job, space = embedding_job.c, embedding_space.c
         with self.engine.connect() as conn:
             now = database_now(conn)
-            counts = (
-                sa.select(
-                    job.space_hash,
-                    sa.func.count().label("queued"),
-                    sa.func.count().filter(job.lease_expires_at >= now).label("leased"),
+            rows: list[tuple[Any, ...]] = [
+                tuple(row)
+                for row in conn.execute(
+                    sa.select(
+                        job.space_hash,
+                        space.backbone,
+                        sa.func.count(),
+                        sa.func.count().filter(job.lease_expires_at >= now),
+                    )
+                    .join(embedding_space, space.config_hash == job.space_hash, isouter=True)
+                    .group_by(job.space_hash, space.backbone)
                 )
-                .group_by(job.space_hash)
-                .subquery()
-            )
-            space = embedding_space.c
-            rows = conn.execute(
-                sa.select(
-                    space.config_hash,
-                    space.backbone,
-                    sa.func.coalesce(counts.c.queued, 0),
-                    sa.func.coalesce(counts.c.leased, 0),
-                )
-                .join(counts, counts.c.space_hash == space.config_hash, isouter=True)
-                .where(sa.or_(space.is_active.is_(sa.true()), counts.c.queued.is_not(None)))
-            ).all()
-            orphans = conn.execute(  # jobs of a space never recorded
-                sa.select(counts.c.space_hash, counts.c.queued, counts.c.leased).where(
-                    counts.c.space_hash.not_in(sa.select(space.config_hash))
-                )
-            ).all()
+            ]
+            active = conn.execute(
+                sa.select(space.config_hash, space.backbone).where(space.is_active.is_(sa.true()))
+            ).first()
+        if active is not None and active.config_hash not in {r[0] for r in rows}:
+            rows.append((active.config_hash, active.backbone, 0, 0))
         for space_hash, backbone, queued, leased in rows:
-            yield f"{backbone}/{space_hash[:12]}", int(queued), int(leased)
-        for space_hash, queued, leased in orphans:
-            yield f"unknown/{space_hash[:12]}", int(queued), int(leased)
+            yield f"{backbone or 'unknown'}/{space_hash[:12]}", int(queued), int(leased)
 
     def count_queued(self, space_hash: str) -> QueueCounts:
         """Queued jobs of the space: all of them, and those under a live lease."""
