@@ -58,8 +58,8 @@ class Daemon:
         notifier: Notifier | None = None,
         retrain: Retrain | None = None,
     ) -> None:
-        """retrain: how a retrain runs (default: in a child process, as options say)."""
-        # No I/O here: `start()` (or the first reconcile) reads the database and model.
+        """retrain: how it runs (default: as options say; a child gets the served model's
+        memory while it runs). No I/O here: start() reads the database and the model."""
         self.store = store
         self.options = options
         self.clock = clock
@@ -70,8 +70,9 @@ class Daemon:
         self.serving = Serving(store, model_dir, options, backbone, self.stop, self.telemetry)
         if retrain is None:
             retrain = retrain_in_child if options.retrain_in_child else retrain_here
+        release = self.serving.release_model if options.retrain_in_child else None
         self.trigger = RetrainTrigger(
-            store, model_dir, options, self.telemetry, clock, self.stop, retrain
+            store, model_dir, options, self.telemetry, clock, self.stop, retrain, release
         )
         self.suggester = Suggester(store, options.min_confidence, options.min_quality)
         self.clusterer = Clusterer(
@@ -207,8 +208,8 @@ class Daemon:
         self._follow_model()  # another process may have published or rolled back
         if self.options.retrain and self.space is not None:
             trained = self.predictor.bundle.training_set if self.predictor else NO_MODEL
-            if self.trigger.maybe_retrain(self.space, trained):
-                self._follow_model()
+            self.trigger.maybe_retrain(self.space, trained)
+            self._follow_model()  # the new model, or the one released for the retrain
         if self.options.suggestions and self.space is not None:
             self._suggest_and_group(self.space)
 

@@ -41,6 +41,7 @@ class Serving:
         self.space: Space | None = None
         self.embedder: Embedder | None = None
         self.predictor: Predictor | None = None
+        self._released: str | None = None  # the version let go of while a retrain runs
         self._warned: set[str] = set()
 
     def start(self) -> None:
@@ -67,8 +68,16 @@ class Serving:
             return True
         return False
 
+    def release_model(self) -> None:
+        """Let go of the served model while a retrain runs in a child process (the loop
+        waits for it, so nothing is served meanwhile): its memory goes to the child.
+        The next load_model() loads the current model again."""
+        if self.predictor is not None:
+            self._released, self.predictor = self.predictor.version, None
+
     def load_model(self) -> bool:
-        """Serve the current model if it is new and of the active space. Loaded one?"""
+        """Serve the current model if it is new and of the active space. A new one?
+        (The model released for a retrain that published nothing, back: not new.)"""
         current = artifacts.current_version(self.model_dir)
         if current is None or (self.predictor and self.predictor.version == current):
             return False
@@ -89,6 +98,9 @@ class Serving:
             )
             return False
         self.predictor = predictor
+        released, self._released = self._released, None
+        if predictor.version == released:
+            return False
         log.info("Model %s loaded", predictor.version)
         self.telemetry.model_served(
             predictor.version,

@@ -57,13 +57,16 @@ class RetrainTrigger:
         clock: Callable[[], float],
         stop: threading.Event,
         run: Retrain = retrain_here,
+        before_run: Callable[[], None] | None = None,
     ) -> None:
+        """before_run: called as a retrain starts (the daemon lets go of its model)."""
         self.store = store
         self.model_dir = model_dir
         self.classifier = options.classifier
         self.telemetry = telemetry
         self.clock = clock
         self.run = run
+        self.before_run = before_run
         self.stop = stop
         self.pairs = TrainingPairs(store)
         self.scheduler = RetrainScheduler(
@@ -116,6 +119,8 @@ class RetrainTrigger:
         assert self._current is not None
         log.info("Retrain started: %d faces changed since the current model", changes)
         self.scheduler.started(now)
+        if self.before_run is not None:
+            self.before_run()
         try:
             report = self.run(self.store, self.model_dir, self.classifier, self.stop)
         except BusyError:

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -158,6 +159,41 @@ def test_a_failed_retrain_is_not_retried_until_the_next_change(
     clock.now = 200
     daemon.reconcile()
     assert artifacts.current_version(tmp_path / "model") is not None
+
+
+def test_the_model_is_let_go_of_during_a_retrain_and_back_after_a_failed_one(
+    daemon_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from facestore.daemon.trigger import retrain_here
+    from facestore.errors import TrainingError
+
+    served_during: list[object] = []
+    outcomes = iter([None, TrainingError("the fit failed")])
+
+    def retrain(*args: Any) -> Any:  # as in a child: the daemon waits, serving nothing
+        served_during.append(daemon.predictor)
+        failure = next(outcomes)
+        if failure is not None:
+            raise failure
+        return retrain_here(*args)
+
+    clock = FakeClock()
+    store = Store(database.create_engine(f"sqlite:///{daemon_db}"))
+    options = WatchOptions(
+        retrain_min_changes=3, retrain_delay=5, retrain_cooldown=0, classifier="logreg"
+    )
+    daemon = Daemon(store, tmp_path / "model", options, FakeBackbone(), clock, retrain=retrain)
+    daemon.reconcile()
+    first = artifacts.current_version(tmp_path / "model")
+    assert daemon.predictor is not None and daemon.predictor.version == first
+    sqlite_exec(daemon_db, "UPDATE face SET person_id = 2 WHERE id IN (1, 2, 3)")
+    clock.now = 100
+    with caplog.at_level("INFO"):
+        daemon.reconcile()
+    assert served_during == [None, None]  # its memory was the retrain's
+    assert daemon.predictor is not None and daemon.predictor.version == first  # back
+    assert "Retrain failed" in caplog.text
+    assert "Wrote" not in caplog.text  # not taken for a new model: no rewrite
 
 
 def test_new_unverified_face_gets_a_suggestion_with_the_current_model(
