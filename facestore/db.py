@@ -116,9 +116,11 @@ SETUP_MESSAGES = ("does not exist", "password authentication failed", "no pg_hba
 
 
 def sentence(error: object) -> str:
-    """A driver's message as one sentence ending in a full stop (psycopg's end in '?')."""
-    text = " ".join(str(error).split()).rstrip(" .?")
-    return f"{text}."
+    """A driver's message on one line, ending in one full stop or question mark
+    (psycopg's end in '?': not '?.')."""
+    lines = [" ".join(line.split()) for line in str(error).splitlines() if line.strip()]
+    text = " ".join(line if line.endswith((".", "?", "!", ":")) else f"{line}." for line in lines)
+    return text or "no message."
 
 
 def check_connection(engine: Engine) -> None:

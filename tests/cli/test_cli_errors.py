@@ -214,3 +214,11 @@ def test_model_list_and_status_say_n_a_without_validation(
     assert "accuracy n/a" in cli("model", "list").stdout
     assert "accuracy n/a" in cli("--db", upgraded_db, "status").stdout
     assert "None" not in cli("model", "list").stdout
+
+
+def test_a_server_that_refuses_is_named_in_one_sentence(cli: Cli) -> None:
+    result = cli("--db", "postgresql+psycopg://postgres@127.0.0.1:1/test", "status")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "Connection refused" in result.output
+    assert "connections? Check that the server is up" in " ".join(result.output.split())
+    assert "?." not in result.output
