@@ -77,6 +77,7 @@ class RetrainTrigger:
         self._labels_changed = True
         self._current: dict[int, Any] | None = None  # the pairs as last read
         self._read_for: tuple[str, int] | None = None  # (space, id of the model's pairs)
+        self._others_retraining = False  # the last try found the retrain lock held
 
     def labels_may_have_changed(self) -> None:
         self._labels_changed = True
@@ -119,12 +120,14 @@ class RetrainTrigger:
         assert self._current is not None
         log.info("Retrain started: %d faces changed since the current model", changes)
         self.scheduler.started(now)
-        if self.before_run is not None:
-            self.before_run()
+        if self.before_run is not None and not self._others_retraining:
+            self.before_run()  # not again while another worker holds the lock
+        self._others_retraining = False
         try:
             report = self.run(self.store, self.model_dir, self.classifier, self.stop)
         except BusyError:
             self.scheduler.busy()
+            self._others_retraining = True
             log.info("Another worker is retraining; checking again next reconcile")
             return False
         except RetrainStopped:

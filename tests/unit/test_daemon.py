@@ -196,6 +196,40 @@ def test_the_model_is_let_go_of_during_a_retrain_and_back_after_a_failed_one(
     assert "Wrote" not in caplog.text  # not taken for a new model: no rewrite
 
 
+def test_the_model_is_not_let_go_of_again_while_another_worker_retrains(
+    daemon_db: Path, tmp_path: Path
+) -> None:
+    from facestore.daemon.trigger import retrain_here
+    from facestore.errors import BusyError
+
+    served_during: list[object] = []
+    busy = iter([False, True, True, False])
+
+    def retrain(*args: Any) -> Any:
+        served_during.append(daemon.predictor)
+        if next(busy):
+            raise BusyError("Another facestore retrain is running.")
+        return retrain_here(*args)
+
+    clock = FakeClock()
+    store = Store(database.create_engine(f"sqlite:///{daemon_db}"))
+    options = WatchOptions(
+        retrain_min_changes=3, retrain_delay=5, retrain_cooldown=0, classifier="logreg"
+    )
+    daemon = Daemon(store, tmp_path / "model", options, FakeBackbone(), clock, retrain=retrain)
+    daemon.reconcile()  # the first model
+    first = artifacts.current_version(tmp_path / "model")
+    sqlite_exec(daemon_db, "UPDATE face SET person_id = 2 WHERE id IN (1, 2, 3)")
+    for now in (100, 200, 300):
+        clock.now = now
+        daemon.reconcile()
+    # released for the first try; not again after the lock was found held (no reload at
+    # every pass while another worker fits); served meanwhile; published in the end
+    assert served_during[1] is None
+    assert served_during[2] is not None and served_during[3] is not None
+    assert daemon.predictor is not None and daemon.predictor.version != first
+
+
 def test_new_unverified_face_gets_a_suggestion_with_the_current_model(
     daemon_db: Path, tmp_path: Path
 ) -> None:
