@@ -62,6 +62,26 @@ def check_vectors(engine: sa.Engine) -> tuple[int, int]:
     return len(faces), good
 
 
+def ready_watcher(
+    db: Path | str, tmp_path: Path, weights: Path, watchers: list[Watcher], *extra: str
+) -> tuple[Watcher, str]:
+    """`facestore watch` (fast retrain policy, 2 s interval, metrics on a free port) once
+    /readyz says ready; its endpoint's base URL."""
+    watcher = Watcher(
+        db,
+        tmp_path,
+        weights,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        *extra,
+        base=[*FAST, "--interval", "2"],
+    )
+    watchers.append(watcher)
+    base = served_at(watcher)
+    wait_for(lambda: get(base + "/readyz")[0] == 200, patient(30), "/readyz to turn 200")
+    return watcher, base
+
+
 def test_a_postgresql_outage_mid_pass_is_survived(
     weights_file: Path, tmp_path: Path, watchers: list[Watcher]
 ) -> None:
@@ -69,19 +89,7 @@ def test_a_postgresql_outage_mid_pass_is_survived(
         url = server.create_database("app")
         fill_postgres_app(url, people=3, per_person=3)
         database.upgrade(database.create_engine(url))
-        watcher = Watcher(
-            url,
-            tmp_path,
-            weights_file,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--batch-size",
-            "8",
-            base=[*FAST, "--interval", "2"],
-        )
-        watchers.append(watcher)
-        base = served_at(watcher)
-        wait_for(lambda: get(base + "/readyz")[0] == 200, patient(30), "/readyz to turn 200")
+        watcher, base = ready_watcher(url, tmp_path, weights_file, watchers, "--batch-size", "8")
         app = sa.create_engine(url, poolclass=NullPool)
 
         def add(first: int, count: int) -> None:
@@ -156,19 +164,7 @@ def test_a_full_disk_is_survived_and_named(
 ) -> None:
     with small_disk(tmp_path / "disk", 16) as disk:
         db = app_db(disk / "app.db", people=3, per_person=3)
-        watcher = Watcher(
-            db,
-            tmp_path,
-            weights_file,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--batch-size",
-            "8",
-            base=[*FAST, "--interval", "2"],
-        )
-        watchers.append(watcher)
-        base = served_at(watcher)
-        wait_for(lambda: get(base + "/readyz")[0] == 200, patient(30), "/readyz to turn 200")
+        watcher, base = ready_watcher(db, tmp_path, weights_file, watchers, "--batch-size", "8")
         con = sqlite3.connect(db)
         con.executemany(
             "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) VALUES (1, ?, 1, 1)",
@@ -219,13 +215,8 @@ def test_a_killed_retrain_process_leaves_the_model_serving_and_is_retried(
     weights_file: Path, tmp_path: Path, watchers: list[Watcher]
 ) -> None:
     db = app_db(tmp_path / "app.db", people=3, per_person=3)
-    cooldown = ["--retrain-cooldown", "10", "--interval", "2"]  # a crash: again after it
-    watcher = Watcher(
-        db, tmp_path, weights_file, "--metrics-addr", "127.0.0.1:0", base=[*FAST, *cooldown]
-    )
-    watchers.append(watcher)
-    base = served_at(watcher)
-    wait_for(lambda: get(base + "/readyz")[0] == 200, patient(30), "/readyz to turn 200")
+    cooldown = ["--retrain-cooldown", "10"]  # a crash is tried again after it
+    watcher, base = ready_watcher(db, tmp_path, weights_file, watchers, *cooldown)
     wait_for(lambda: (tmp_path / "model" / "current").exists(), patient(30), "a first model")
     serving = (tmp_path / "model" / "current").resolve().name
     started = watcher.output().count("Retrain started")

@@ -85,7 +85,10 @@ def daemon_db(tmp_path: Path) -> Path:
     return path
 
 
-def make_daemon(path: Path, tmp_path: Path, clock: FakeClock, **options: object) -> Daemon:
+def make_daemon(
+    path: Path, tmp_path: Path, clock: FakeClock, run_retrain: Any = None, **options: object
+) -> Daemon:
+    """run_retrain: runs instead of a retrain (with retrain_in_child=True: as a child's)."""
     store = Store(database.create_engine(f"sqlite:///{path}"))
     settings = WatchOptions(  # retrains in this process: quicker (the child: its own tests)
         retrain_min_changes=3,
@@ -96,7 +99,7 @@ def make_daemon(path: Path, tmp_path: Path, clock: FakeClock, **options: object)
     )
     for key, value in options.items():
         settings = type(settings)(**{**settings.__dict__, key: value})
-    return Daemon(store, tmp_path / "model", settings, FakeBackbone(), clock=clock)
+    return Daemon(store, tmp_path / "model", settings, FakeBackbone(), clock, retrain=run_retrain)
 
 
 def test_reconcile_embeds_trains_and_suggests(daemon_db: Path, tmp_path: Path) -> None:
@@ -178,11 +181,7 @@ def test_the_model_is_let_go_of_during_a_retrain_and_back_after_a_failed_one(
         return retrain_here(*args)
 
     clock = FakeClock()
-    store = Store(database.create_engine(f"sqlite:///{daemon_db}"))
-    options = WatchOptions(
-        retrain_min_changes=3, retrain_delay=5, retrain_cooldown=0, classifier="logreg"
-    )
-    daemon = Daemon(store, tmp_path / "model", options, FakeBackbone(), clock, retrain=retrain)
+    daemon = make_daemon(daemon_db, tmp_path, clock, run_retrain=retrain, retrain_in_child=True)
     daemon.reconcile()
     first = artifacts.current_version(tmp_path / "model")
     assert daemon.predictor is not None and daemon.predictor.version == first
@@ -212,11 +211,7 @@ def test_the_model_is_not_let_go_of_again_while_another_worker_retrains(
         return retrain_here(*args)
 
     clock = FakeClock()
-    store = Store(database.create_engine(f"sqlite:///{daemon_db}"))
-    options = WatchOptions(
-        retrain_min_changes=3, retrain_delay=5, retrain_cooldown=0, classifier="logreg"
-    )
-    daemon = Daemon(store, tmp_path / "model", options, FakeBackbone(), clock, retrain=retrain)
+    daemon = make_daemon(daemon_db, tmp_path, clock, run_retrain=retrain, retrain_in_child=True)
     daemon.reconcile()  # the first model
     first = artifacts.current_version(tmp_path / "model")
     sqlite_exec(daemon_db, "UPDATE face SET person_id = 2 WHERE id IN (1, 2, 3)")
