@@ -61,14 +61,16 @@ def minimal_face_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def crop_bytes(path: Path) -> bytes:
+def crop_bytes(path: Path, check: bool = True) -> bytes:
     """The file's bytes if it is an allowed format that decodes, a PNG re-encoding if
-    Pillow reads it otherwise; ImageDecodeError says why not."""
+    Pillow reads it otherwise; ImageDecodeError says why not. check=False: an allowed
+    format is returned undecoded (its caller decodes it anyway)."""
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format in ALLOWED_FORMATS:
-                decode_crop(data)  # what the embed pass will do: refuse it now
+                if check:
+                    decode_crop(data)  # what the embed pass will do: refuse it now
                 return data
             image.load()
             out = io.BytesIO()
@@ -87,9 +89,10 @@ def crop_bytes(path: Path) -> bytes:
 
 
 def crop_or_raw(path: Path) -> bytes:
-    """crop_bytes, or else the file as it is (decoding it then says why it fails)."""
+    """crop_bytes for a caller that decodes the result, or else the file as it is
+    (decoding it then says why it fails)."""
     try:
-        return crop_bytes(path)
+        return crop_bytes(path, check=False)
     except ImageDecodeError:
         return path.read_bytes()
 
