@@ -58,10 +58,14 @@ def tree_rss_mib(pid: int) -> int:
         current = todo.pop()
         try:
             total += rss_mib(current, "VmRSS")
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
         except (OSError, RuntimeError, ValueError):
-            continue
+            continue  # the process ended meanwhile
+        for task in tasks:
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue  # this thread ended meanwhile; the others still count
     return total
 
 

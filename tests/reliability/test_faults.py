@@ -203,12 +203,20 @@ def test_a_full_disk_is_survived_and_named(
 def spawned(pid: int) -> set[int]:
     """The daemon's `spawn` children: decode workers, and a retrain while one runs."""
     found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            with contextlib.suppress(OSError):
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.add(int(child))
+    for child in child_pids(pid):
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(child)
     return found
+
+
+def child_pids(pid: int) -> set[int]:
+    """The process's children, read per thread; a thread that ends meanwhile is skipped."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # the thread ended between listing and reading
+            children.update(int(c) for c in (task / "children").read_text().split())
+    return children
 
 
 def test_a_killed_retrain_process_leaves_the_model_serving_and_is_retried(
