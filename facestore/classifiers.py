@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from facestore.errors import TrainingError
-from facestore.openset import unit_rows
+from facestore.openset import centroids_of_rows, unit_rows
 
 # A factory builds an unfitted classifier with predict_proba, given the seed and
 # the number of training samples.
@@ -62,10 +62,16 @@ class CosineCentroid(ClassifierMixin, BaseEstimator):
         self.chunk = chunk
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CosineCentroid:
-        X = unit_rows(np.asarray(X, dtype=np.float32))
-        self.classes_, inverse = np.unique(y, return_inverse=True)
-        sums = np.zeros((len(self.classes_), X.shape[1]), dtype=np.float64)
-        np.add.at(sums, inverse, X)
+        return self.fit_rows(X, y, None)
+
+    def fit_rows(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None) -> CosineCentroid:
+        """Fit on X[rows], y[rows] (all rows when None), a chunk of rows at a time."""
+        X, y = np.asarray(X), np.asarray(y)
+        rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.classes_, inverse = np.unique(y[rows], return_inverse=True)
+        labels = np.zeros(len(X), dtype=np.int64)
+        labels[rows] = inverse
+        sums = centroids_of_rows(X, labels, len(self.classes_), rows)[0]
         self.centroids_ = unit_rows(sums).astype(np.float32)
         return self
 

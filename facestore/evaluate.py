@@ -23,6 +23,7 @@ returns figures; the CLI reads the vectors and prints or plots them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections import Counter
@@ -42,7 +43,13 @@ from facestore.openset import (
     rule_from,
     unit_rows,
 )
-from facestore.training import MIN_SAMPLES_PER_CLASS, Dataset, open_set_outcome, predict_best
+from facestore.training import (
+    MIN_SAMPLES_PER_CLASS,
+    Dataset,
+    as_float32,
+    open_set_outcome,
+    predict_best,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +285,8 @@ def evaluate(
 ) -> Evaluation:
     """Every figure for one library. `open_set_classifier` is a key of `classifiers`."""
     say = progress or log.info
+    # the folds fit scikit-learn's models on copies anyway: one float32 copy up front
+    dataset = dataclasses.replace(dataset, vectors=as_float32(dataset.vectors))
     closed: dict[str, ClosedSet] = {}
     predictions: dict[str, np.ndarray] = {}
     for name, factory in classifiers.items():

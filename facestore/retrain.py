@@ -21,7 +21,7 @@ from facestore.quality import DEFAULT_MIN_QUALITY, QualityGate, calibrate_gate
 from facestore.repository import ModelRepository, StagedVersion
 from facestore.store import Store, TrainingRows
 from facestore.timestamps import now_iso
-from facestore.training import Dataset, build_dataset, fit, keep_rows
+from facestore.training import TRAINING_DTYPE, Dataset, build_dataset, fit, keep_rows
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def library_dataset(store: Store, space: Space | None = None) -> LibraryData:
             "No embedding space is active yet, so there are no vectors to train on. "
             "Run 'facestore embed' (or 'facestore train') first."
         )
-    rows = store.library.training_rows(space.config_hash)
+    rows = store.library.training_rows(space.config_hash, TRAINING_DTYPE)
     gate = calibrate_gate(rows.vectors, rows.sides, rows.sharpness)
     keep = good_rows(gate, rows) if gate is not None else list(range(len(rows.face_ids)))
     if len(keep) < len(rows.face_ids):

@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 
 MIN_SAMPLES_PER_CLASS = 2
 
+# The training matrix is kept in float16: half the memory of float32 (900k x 512 are
+# 879 MiB, not 1,758), and every fit and prediction reads it a chunk at a time in
+# float32 or float64. Rounding moves a unit vector by a cosine of about 1e-7;
+# docs/benchmarks.md has the figures of both on real faces.
+TRAINING_DTYPE = np.float16
+
 
 def person_sort_key(person_id: Any) -> tuple[str, Any]:
     return (type(person_id).__name__, person_id)
@@ -49,8 +55,8 @@ class Dataset:
 def build_dataset(
     face_ids: Sequence[int], person_ids: Sequence[Any], vectors: np.ndarray
 ) -> Dataset:
-    """The kept classes' samples. A float32 `vectors` is used, not copied: when classes
-    are dropped, the kept rows are moved up inside it (1M x 512 floats are 2 GB)."""
+    """The kept classes' samples. A float16 or float32 `vectors` is used, not copied: when
+    classes are dropped, the kept rows are moved up inside it (1M x 512 floats are 2 GB)."""
     if len(face_ids) == 0:
         raise TrainingError(
             "There are no vectors of verified faces in the active space. "
@@ -84,13 +90,24 @@ def build_dataset(
         max(counts[p] for p in classes),
     )
     return Dataset(
-        vectors=keep_rows(np.asarray(vectors, dtype=np.float32), keep),
+        vectors=keep_rows(float_matrix(vectors), keep),
         labels=np.asarray([index[person_ids[i]] for i in keep], dtype=np.int64),
         classes=classes,
         face_ids=[int(face_ids[i]) for i in keep],
         dropped_classes=dropped,
         dropped_samples=len(face_ids) - len(keep),
     )
+
+
+def float_matrix(vectors: np.ndarray) -> np.ndarray:
+    """vectors as they are when float16 or float32, else as float32."""
+    vectors = np.asarray(vectors)
+    return vectors if vectors.dtype in (np.float16, np.float32) else vectors.astype(np.float32)
+
+
+def as_float32(vectors: np.ndarray) -> np.ndarray:
+    """A chunk of the training matrix, ready for a scikit-learn model (no copy if float32)."""
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def keep_rows(vectors: np.ndarray, keep: Sequence[int]) -> np.ndarray:
@@ -141,20 +158,21 @@ def predict_best(model: Any, vectors: np.ndarray, rows: np.ndarray | None = None
     model.predict() on borderline faces (Platt scaling vs. one-vs-one votes).
     """
     parts = [
-        model.classes_[model.predict_proba(vectors[chunk]).argmax(1)]
+        model.classes_[model.predict_proba(as_float32(vectors[chunk])).argmax(1)]
         for chunk in row_chunks(rows, len(vectors))
     ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def fit_rows(model: Any, vectors: np.ndarray, labels: np.ndarray, rows: np.ndarray | None) -> None:
-    """Fit on vectors[rows] (all when None); without a copy where the model can (fit_rows)."""
+    """Fit on vectors[rows] (all when None); without a copy where the model can (fit_rows),
+    else on a float32 copy of those rows."""
     if hasattr(model, "fit_rows"):
         model.fit_rows(vectors, labels, rows)
     elif rows is None:
-        model.fit(vectors, labels)
+        model.fit(as_float32(vectors), labels)
     else:
-        model.fit(vectors[rows], labels[rows])
+        model.fit(as_float32(vectors[rows]), labels[rows])
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from numpy.typing import DTypeLike
 
 from facestore.quality import ImageSignals
 from facestore.schema import embedding, embedding_failure
@@ -150,8 +151,9 @@ class Library(Part):
                 for r in conn.execute(query.where(embedding.c.face_id.in_(chunk)))
             }
 
-    def training_rows(self, space_hash: str) -> TrainingRows:
-        """Vectors of the space for verified faces, labelled with their current person_id."""
+    def training_rows(self, space_hash: str, dtype: DTypeLike = np.float32) -> TrainingRows:
+        """Vectors of the space for verified faces, labelled with their current person_id,
+        in one matrix of `dtype` (see VectorMatrix)."""
         face = self.face.table
         query = (
             sa.select(
@@ -171,7 +173,7 @@ class Library(Part):
         sharpness: list[float] = []
         with self.engine.connect() as conn:
             in_space = sa.select(sa.func.count()).where(embedding.c.space_hash == space_hash)
-            matrix = VectorMatrix(capacity=int(conn.execute(in_space).scalar_one()))
+            matrix = VectorMatrix(int(conn.execute(in_space).scalar_one()), dtype)
             result = conn.execution_options(yield_per=TRAINING_READ_CHUNK).execute(query)
             for part in result.partitions():
                 face_ids.extend(int(r.face_id) for r in part)

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
+from numpy.typing import DTypeLike
 
 from facestore.quality import ImageSignals
 
@@ -41,11 +42,15 @@ def id_chunks(ids: Iterable[int]) -> list[list[int]]:
 
 
 class VectorMatrix:
-    """Stored vectors appended a chunk at a time to one float32 matrix: no array per row,
-    no list of chunks to concatenate (1M x 512 floats are 2 GB; a copy would be 4)."""
+    """Stored vectors appended a chunk at a time to one matrix: no array per row, no list
+    of chunks to concatenate (1M x 512 float32 are 2 GB; a copy would be 4).
 
-    def __init__(self, capacity: int) -> None:
+    `dtype` float16 halves that for a training matrix (training.TRAINING_DTYPE). Should a
+    vector not fit float16 (a component beyond +-65,504), the matrix turns float32."""
+
+    def __init__(self, capacity: int, dtype: DTypeLike = np.float32) -> None:
         self._capacity = max(1, capacity)
+        self._dtype = np.dtype(dtype)
         self._matrix: np.ndarray | None = None
         self._rows = 0
 
@@ -53,8 +58,13 @@ class VectorMatrix:
         if not blobs:
             return
         chunk = np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), -1)
+        if self._dtype != VECTOR_DTYPE and not _fits(chunk, self._dtype):
+            self._dtype = VECTOR_DTYPE
+            if self._matrix is not None:
+                self._matrix = self._matrix.astype(VECTOR_DTYPE)
         if self._matrix is None:
-            self._matrix = np.empty((max(self._capacity, len(chunk)), chunk.shape[1]), np.float32)
+            shape = (max(self._capacity, len(chunk)), chunk.shape[1])
+            self._matrix = np.empty(shape, self._dtype)
         end = self._rows + len(chunk)
         if end > len(self._matrix):  # more rows than the estimate: grow (rare)
             self._matrix.resize(
@@ -66,10 +76,18 @@ class VectorMatrix:
     def finish(self) -> np.ndarray:
         """The matrix of the rows appended; its unused tail is given back in place."""
         if self._matrix is None:
-            return np.zeros((0, 0), dtype=np.float32)
+            return np.zeros((0, 0), dtype=self._dtype)
         if self._rows < len(self._matrix):
             self._matrix.resize((self._rows, self._matrix.shape[1]), refcheck=False)
         return self._matrix
+
+
+def _fits(chunk: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether every finite value of chunk stays finite in dtype."""
+    if not np.issubdtype(dtype, np.floating) or not len(chunk):
+        return True
+    finite = np.abs(chunk[np.isfinite(chunk)])
+    return not len(finite) or float(finite.max()) <= float(np.finfo(dtype).max)
 
 
 @dataclass(frozen=True)

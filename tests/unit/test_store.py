@@ -82,6 +82,19 @@ def test_vector_matrix_fills_one_matrix_grows_past_its_estimate_and_gives_back_t
     assert VectorMatrix(5).finish().shape == (0, 0)
 
 
+def test_a_float16_vector_matrix_turns_float32_for_a_vector_float16_cannot_hold() -> None:
+    rows = np.array([[0.1, -0.25, 3.0], [1.0, 2.0, -7.5]], dtype=np.float32)
+    half = VectorMatrix(4, np.float16)
+    half.extend([encode_vector(r) for r in rows])
+    result = half.finish()
+    assert result.dtype == np.float16 and np.array_equal(result, rows.astype(np.float16))
+    huge = np.array([1e5, 0.1, 0.0], dtype=np.float32)  # float16 ends at 65,504
+    half.extend([encode_vector(huge)])
+    result = half.finish()
+    assert result.dtype == np.float32
+    assert np.array_equal(result, np.vstack([rows.astype(np.float16), huge]))
+
+
 def test_training_rows_read_in_chunks_are_the_rows(
     make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,6 +109,9 @@ def test_training_rows_read_in_chunks_are_the_rows(
     stored = store.library.vectors_of(FAKE_SPACE, rows.face_ids)
     expected = np.stack([np.frombuffer(stored[f], dtype="<f4") for f in rows.face_ids])
     assert np.array_equal(rows.vectors, expected)
+    half = store.library.training_rows(FAKE_SPACE, np.float16)
+    assert half.vectors.dtype == np.float16
+    assert np.array_equal(half.vectors, expected.astype(np.float16))
 
 
 def test_long_id_lists_are_sent_in_chunks(

@@ -10,7 +10,7 @@ from sklearn.svm import SVC
 
 from facestore.classifiers import CLASSIFIERS, ShrinkageLDA, classifier_factory, seed_svc
 from facestore.errors import TrainingError
-from facestore.training import build_dataset, fit, stratified_split
+from facestore.training import TRAINING_DTYPE, build_dataset, fit, stratified_split
 
 
 def clustered(counts: dict, dim: int = 16, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -91,6 +91,72 @@ def test_every_classifier_learns_separable_people(name: str) -> None:
     assert result.estimator.predict(dataset.vectors).tolist() == dataset.labels.tolist()
     assert result.estimator.predict_proba(dataset.vectors[:1]).shape == (1, 5)
     assert result.estimator.predict_proba(dataset.vectors).sum(1) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_every_classifier_learns_from_a_float16_training_matrix(name: str) -> None:
+    """Retrain keeps its matrix in TRAINING_DTYPE (float16): build_dataset uses it as is."""
+    face_ids, person_ids, vectors = clustered({f"p{i}": 6 for i in range(5)})
+    half = vectors.astype(TRAINING_DTYPE)
+    dataset = build_dataset(face_ids, person_ids, half)
+    assert half.dtype == np.float16 and np.shares_memory(dataset.vectors, half)
+    result = fit(dataset, classifier_factory(name), val_fraction=0.34, seed=0)
+    assert result.accuracy == 1.0
+    assert result.estimator.predict(vectors).tolist() == dataset.labels.tolist()
+
+
+def test_a_scikit_learn_model_is_given_float32_rows_of_a_float16_matrix() -> None:
+    """A StandardScaler keeps float16 and would compute in it: fit and predict upcast."""
+    from facestore.classifiers import CosineCentroid
+
+    seen: list[np.dtype] = []
+
+    class Recording:  # a model without fit_rows: fit(X, y) on a copy of the rows
+        def __init__(self) -> None:
+            self.model = CosineCentroid()
+
+        def fit(self, X: np.ndarray, y: np.ndarray) -> Recording:
+            seen.append(X.dtype)
+            self.model.fit(X, y)
+            self.classes_ = self.model.classes_
+            return self
+
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            seen.append(X.dtype)
+            return self.model.predict_proba(X)
+
+    half = clustered({f"p{i}": 6 for i in range(3)})
+    dataset = build_dataset(half[0], half[1], half[2].astype(np.float16))
+    fit(dataset, lambda seed, n: Recording(), val_fraction=0.34, seed=0)
+    assert seen and set(seen) == {np.dtype(np.float32)}
+
+
+def test_shrinkage_lda_on_float16_rows_is_the_float32_model() -> None:
+    """Rounding unit vectors to float16 (about 3 significant digits) moves the model by
+    a hair: the same predictions, probabilities within 1e-3."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(20, 128))
+    labels = np.repeat(np.arange(20), 15)
+    vectors = centres[labels] + rng.normal(scale=0.6, size=(len(labels), 128))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    full = ShrinkageLDA().fit(vectors, labels)
+    half = ShrinkageLDA().fit(vectors.astype(np.float16), labels)
+    probe = rng.normal(size=(200, 128)).astype(np.float32) + centres[rng.integers(0, 20, 200)]
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    assert np.array_equal(full.predict(probe), half.predict(probe))
+    assert np.abs(full.predict_proba(probe) - half.predict_proba(probe)).max() < 1e-3
+
+
+def test_centroid_fits_a_subset_of_rows_as_it_fits_those_rows() -> None:
+    from facestore.classifiers import CosineCentroid
+
+    _, person_ids, vectors = clustered({"a": 5, "b": 4, "c": 6})
+    labels = np.asarray([ord(p) for p in person_ids])
+    subset = np.flatnonzero(np.arange(len(labels)) % 4 != 1)
+    on_rows = CosineCentroid().fit_rows(vectors.astype(np.float16), labels, subset)
+    on_copy = CosineCentroid().fit(vectors[subset], labels[subset])
+    assert list(on_rows.classes_) == list(on_copy.classes_)
+    assert np.allclose(on_rows.centroids_, on_copy.centroids_, atol=1e-3)
 
 
 def test_an_injected_factory_is_used() -> None:
