@@ -14,6 +14,7 @@ unknown, and strangers rejected, with the calibrated open-set rule (now) and wit
 the classifier's probability >= 0.2 (the previous behaviour, measured now).
 
     python bench/accuracy.py ../shared/datasets/att_faces [--backbone dlib] [--known 30]
+    python bench/accuracy.py FOLDER --backbone casia-webface --weights casia.pt
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a folder of per-person folders (ORL)")
     parser.add_argument("--backbone", default="dlib")
+    parser.add_argument("--weights", type=Path, default=None, help="casia-webface: casia.pt")
     parser.add_argument("--known", type=int, default=30, help="people known in protocol 1")
     parser.add_argument("--json", dest="json_path", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -145,7 +147,7 @@ def main() -> None:
         (p for p in args.folder.iterdir() if p.is_dir()),
         key=lambda p: (len(p.name), p.name),
     )
-    backbone = build_backbone(BackboneSettings(name=args.backbone))
+    backbone = build_backbone(BackboneSettings(name=args.backbone, weights=args.weights))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results = {

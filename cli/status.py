@@ -59,8 +59,9 @@ def failures(app: App, limit: int | None, low_quality: bool, as_json: bool) -> N
 
     With --low-quality: the unverified faces that `facestore watch` found below
     the current model's quality gate, worst first, with the signal below its
-    floor (size, sharpness or typicality), the crop's shorter side in pixels and
-    its sharpness. JSON: a list of {face_id, quality, reason, side, sharpness}.
+    floor (size, sharpness, compression or typicality), the crop's shorter side
+    in pixels, its sharpness and the JPEG quality of its bytes. JSON: a list of
+    {face_id, quality, reason, side, sharpness, jpeg_quality}.
     """
     store = app.store
     active = store.spaces.active()
@@ -74,9 +75,10 @@ def failures(app: App, limit: int | None, low_quality: bool, as_json: bool) -> N
         for face in low:
             side = "?" if face.side is None else f"{face.side} px"
             sharp = "?" if face.sharpness is None else f"{face.sharpness:.4f}"
+            jpeg = "?" if face.jpeg_quality is None else f"{face.jpeg_quality:.0f}"
             click.echo(
                 f"face {face.face_id}: quality {face.quality:.2f}, low {face.reason} "
-                f"(side {side}, sharpness {sharp})"
+                f"(side {side}, sharpness {sharp}, JPEG quality {jpeg})"
             )
         return
     rows = store.library.failures(active.config_hash, limit) if active else []

@@ -102,4 +102,4 @@ def prepare_into(
         out[...] = prepare(image)
     except Exception as exc:  # noqa: BLE001 - one odd image must not stop the batch
         return f"the backbone cannot prepare it: {exc}", None
-    return None, image_signals(image)
+    return None, image_signals(image, blob)

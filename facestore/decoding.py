@@ -90,7 +90,7 @@ def decoder(backbone: Backbone) -> Callable[[Crop], Decoded]:
             return Decoded(crop.face_id, sha, None, str(exc))
         try:
             pixels = prepare(image) if prepare else image
-            return Decoded(crop.face_id, sha, pixels, None, image_signals(image))
+            return Decoded(crop.face_id, sha, pixels, None, image_signals(image, crop.blob))
         except Exception as exc:  # noqa: BLE001 - one odd image must not stop the batch
             return Decoded(crop.face_id, sha, None, f"the backbone cannot prepare it: {exc}")
 

@@ -93,16 +93,7 @@ def embed_batch(
         if stop is not None and stop.is_set():
             return None
         vectors, errors = _embed_isolated(backbone, chunk, model_works)
-        results += [
-            VectorResult(
-                d.face_id,
-                d.crop_sha256,
-                v,
-                d.signals.side if d.signals else None,
-                d.signals.sharpness if d.signals else None,
-            )
-            for d, v in vectors
-        ]
+        results += [VectorResult(d.face_id, d.crop_sha256, v, d.signals) for d, v in vectors]
         failures += [FailureResult(d.face_id, d.crop_sha256, e) for d, e in errors]
     return results, failures
 

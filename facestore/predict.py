@@ -174,8 +174,7 @@ class Predictor:
         gate = self.bundle.quality_gate
         if gate is None:
             return None
-        sides, sharpness = signal_arrays(signals, len(vectors))
-        return gate.judge(vectors, sides, sharpness)
+        return gate.judge(vectors, signal_arrays(signals, len(vectors)))
 
     def _gate(
         self,
@@ -278,15 +277,16 @@ class Predictor:
         min_quality: float | None = None,
     ) -> list[Prediction]:
         """Predict for (label, image bytes) pairs; undecodable ones get an error entry."""
-        images, labels, failed = [], [], {}
+        images, labels, signals, failed = [], [], [], {}
         for label, blob in crops:
             try:
                 images.append(decode_crop(blob))
-                labels.append(label)
             except ImageDecodeError as exc:
                 failed[label] = Prediction(label, None, 0.0, [], error=str(exc))
+            else:
+                labels.append(label)
+                signals.append(image_signals(images[-1], blob))
         vectors = self.backbone.embed_images(images) if images else np.zeros((0, 0))
-        signals = [image_signals(image) for image in images]
         done = {
             p.input: p
             for p in self.classify(

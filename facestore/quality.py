@@ -4,22 +4,25 @@ space from the verified faces. Pure (numpy and PIL only).
 A photo library's crops include blurred faces, faces a few pixels wide and detector
 false positives (a sleeve, hair, a wall). A backbone embeds them all the same, and
 their vectors can land near someone; a name on such a crop is exactly the one a user
-cannot check by eye. Three signals, from what the embed pass already has:
+cannot check by eye. Four signals, from what the embed pass already has:
 
 - `side`: the crop's shorter side in pixels, before any resizing;
 - `sharpness`: the variance of the Laplacian of the crop in grey at a
   SHARPNESS_SIDE-pixel short side, over the variance of its intensities (so that
   dim and bright crops compare): a blurred or upscaled crop has little fine detail;
+- `jpeg_quality`: the JPEG quality its bytes were saved at, read from the header's
+  quantisation table (LOSSLESS for PNG): a crop saved at quality 10 has lost its
+  detail to 8x8 blocks, whose edges keep the Laplacian high;
 - `typicality`: the cosine between the face's unit vector and the mean direction of
   the verified faces' vectors: a non-face lands away from where faces do.
 
 The gate (`calibrate_gate`) puts a floor under each signal from the verified faces
 of the space (the faces the user vouched for): FLOOR_SHARE of the verified faces'
-median for the two image signals (a median, so that blurred or tiny faces the user
+median for the three image signals (a median, so that blurred or tiny faces the user
 verified, up to half of them, do not lower the floor), and, for typicality, the
 verified faces' GATE_QUANTILE quantile moved down by TYPICALITY_MARGIN times their
 interquartile range (at least MIN_TYPICALITY_MARGIN). A face's
-`quality` is the lowest of its three signals measured against its floor (1.0: at the
+`quality` is the lowest of its signals measured against its floor (1.0: at the
 floor); below 1.0 it is low quality: no name, no group. Faces embedded before the
 image signals were recorded (NULL) are judged on typicality alone.
 """
@@ -51,10 +54,12 @@ DEFAULT_MIN_QUALITY = 1.0  # below the calibrated floor of some signal: low qual
 class ImageSignals:
     side: int  # the crop's shorter side in pixels
     sharpness: float
+    jpeg_quality: float  # compression_quality of its bytes; NaN: not told
 
 
-def image_signals(image: Image.Image) -> ImageSignals:
-    """The image signals of one decoded crop (its own size, a small grey copy)."""
+def image_signals(image: Image.Image, blob: bytes) -> ImageSignals:
+    """The image signals of one decoded crop (its own size, a small grey copy) and of
+    the bytes it was decoded from (their header)."""
     width, height = image.size
     grey = image.convert("L")
     scale = SHARPNESS_SIDE / max(1, min(width, height))
@@ -67,19 +72,104 @@ def image_signals(image: Image.Image) -> ImageSignals:
         - pixels[1:-1, :-2]
         - pixels[1:-1, 2:]
     )
-    return ImageSignals(min(width, height), float(laplacian.var() / (pixels.var() + 1.0)))
+    sharpness = float(laplacian.var() / (pixels.var() + 1.0))
+    return ImageSignals(min(width, height), sharpness, compression_quality(blob))
 
 
-def signal_arrays(
-    signals: Sequence[ImageSignals | None] | None, n: int
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(sides, sharpness) arrays, NaN where a face's signals were not measured."""
+# The IJG (libjpeg) luminance quantisation table at quality 50, in zigzag order
+# (the order a DQT segment stores it in); quality q scales it by 5000/q % below 50,
+# by 200 - 2q % above.
+IJG_LUMINANCE = (
+    16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40,
+    26, 24, 22, 22, 24, 49, 35, 37, 29, 40, 58, 51, 61, 60, 57, 51,
+    56, 55, 64, 72, 92, 78, 64, 68, 87, 69, 55, 56, 80, 109, 81, 87,
+    95, 98, 103, 104, 103, 62, 77, 113, 121, 112, 100, 120, 92, 101, 103, 99,
+)  # fmt: skip
+LOSSLESS = 100.0  # the compression signal of a crop stored without loss
+
+
+def compression_quality(blob: bytes) -> float:
+    """The JPEG quality (1-100) the crop's bytes were saved at, read from the header: the
+    scale of its luminance quantisation table against IJG's. LOSSLESS for PNG and
+    lossless WebP; NaN where the bytes do not tell (lossy WebP, a JPEG without tables).
+    Coarse quantisation wipes out the detail a backbone tells people apart by, while the
+    blocks it leaves keep the Laplacian (sharpness) high."""
+    if blob[:8] == b"\x89PNG\r\n\x1a\n":
+        return LOSSLESS
+    if blob[:4] == b"RIFF" and blob[8:16] == b"WEBPVP8L":
+        return LOSSLESS
+    table = _luminance_table(blob) if blob[:2] == b"\xff\xd8" else None
+    if table is None:
+        return float("nan")
+    values = np.asarray(table, dtype=np.float64)
+    base = np.asarray(IJG_LUMINANCE, dtype=np.float64)
+    inside = (values > 1) & (values < 255)  # entries clamped at 1 or 255 say little
+    if not inside.any():
+        return LOSSLESS if values.max() <= 1 else 1.0
+    # libjpeg: value = (base * scale + 50) // 100, so scale ~ (100 * value - 50) / base
+    scale = float(np.median((100.0 * values[inside] - 50.0) / base[inside]))
+    quality = 100.0 - scale / 2.0 if scale <= 100.0 else 5000.0 / max(scale, 1e-9)
+    return float(np.clip(quality, 1.0, LOSSLESS))
+
+
+def _luminance_table(blob: bytes) -> list[int] | None:
+    """Table 0 of the JPEG's DQT segments (before the first scan), zigzag order."""
+    pos = 2
+    while pos + 4 <= len(blob):
+        if blob[pos] != 0xFF:
+            return None
+        marker = blob[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: no table came
+            return None
+        length = int.from_bytes(blob[pos + 2 : pos + 4], "big")
+        if marker == 0xDB:
+            segment, i = blob[pos + 4 : pos + 2 + length], 0
+            while i < len(segment):
+                wide, table_id = segment[i] >> 4, segment[i] & 0x0F
+                size = 128 if wide else 64
+                raw = segment[i + 1 : i + 1 + size]
+                if table_id == 0 and len(raw) == size:
+                    if not wide:
+                        return list(raw)
+                    return [int.from_bytes(raw[k : k + 2], "big") for k in range(0, 128, 2)]
+                i += 1 + size
+        pos += 2 + length
+    return None
+
+
+@dataclass(frozen=True)
+class SignalArrays:
+    """The image signals of n faces, one array each (NaN: not measured)."""
+
+    sides: np.ndarray
+    sharpness: np.ndarray
+    jpeg_quality: np.ndarray
+
+    def rows(self, start: int, end: int) -> SignalArrays:
+        return SignalArrays(
+            self.sides[start:end], self.sharpness[start:end], self.jpeg_quality[start:end]
+        )
+
+    def take(self, rows: np.ndarray) -> SignalArrays:
+        return SignalArrays(self.sides[rows], self.sharpness[rows], self.jpeg_quality[rows])
+
+
+def signal_arrays(signals: Sequence[ImageSignals | None] | None, n: int) -> SignalArrays | None:
+    """The signals as arrays, NaN where a face's signals were not measured."""
     if signals is None:
-        return None, None
-    sides = np.array([np.nan if s is None else s.side for s in signals], dtype=np.float64)
-    sharp = np.array([np.nan if s is None else s.sharpness for s in signals], dtype=np.float64)
-    assert len(sides) == n, "one signals entry per face"
-    return sides, sharp
+        return None
+
+    def column(name: str) -> np.ndarray:
+        return np.array(
+            [np.nan if s is None else getattr(s, name) for s in signals], dtype=np.float64
+        )
+
+    arrays = SignalArrays(column("side"), column("sharpness"), column("jpeg_quality"))
+    assert len(arrays.sides) == n, "one signals entry per face"
+    return arrays
 
 
 def typicality(vectors: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -102,13 +192,10 @@ class QualityGate:
     typicality_floor: float
     direction: np.ndarray  # the verified faces' mean unit vector, unit length
     faces: int  # verified faces it was calibrated on
+    jpeg_quality_floor: float = 0.0  # 0: gates nothing (a model from before the signal)
 
     def judge(
-        self,
-        vectors: np.ndarray,
-        sides: np.ndarray | None = None,
-        sharpness: np.ndarray | None = None,
-        by_vector: bool = True,
+        self, vectors: np.ndarray, signals: SignalArrays | None = None, by_vector: bool = True
     ) -> Judgement:
         """quality per face (NaN signals, or None, are not measured: they do not count).
         by_vector=False: the image signals alone (no typicality)."""
@@ -119,12 +206,14 @@ class QualityGate:
             # typicality against its floor as distance from the typical face: 1 at the floor
             distance = np.maximum(1.0 - cos, 1e-6)
             ratios["typicality"] = (1.0 - self.typicality_floor) / distance
-        if sides is not None:
-            ratios["size"] = np.asarray(sides, dtype=np.float64) / max(self.side_floor, 1e-9)
-        if sharpness is not None:
-            ratios["sharpness"] = np.asarray(sharpness, dtype=np.float64) / max(
-                self.sharpness_floor, 1e-9
-            )
+        if signals is not None:
+            floors = {
+                "size": (signals.sides, self.side_floor),
+                "sharpness": (signals.sharpness, self.sharpness_floor),
+                "compression": (signals.jpeg_quality, self.jpeg_quality_floor),
+            }
+            for name, (values, floor) in floors.items():
+                ratios[name] = np.asarray(values, dtype=np.float64) / max(floor, 1e-9)
         if not ratios:
             return Judgement(np.full(n, 1e6), [""] * n)
         names = list(ratios)
@@ -141,6 +230,7 @@ class QualityGate:
             "side_floor_px": round(self.side_floor, 2),
             "sharpness_floor": round(self.sharpness_floor, 4),
             "typicality_floor": round(self.typicality_floor, 4),
+            "jpeg_quality_floor": round(self.jpeg_quality_floor, 2),
             "faces": self.faces,
         }
 
@@ -160,14 +250,12 @@ class QualityGate:
             typicality_floor=float(params["typicality_floor"]),
             direction=np.asarray(params["direction"], dtype=np.float32),
             faces=int(params["faces"]),
+            jpeg_quality_floor=float(params.get("jpeg_quality_floor", 0.0)),
         )
 
 
 def calibrate_gate(
-    vectors: np.ndarray,
-    sides: np.ndarray | None = None,
-    sharpness: np.ndarray | None = None,
-    seed: int = 0,
+    vectors: np.ndarray, signals: SignalArrays | None = None, seed: int = 0
 ) -> QualityGate | None:
     """The gate from the verified faces of a space; None with fewer than MIN_FACES.
     Image signals not measured (NaN) are left out; with none measured at all, their
@@ -178,27 +266,27 @@ def calibrate_gate(
     if total > MAX_FACES:  # no copy of a 1M-row matrix: a sample of rows
         rows = np.sort(np.random.default_rng(seed).choice(total, MAX_FACES, replace=False))
         vectors = vectors[rows]
-        sides = None if sides is None else np.asarray(sides)[rows]
-        sharpness = None if sharpness is None else np.asarray(sharpness)[rows]
+        signals = None if signals is None else signals.take(rows)
     units = unit_rows(vectors)
     direction = unit_rows(units.mean(axis=0, keepdims=True))[0]
     cos = units @ direction
     low, q1, q3 = np.quantile(cos, [GATE_QUANTILE, 0.25, 0.75])
     typicality_floor = float(low - max(TYPICALITY_MARGIN * (q3 - q1), MIN_TYPICALITY_MARGIN))
 
-    def floor(values: np.ndarray | None) -> float:
-        if values is None:
+    def floor(name: str) -> float:
+        if signals is None:
             return 0.0
-        measured = np.asarray(values, dtype=np.float64)
+        measured = np.asarray(getattr(signals, name), dtype=np.float64)
         measured = measured[~np.isnan(measured)]
         if len(measured) < MIN_FACES:
             return 0.0
         return float(FLOOR_SHARE * np.median(measured))
 
     return QualityGate(
-        side_floor=floor(sides),
-        sharpness_floor=floor(sharpness),
+        side_floor=floor("sides"),
+        sharpness_floor=floor("sharpness"),
         typicality_floor=typicality_floor,
         direction=direction.astype(np.float32),
         faces=total,
+        jpeg_quality_floor=floor("jpeg_quality"),
     )

@@ -81,7 +81,7 @@ def library_dataset(store: Store, space: Space | None = None) -> LibraryData:
             "Run 'facestore embed' (or 'facestore train') first."
         )
     rows = store.library.training_rows(space.config_hash, TRAINING_DTYPE)
-    gate = calibrate_gate(rows.vectors, rows.sides, rows.sharpness)
+    gate = calibrate_gate(rows.vectors, rows.signals)
     keep = good_rows(gate, rows) if gate is not None else list(range(len(rows.face_ids)))
     if len(keep) < len(rows.face_ids):
         log.info(
@@ -97,18 +97,14 @@ def library_dataset(store: Store, space: Space | None = None) -> LibraryData:
 
 
 def good_rows(gate: QualityGate, rows: TrainingRows, chunk: int = 65_536) -> list[int]:
-    """The rows whose crops are not below the gate's size or sharpness floors, a chunk at
-    a time. Typicality does not leave a verified face out: a person who looks like no
-    one else the user named is not a non-face."""
+    """The rows whose crops are not below the gate's floors for the image signals (size,
+    sharpness, JPEG quality), a chunk at a time. Typicality does not leave a verified
+    face out: a person who looks like no one else the user named is not a non-face."""
     keep: list[int] = []
     for start in range(0, len(rows.face_ids), chunk):
         end = start + chunk
-        judged = gate.judge(
-            rows.vectors[start:end],
-            None if rows.sides is None else rows.sides[start:end],
-            None if rows.sharpness is None else rows.sharpness[start:end],
-            by_vector=False,
-        )
+        signals = None if rows.signals is None else rows.signals.rows(start, end)
+        judged = gate.judge(rows.vectors[start:end], signals, by_vector=False)
         keep.extend(start + int(i) for i in np.flatnonzero(judged.quality >= DEFAULT_MIN_QUALITY))
     return keep
 

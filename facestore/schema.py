@@ -41,6 +41,8 @@ embedding = sa.Table(
     # quality signals measured when embedded (NULL: embedded before revision 0008)
     sa.Column("crop_side", sa.Integer, nullable=True),
     sa.Column("sharpness", sa.Float, nullable=True),
+    # the JPEG quality of the crop's bytes (NULL: before revision 0009, or not told)
+    sa.Column("jpeg_quality", sa.Float, nullable=True),
     # the current model's verdict on an unverified face, set only when it is low quality
     sa.Column("quality", sa.Float, nullable=True),
     sa.Column("quality_reason", sa.String(20), nullable=True),

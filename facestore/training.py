@@ -33,7 +33,7 @@ MIN_SAMPLES_PER_CLASS = 2
 
 # The training matrix is kept in float16: half the memory of float32 (900k x 512 are
 # 879 MiB, not 1,758), and every fit and prediction reads it a chunk at a time in
-# float32 or float64. Rounding moves a unit vector by a cosine of about 1e-7;
+# float32 or float64. Rounding moves a unit vector by a cosine distance of 2e-8;
 # docs/benchmarks.md has the figures of both on real faces.
 TRAINING_DTYPE = np.float16
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from facestore.backbones.preprocess import IMAGE_SIZE
 from facestore.images import DRAFT_SIZE
-from facestore.quality import SHARPNESS_SIDE, ImageSignals
+from facestore.quality import SHARPNESS_SIDE, ImageSignals, compression_quality
 
 BASELINE_SOF = {0xC0, 0xC1}  # nvjpeg's batched decode: baseline / extended sequential
 SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -81,8 +81,9 @@ class DeviceBatch(NamedTuple):
     signals: list[ImageSignals]  # quality signals of the taken crops, row by row
 
 
-def tensor_signals(image: torch.Tensor) -> ImageSignals:
-    """facestore.quality.image_signals of a decoded uint8 CHW tensor, on its device."""
+def tensor_signals(image: torch.Tensor, blob: bytes) -> ImageSignals:
+    """facestore.quality.image_signals of a decoded uint8 CHW tensor, on its device, and
+    of the bytes it was decoded from."""
     _, height, width = image.shape
     grey = image.float().mean(dim=0)[None, None]
     scale = SHARPNESS_SIDE / max(1, min(height, width))
@@ -96,7 +97,7 @@ def tensor_signals(image: torch.Tensor) -> ImageSignals:
         - pixels[1:-1, 2:]
     )
     sharpness = laplacian.var(unbiased=False) / (pixels.var(unbiased=False) + 1.0)
-    return ImageSignals(int(min(height, width)), float(sharpness))
+    return ImageSignals(int(min(height, width)), float(sharpness), compression_quality(blob))
 
 
 def decode_batch(blobs: Sequence[bytes], device: torch.device | str = "cpu") -> DeviceBatch:
@@ -126,7 +127,7 @@ def decode_batch(blobs: Sequence[bytes], device: torch.device | str = "cpu") -> 
             else:
                 prepared.append(normalise(letterbox_tensor(image)))
                 taken.append(i)
-                signals.append(tensor_signals(image))
+                signals.append(tensor_signals(image, blobs[i]))
     batch = (
         torch.stack(prepared)
         if prepared

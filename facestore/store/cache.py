@@ -159,8 +159,7 @@ class Cache(Part):
                             "crop_sha256": r.crop_sha256,
                             "vector": encode_vector(r.vector),
                             "created_at": now,
-                            "crop_side": r.side,
-                            "sharpness": r.sharpness,
+                            **r.signal_columns(),
                             "quality": None,  # a new vector: not judged yet
                             "quality_reason": None,
                         }

@@ -9,7 +9,7 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import DTypeLike
 
-from facestore.quality import ImageSignals
+from facestore.quality import ImageSignals, SignalArrays
 from facestore.schema import embedding, embedding_failure
 from facestore.store.base import Part
 from facestore.store.records import (
@@ -113,14 +113,17 @@ class Library(Part):
 
     def signals_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, ImageSignals]:
         """face_id -> the quality signals measured when its vector was made (if they were)."""
-        query = sa.select(embedding.c.face_id, embedding.c.crop_side, embedding.c.sharpness).where(
-            embedding.c.space_hash == space_hash
-        )
+        query = sa.select(
+            embedding.c.face_id,
+            embedding.c.crop_side,
+            embedding.c.sharpness,
+            embedding.c.jpeg_quality,
+        ).where(embedding.c.space_hash == space_hash)
         found: dict[int, ImageSignals] = {}
         with self.engine.connect() as conn:
             for chunk in id_chunks(face_ids):
                 for r in conn.execute(query.where(embedding.c.face_id.in_(chunk))):
-                    signals = signals_of(r.crop_side, r.sharpness)
+                    signals = signals_of(r.crop_side, r.sharpness, r.jpeg_quality)
                     if signals is not None:
                         found[int(r.face_id)] = signals
         return found
@@ -162,6 +165,7 @@ class Library(Part):
                 embedding.c.vector,
                 embedding.c.crop_side,
                 embedding.c.sharpness,
+                embedding.c.jpeg_quality,
             )
             .join(face, face.c.id == embedding.c.face_id)
             .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
@@ -169,8 +173,7 @@ class Library(Part):
         )
         face_ids: list[int] = []
         person_ids: list[Any] = []
-        sides: list[float] = []
-        sharpness: list[float] = []
+        signals: list[np.ndarray] = []  # (3, rows) per part: side, sharpness, JPEG quality
         with self.engine.connect() as conn:
             in_space = sa.select(sa.func.count()).where(embedding.c.space_hash == space_hash)
             matrix = VectorMatrix(int(conn.execute(in_space).scalar_one()), dtype)
@@ -179,16 +182,15 @@ class Library(Part):
                 face_ids.extend(int(r.face_id) for r in part)
                 person_ids.extend(r.person_id for r in part)
                 matrix.extend([r.vector for r in part])
-                sides.extend(_signal(r.crop_side) for r in part)
-                sharpness.extend(_signal(r.sharpness) for r in part)
+                signals.append(
+                    np.array(
+                        [[r.crop_side, r.sharpness, r.jpeg_quality] for r in part], dtype=np.float64
+                    ).T.reshape(3, -1)  # NULL becomes NaN: not measured
+                )
+        side, sharpness, jpeg_quality = np.concatenate([np.zeros((3, 0)), *signals], axis=1)
         return TrainingRows(
             face_ids=face_ids,
             person_ids=person_ids,
             vectors=matrix.finish(),
-            sides=np.asarray(sides, dtype=np.float64),
-            sharpness=np.asarray(sharpness, dtype=np.float64),
+            signals=SignalArrays(side, sharpness, jpeg_quality),
         )
-
-
-def _signal(value: float | None) -> float:
-    return float("nan") if value is None else float(value)

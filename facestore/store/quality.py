@@ -18,9 +18,10 @@ from facestore.store.records import id_chunks
 class LowQualityFace:
     face_id: int
     quality: float
-    reason: str  # the signal below its floor: size, sharpness or typicality
+    reason: str  # the signal below its floor: size, sharpness, compression or typicality
     side: int | None  # the crop's shorter side in px (None: not measured)
     sharpness: float | None
+    jpeg_quality: float | None  # of the crop's bytes (None: not told or not measured)
 
 
 class QualityVerdicts(Part):
@@ -72,6 +73,7 @@ class QualityVerdicts(Part):
                 embedding.c.quality_reason,
                 embedding.c.crop_side,
                 embedding.c.sharpness,
+                embedding.c.jpeg_quality,
             )
             .join(face, face.c.id == embedding.c.face_id)
             .where(
@@ -90,6 +92,7 @@ class QualityVerdicts(Part):
                     r.quality_reason or "",
                     None if r.crop_side is None else int(r.crop_side),
                     None if r.sharpness is None else float(r.sharpness),
+                    None if r.jpeg_quality is None else float(r.jpeg_quality),
                 )
                 for r in conn.execute(query)
             ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -13,7 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import DTypeLike
 
-from facestore.quality import ImageSignals
+from facestore.quality import ImageSignals, SignalArrays
 
 VECTOR_DTYPE = np.dtype("<f4")
 
@@ -139,8 +140,18 @@ class VectorResult:
     face_id: int
     crop_sha256: str
     vector: np.ndarray
-    side: int | None = None  # the crop's shorter side in px (facestore.quality)
-    sharpness: float | None = None
+    signals: ImageSignals | None = None  # measured on its crop (facestore.quality)
+
+    def signal_columns(self) -> dict[str, int | float | None]:
+        """The embedding row's signal columns (NULL: not measured)."""
+        s = self.signals
+        if s is None:
+            return {"crop_side": None, "sharpness": None, "jpeg_quality": None}
+        return {
+            "crop_side": s.side,
+            "sharpness": s.sharpness,
+            "jpeg_quality": None if math.isnan(s.jpeg_quality) else s.jpeg_quality,
+        }
 
 
 class UnverifiedFace(NamedTuple):
@@ -192,8 +203,7 @@ class TrainingRows:
     face_ids: list[int]
     person_ids: list[Any]
     vectors: np.ndarray
-    sides: np.ndarray | None = None  # quality signals per row, NaN where not measured
-    sharpness: np.ndarray | None = None
+    signals: SignalArrays | None = None  # quality signals per row, NaN where not measured
 
 
 @dataclass(frozen=True)
@@ -263,8 +273,12 @@ def printable(error: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-def signals_of(side: int | None, sharpness: float | None) -> ImageSignals | None:
-    """A face's stored quality signals (None: not measured when it was embedded)."""
+def signals_of(
+    side: int | None, sharpness: float | None, jpeg_quality: float | None
+) -> ImageSignals | None:
+    """A face's stored quality signals (None: not measured when it was embedded; a NULL
+    jpeg_quality alone: embedded before revision 0009, or its bytes do not tell)."""
     if side is None or sharpness is None:
         return None
-    return ImageSignals(int(side), float(sharpness))
+    quality = float("nan") if jpeg_quality is None else float(jpeg_quality)
+    return ImageSignals(int(side), float(sharpness), quality)

@@ -45,6 +45,7 @@ class Suggestions(Part):
                 embedding.c.vector,
                 embedding.c.crop_side,
                 embedding.c.sharpness,
+                embedding.c.jpeg_quality,
                 embedding.c.quality,
             )
             .join(face, face.c.id == embedding.c.face_id)
@@ -63,7 +64,7 @@ class Suggestions(Part):
                     int(r.face_id),
                     r.crop_sha256,
                     np.frombuffer(r.vector, dtype=VECTOR_DTYPE),
-                    signals_of(r.crop_side, r.sharpness),
+                    signals_of(r.crop_side, r.sharpness, r.jpeg_quality),
                     None if r.quality is None else float(r.quality),
                 )
                 for part in parts

@@ -60,13 +60,13 @@ def test_no_traceback_in_a_real_process(not_a_database: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["db", "downgrade", "bogus"], ["db", "upgrade", "9999"], ["db", "upgrade", "0009"]]
+    "args", [["db", "downgrade", "bogus"], ["db", "upgrade", "9999"], ["db", "upgrade", "0010"]]
 )
 def test_an_unknown_revision_names_the_known_ones(cli: Cli, upgraded_db: Path, args: list[str]):
     result = cli("--db", upgraded_db, *args)
     assert result.exit_code == 2, result.output
     assert (
-        "Known revisions: base, 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008 (head)"
+        "Known revisions: base, 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009 (head)"
         in result.output
     )
 

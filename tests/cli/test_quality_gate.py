@@ -1,5 +1,5 @@
-"""Low-quality faces through the daemon and the commands: a blurred or tiny crop gets no
-suggestion and joins no group; status counts it, `failures --low-quality` lists it,
+"""Low-quality faces through the daemon and the commands: a blurred, tiny or coarsely
+compressed crop gets no suggestion and joins no group; status counts it, `failures --low-quality` lists it,
 /metrics exports it, `predict --json` says why. The fake backbone is beside the point
 here: it even maps a blurred copy close to the sharp face, which is what makes the
 gate the only thing between such a crop and a name."""
@@ -26,7 +26,7 @@ def add(db: Path, blob: bytes) -> int:
     return int(sqlite_rows(db, "SELECT max(id) FROM face")[0][0])
 
 
-def test_a_blurred_or_tiny_crop_gets_no_name_and_no_group(
+def test_a_blurred_tiny_or_coarsely_compressed_crop_gets_no_name_and_no_group(
     tmp_path: Path, cli: Cli, fake_registered: None
 ) -> None:
     db = make_app_db(tmp_path / "app.db", people=3, per_person=5)
@@ -37,16 +37,18 @@ def test_a_blurred_or_tiny_crop_gets_no_name_and_no_group(
     sharp = face_image(1, 60).convert("RGB")
     blurred = face_image(2, 61).convert("RGB").filter(ImageFilter.GaussianBlur(5))
     tiny = face_image(0, 62).convert("RGB").resize((20, 24))
+    coarse = encode(face_image(1, 63).convert("RGB"), quality=5)  # verified: quality 75
     ids = {
         "sharp": add(db, encode(sharp)),
         "blurred": add(db, encode(blurred)),
         "blurred again": add(db, encode(blurred)),
         "tiny": add(db, encode(tiny)),
+        "coarse": add(db, coarse),
     }
     daemon.reconcile(scan=False)
     suggested = {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_suggestion")}
     assert ids["sharp"] in suggested
-    gated = {ids["blurred"], ids["blurred again"], ids["tiny"]}
+    gated = {ids["blurred"], ids["blurred again"], ids["tiny"], ids["coarse"]}
     assert not gated & suggested
     grouped = {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_cluster_member")}
     assert not gated & grouped  # the two identical blurred crops would group otherwise
@@ -56,23 +58,29 @@ def test_a_blurred_or_tiny_crop_gets_no_name_and_no_group(
     assert verdicts.keys() == gated
     assert verdicts[ids["blurred"]] == verdicts[ids["blurred again"]] == "sharpness"
     assert verdicts[ids["tiny"]] in ("size", "sharpness")  # upscaled, it is blurred too
+    assert verdicts[ids["coarse"]] == "compression"  # its 8x8 blocks look sharp
     metric = daemon.telemetry.registry.get_sample_value("facestore_low_quality_faces")
-    assert metric == 3
+    assert metric == 4
 
     status = json.loads(
         cli("--db", db, "--model-dir", tmp_path / "model", "status", "--json").stdout
     )
-    assert status["low_quality"] == 3
-    assert "low quality:  3 unverified faces" in cli("--db", db, "status").stdout
+    assert status["low_quality"] == 4
+    assert "low quality:  4 unverified faces" in cli("--db", db, "status").stdout
     listed = json.loads(cli("--db", db, "failures", "--low-quality", "--json").stdout)
     assert {row["face_id"] for row in listed} == gated
     assert all(row["quality"] < 1.0 for row in listed)
     sides = {row["face_id"]: row["side"] for row in listed}
     assert sides[ids["tiny"]] == 20 and sides[ids["blurred"]] == 92
+    jpeg = {row["face_id"]: row["jpeg_quality"] for row in listed}
+    assert round(jpeg[ids["coarse"]]) == 5 and round(jpeg[ids["blurred"]]) == 75
+    assert "JPEG quality 5)" in cli("--db", db, "failures", "--low-quality").stdout
 
     files = {name: tmp_path / f"{name}.png" for name in ("sharp", "blurred")}
     files["sharp"].write_bytes(encode(sharp, "PNG"))
     files["blurred"].write_bytes(encode(blurred, "PNG"))
+    files["coarse"] = tmp_path / "coarse.jpg"
+    files["coarse"].write_bytes(coarse)
     args = ("--db", db, "--model-dir", tmp_path / "model", "predict", "--min-confidence", "0")
     rows = json.loads(cli(*args, files["sharp"], files["blurred"], "--json").stdout)
     assert rows[0]["gated"] is False and rows[0]["person_id"] is not None
@@ -81,6 +89,7 @@ def test_a_blurred_or_tiny_crop_gets_no_name_and_no_group(
     assert rows[1]["low_quality"] == "sharpness" and rows[1]["quality"] < 1.0
     assert rows[1]["top_k"]  # the best guesses stay
     assert "low quality (sharpness)" in cli(*args, files["blurred"]).stdout
+    assert "low quality (compression)" in cli(*args, files["coarse"]).stdout
     off = json.loads(cli(*args, files["blurred"], "--json", "--min-quality", "0").stdout)
     assert off[0]["gated"] is False and off[0]["person_id"] is not None
 

@@ -5,94 +5,155 @@ plumbing only; the floors and the training decision were chosen on real faces
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import ImageFilter
+from PIL import Image, ImageFilter
 
 from facestore import db as database
 from facestore.embedding import embed_pending
-from facestore.quality import QualityGate, calibrate_gate, image_signals
+from facestore.quality import (
+    LOSSLESS,
+    QualityGate,
+    SignalArrays,
+    calibrate_gate,
+    compression_quality,
+    image_signals,
+)
 from facestore.retrain import retrain
 from facestore.store import Store
 from tests.support.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec
 
 
-def test_a_blurred_or_tiny_crop_measures_less_sharp_and_smaller() -> None:
+def test_a_blurred_tiny_or_coarsely_compressed_crop_measures_so() -> None:
     face = face_image(3, 1).convert("RGB")
-    sharp = image_signals(face)
+    sharp = image_signals(face, encode(face, "PNG"))
     assert sharp.side == 92  # the shorter side of 92 x 112
-    blurred = image_signals(face.filter(ImageFilter.GaussianBlur(4)))
+    assert sharp.jpeg_quality == LOSSLESS  # a PNG
+    blurred = image_signals(face.filter(ImageFilter.GaussianBlur(4)), b"")
     assert blurred.side == 92 and blurred.sharpness < sharp.sharpness / 4
-    tiny = image_signals(face.resize((16, 19)))
+    tiny = image_signals(face.resize((16, 19)), b"")
     assert tiny.side == 16 and tiny.sharpness < sharp.sharpness
     # contrast does not make a crop sharper: the same crop, dimmer
-    dim = image_signals(face.point(lambda v: v // 3))
+    dim = image_signals(face.point(lambda v: v // 3), b"")
     assert dim.sharpness == pytest.approx(sharp.sharpness, rel=0.25)
+    coarse = encode(face, quality=10)
+    assert image_signals(Image.open(io.BytesIO(coarse)), coarse).jpeg_quality < 11
 
 
-def verified(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@pytest.mark.parametrize("quality", [1, 5, 10, 25, 50, 75, 90, 95, 100])
+def test_the_jpeg_quality_is_read_from_the_quantisation_table(quality: int) -> None:
+    face = face_image(1, 2).convert("RGB")
+    assert compression_quality(encode(face, quality=quality)) == pytest.approx(quality, abs=1)
+    grey = encode(face.convert("L"), quality=quality, progressive=True, exif=b"Exif\0\0" * 50)
+    assert compression_quality(grey) == pytest.approx(quality, abs=1)
+
+
+def test_lossless_crops_measure_lossless_and_unknown_bytes_measure_nothing() -> None:
+    face = face_image(2, 3).convert("RGB")
+    assert compression_quality(encode(face, "PNG")) == LOSSLESS
+    assert compression_quality(encode(face)) == pytest.approx(75, abs=1)  # the tests' JPEGs
+    lossless, lossy = io.BytesIO(), io.BytesIO()
+    face.save(lossless, "WEBP", lossless=True)
+    face.save(lossy, "WEBP", quality=30)
+    assert compression_quality(lossless.getvalue()) == LOSSLESS
+    whole = encode(face, quality=30)
+    no_tables = whole[:2] + whole[whole.index(b"\xff\xda") :]  # SOI, then the scan
+    for blob in (lossy.getvalue(), b"", b"\xff\xd8\xff", whole[:30], no_tables, b"GIF89a"):
+        assert np.isnan(compression_quality(blob))
+
+
+def verified(n: int = 60, seed: int = 0) -> tuple[np.ndarray, SignalArrays]:
     rng = np.random.default_rng(seed)
     typical = rng.normal(size=32)
     vectors = typical + 0.5 * rng.normal(size=(n, 32))
-    return vectors, rng.uniform(80, 200, n), rng.uniform(0.02, 0.06, n)
+    signals = SignalArrays(
+        rng.uniform(80, 200, n), rng.uniform(0.02, 0.06, n), rng.uniform(70, 95, n)
+    )
+    return vectors, signals
+
+
+def probes(*rows: tuple[float, float, float]) -> SignalArrays:
+    return SignalArrays(*(np.array(column, dtype=np.float64) for column in zip(*rows, strict=True)))
 
 
 def test_the_gate_puts_a_floor_under_each_signal_from_the_verified_faces() -> None:
-    vectors, sides, sharpness = verified()
-    gate = calibrate_gate(vectors, sides, sharpness)
+    vectors, signals = verified()
+    gate = calibrate_gate(vectors, signals)
     assert gate is not None and gate.faces == 60
-    assert gate.side_floor == pytest.approx(0.3 * np.median(sides))
-    assert gate.sharpness_floor == pytest.approx(0.3 * np.median(sharpness))
-    good = gate.judge(vectors, sides, sharpness)
+    assert gate.side_floor == pytest.approx(0.3 * np.median(signals.sides))
+    assert gate.sharpness_floor == pytest.approx(0.3 * np.median(signals.sharpness))
+    assert gate.jpeg_quality_floor == pytest.approx(0.3 * np.median(signals.jpeg_quality))
+    good = gate.judge(vectors, signals)
     assert (good.quality >= 1.0).all() and set(good.reasons) == {""}
-    probe = np.repeat(vectors[:1], 4, axis=0)
+    probe = np.repeat(vectors[:1], 5, axis=0)
     probe[3] = -probe[3]  # a vector unlike any face's
+    nan = np.nan
     judged = gate.judge(
         probe,
-        np.array([20.0, 150.0, np.nan, 150.0]),
-        np.array([0.04, 0.001, np.nan, 0.04]),
+        probes(
+            (20.0, 0.04, 90.0),
+            (150.0, 0.001, 90.0),
+            (nan, nan, nan),
+            (150.0, 0.04, 90.0),
+            (150.0, 0.04, 10.0),
+        ),
     )
-    assert judged.reasons == ["size", "sharpness", "", "typicality"]
+    assert judged.reasons == ["size", "sharpness", "", "typicality", "compression"]
     assert judged.quality[0] == pytest.approx(20.0 / gate.side_floor)
     assert judged.quality[2] >= 1.0  # not measured (embedded before): judged on its vector
-    assert (judged.quality[[0, 1, 3]] < 1.0).all()
+    assert (judged.quality[[0, 1, 3, 4]] < 1.0).all()
 
 
 def test_the_gate_needs_enough_faces_and_survives_a_round_trip() -> None:
-    vectors, sides, sharpness = verified(9)
-    assert calibrate_gate(vectors, sides, sharpness) is None
-    vectors, sides, sharpness = verified()
-    gate = calibrate_gate(vectors, None, sharpness * np.nan)
+    vectors, signals = verified(9)
+    assert calibrate_gate(vectors, signals) is None
+    vectors, signals = verified()
+    unmeasured = SignalArrays(signals.sides * np.nan, signals.sharpness * np.nan, signals.sides)
+    gate = calibrate_gate(vectors, unmeasured)
     assert gate is not None and gate.side_floor == 0.0 and gate.sharpness_floor == 0.0
     again = QualityGate.from_bytes(gate.to_bytes())
-    assert again.describe() == gate.describe()
+    assert again.describe() == gate.describe() and again.jpeg_quality_floor > 0
     assert np.allclose(again.direction, gate.direction, atol=1e-6)
     with pytest.raises(ValueError, match="unknown quality gate"):
         QualityGate.from_bytes(b'{"kind": "other"}')
+
+
+def test_a_gate_published_before_the_jpeg_signal_gates_nothing_by_it() -> None:
+    vectors, signals = verified()
+    gate = calibrate_gate(vectors, signals)
+    assert gate is not None
+    params = json.loads(gate.to_bytes())
+    del params["jpeg_quality_floor"]
+    older = QualityGate.from_bytes(json.dumps(params).encode())
+    assert older.jpeg_quality_floor == 0.0
+    judged = older.judge(vectors[:1], probes((150.0, 0.04, 1.0)))
+    assert judged.quality[0] >= 1.0
 
 
 def test_a_large_library_is_calibrated_on_a_seeded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     from facestore import quality
 
     monkeypatch.setattr(quality, "MAX_FACES", 50)
-    vectors, sides, sharpness = verified(500)
-    gate = calibrate_gate(vectors, sides, sharpness)
+    vectors, signals = verified(500)
+    gate = calibrate_gate(vectors, signals)
     assert gate is not None and gate.faces == 500
-    assert gate.describe() == calibrate_gate(vectors, sides, sharpness).describe()  # seeded
+    assert gate.describe() == calibrate_gate(vectors, signals).describe()  # seeded
 
 
 def test_blurred_faces_the_user_verified_do_not_lower_the_floor() -> None:
-    vectors, sides, sharpness = verified(90)
-    clean = calibrate_gate(vectors, sides, sharpness)
-    blurred = sharpness.copy()
+    vectors, signals = verified(90)
+    clean = calibrate_gate(vectors, signals)
+    blurred = signals.sharpness.copy()
     blurred[::3] = 0.001  # a third of the verified faces blurred
-    gate = calibrate_gate(vectors, sides, blurred)
+    with_blurred = SignalArrays(signals.sides, blurred, signals.jpeg_quality)
+    gate = calibrate_gate(vectors, with_blurred)
     assert clean is not None and gate is not None
     assert gate.sharpness_floor > 0.5 * clean.sharpness_floor
-    assert (gate.judge(vectors[::3], sides[::3], blurred[::3]).quality < 1.0).all()
+    assert (gate.judge(vectors[::3], with_blurred.take(np.arange(0, 90, 3))).quality < 1.0).all()
 
 
 def test_a_backbone_whose_faces_all_look_alike_gates_none_of_them() -> None:

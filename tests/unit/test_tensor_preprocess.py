@@ -88,6 +88,7 @@ def test_the_device_route_measures_the_same_quality_signals() -> None:
     _, taken, _, signals = decode_batch(blobs)
     assert taken == [0, 1, 2]
     for blob, measured in zip(blobs, signals, strict=True):
-        reference = image_signals(decode_crop(blob))
+        reference = image_signals(decode_crop(blob), blob)
         assert measured.side == reference.side
         assert measured.sharpness == pytest.approx(reference.sharpness, rel=0.1)
+        assert measured.jpeg_quality == reference.jpeg_quality > 0
