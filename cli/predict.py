@@ -57,8 +57,8 @@ def predict(
                   model names a face only within its threshold, shown in the
                   header. An "unknown" face shows its best guess all the same.
 
-    A face below the model's quality gate (too small, blurred, or not
-    face-like) is named nobody. JSON: a list of {input, person_id, confidence,
+    A face below the model's quality gate (too small, blurred, or saved as a
+    coarse JPEG) is named nobody. JSON: a list of {input, person_id, confidence,
     top_k: [{person_id, confidence, probability, distance}], quality, gated},
     person_id null for unknown; quality is the gate's score (1.0 its floor,
     null without a gate), gated whether it kept the face from a name, with

@@ -59,7 +59,7 @@ def failures(app: App, limit: int | None, low_quality: bool, as_json: bool) -> N
 
     With --low-quality: the unverified faces that `facestore watch` found below
     the current model's quality gate, worst first, with the signal below its
-    floor (size, sharpness, compression or typicality), the crop's shorter side
+    floor (size, sharpness or compression), the crop's shorter side
     in pixels, its sharpness and the JPEG quality of its bytes. JSON: a list of
     {face_id, quality, reason, side, sharpness, jpeg_quality}.
     """

@@ -51,7 +51,7 @@ def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
     if report.low_quality_left_out:
         lines.append(
             f"low-quality verified faces left out of training: {report.low_quality_left_out} "
-            "(blurred, tiny or not face-like; they still count as named)"
+            "(blurred, tiny or coarse JPEGs; they still count as named)"
         )
     if report.open_set is not None:
         rule = report.open_set

@@ -174,7 +174,7 @@ class Predictor:
         gate = self.bundle.quality_gate
         if gate is None:
             return None
-        return gate.judge(vectors, signal_arrays(signals, len(vectors)))
+        return gate.judge(signal_arrays(signals, len(vectors)), len(vectors))
 
     def _gate(
         self,

@@ -81,7 +81,7 @@ def library_dataset(store: Store, space: Space | None = None) -> LibraryData:
             "Run 'facestore embed' (or 'facestore train') first."
         )
     rows = store.library.training_rows(space.config_hash, TRAINING_DTYPE)
-    gate = calibrate_gate(rows.vectors, rows.signals)
+    gate = calibrate_gate(rows.signals)
     keep = good_rows(gate, rows) if gate is not None else list(range(len(rows.face_ids)))
     if len(keep) < len(rows.face_ids):
         log.info(
@@ -96,17 +96,11 @@ def library_dataset(store: Store, space: Space | None = None) -> LibraryData:
     return LibraryData(space, rows, gate, dataset, len(rows.face_ids) - len(keep))
 
 
-def good_rows(gate: QualityGate, rows: TrainingRows, chunk: int = 65_536) -> list[int]:
-    """The rows whose crops are not below the gate's floors for the image signals (size,
-    sharpness, JPEG quality), a chunk at a time. Typicality does not leave a verified
-    face out: a person who looks like no one else the user named is not a non-face."""
-    keep: list[int] = []
-    for start in range(0, len(rows.face_ids), chunk):
-        end = start + chunk
-        signals = None if rows.signals is None else rows.signals.rows(start, end)
-        judged = gate.judge(rows.vectors[start:end], signals, by_vector=False)
-        keep.extend(start + int(i) for i in np.flatnonzero(judged.quality >= DEFAULT_MIN_QUALITY))
-    return keep
+def good_rows(gate: QualityGate, rows: TrainingRows) -> list[int]:
+    """The rows whose crops are not below any of the gate's floors (size, sharpness,
+    JPEG quality)."""
+    judged = gate.judge(rows.signals, len(rows.face_ids))
+    return [int(i) for i in np.flatnonzero(judged.quality >= DEFAULT_MIN_QUALITY)]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from facestore.store.records import id_chunks
 class LowQualityFace:
     face_id: int
     quality: float
-    reason: str  # the signal below its floor: size, sharpness, compression or typicality
+    reason: str  # the signal below its floor: size, sharpness or compression
     side: int | None  # the crop's shorter side in px (None: not measured)
     sharpness: float | None
     jpeg_quality: float | None  # of the crop's bytes (None: not told or not measured)

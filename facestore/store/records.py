@@ -203,7 +203,7 @@ class TrainingRows:
     face_ids: list[int]
     person_ids: list[Any]
     vectors: np.ndarray
-    signals: SignalArrays | None = None  # quality signals per row, NaN where not measured
+    signals: SignalArrays  # quality signals per row, NaN where not measured
 
 
 @dataclass(frozen=True)

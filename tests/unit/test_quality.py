@@ -66,14 +66,9 @@ def test_lossless_crops_measure_lossless_and_unknown_bytes_measure_nothing() -> 
         assert np.isnan(compression_quality(blob))
 
 
-def verified(n: int = 60, seed: int = 0) -> tuple[np.ndarray, SignalArrays]:
+def verified(n: int = 60, seed: int = 0) -> SignalArrays:
     rng = np.random.default_rng(seed)
-    typical = rng.normal(size=32)
-    vectors = typical + 0.5 * rng.normal(size=(n, 32))
-    signals = SignalArrays(
-        rng.uniform(80, 200, n), rng.uniform(0.02, 0.06, n), rng.uniform(70, 95, n)
-    )
-    return vectors, signals
+    return SignalArrays(rng.uniform(80, 200, n), rng.uniform(0.02, 0.06, n), rng.uniform(70, 95, n))
 
 
 def probes(*rows: tuple[float, float, float]) -> SignalArrays:
@@ -81,85 +76,73 @@ def probes(*rows: tuple[float, float, float]) -> SignalArrays:
 
 
 def test_the_gate_puts_a_floor_under_each_signal_from_the_verified_faces() -> None:
-    vectors, signals = verified()
-    gate = calibrate_gate(vectors, signals)
+    signals = verified()
+    gate = calibrate_gate(signals)
     assert gate is not None and gate.faces == 60
     assert gate.side_floor == pytest.approx(0.3 * np.median(signals.sides))
     assert gate.sharpness_floor == pytest.approx(0.3 * np.median(signals.sharpness))
     assert gate.jpeg_quality_floor == pytest.approx(0.3 * np.median(signals.jpeg_quality))
-    good = gate.judge(vectors, signals)
+    good = gate.judge(signals, 60)
     assert (good.quality >= 1.0).all() and set(good.reasons) == {""}
-    probe = np.repeat(vectors[:1], 5, axis=0)
-    probe[3] = -probe[3]  # a vector unlike any face's
     nan = np.nan
     judged = gate.judge(
-        probe,
         probes(
             (20.0, 0.04, 90.0),
             (150.0, 0.001, 90.0),
             (nan, nan, nan),
-            (150.0, 0.04, 90.0),
+            (150.0, 0.04, nan),
             (150.0, 0.04, 10.0),
         ),
+        5,
     )
-    assert judged.reasons == ["size", "sharpness", "", "typicality", "compression"]
+    assert judged.reasons == ["size", "sharpness", "", "", "compression"]
     assert judged.quality[0] == pytest.approx(20.0 / gate.side_floor)
-    assert judged.quality[2] >= 1.0  # not measured (embedded before): judged on its vector
-    assert (judged.quality[[0, 1, 3, 4]] < 1.0).all()
+    assert (judged.quality[[2, 3]] >= 1.0).all()  # not measured: not judged on it
+    assert (judged.quality[[0, 1, 4]] < 1.0).all()
+    assert (gate.judge(None, 3).quality >= 1.0).all()  # no signals at all
 
 
 def test_the_gate_needs_enough_faces_and_survives_a_round_trip() -> None:
-    vectors, signals = verified(9)
-    assert calibrate_gate(vectors, signals) is None
-    vectors, signals = verified()
+    assert calibrate_gate(verified(9)) is None
+    signals = verified()
     unmeasured = SignalArrays(signals.sides * np.nan, signals.sharpness * np.nan, signals.sides)
-    gate = calibrate_gate(vectors, unmeasured)
+    gate = calibrate_gate(unmeasured)
     assert gate is not None and gate.side_floor == 0.0 and gate.sharpness_floor == 0.0
     again = QualityGate.from_bytes(gate.to_bytes())
     assert again.describe() == gate.describe() and again.jpeg_quality_floor > 0
-    assert np.allclose(again.direction, gate.direction, atol=1e-6)
     with pytest.raises(ValueError, match="unknown quality gate"):
         QualityGate.from_bytes(b'{"kind": "other"}')
 
 
-def test_a_gate_published_before_the_jpeg_signal_gates_nothing_by_it() -> None:
-    vectors, signals = verified()
-    gate = calibrate_gate(vectors, signals)
-    assert gate is not None
-    params = json.loads(gate.to_bytes())
-    del params["jpeg_quality_floor"]
-    older = QualityGate.from_bytes(json.dumps(params).encode())
-    assert older.jpeg_quality_floor == 0.0
-    judged = older.judge(vectors[:1], probes((150.0, 0.04, 1.0)))
-    assert judged.quality[0] >= 1.0
-
-
-def test_a_large_library_is_calibrated_on_a_seeded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    from facestore import quality
-
-    monkeypatch.setattr(quality, "MAX_FACES", 50)
-    vectors, signals = verified(500)
-    gate = calibrate_gate(vectors, signals)
-    assert gate is not None and gate.faces == 500
-    assert gate.describe() == calibrate_gate(vectors, signals).describe()  # seeded
+def test_a_gate_published_before_is_read_without_typicality_or_a_jpeg_floor() -> None:
+    """A v1 gate (before the JPEG signal) floored typicality, which gated whole people
+    who look unlike those named (docs/accuracy.md): read now, that floor is ignored."""
+    v1 = {
+        "kind": "quality-floors/v1",
+        "side_floor_px": 30.0,
+        "sharpness_floor": 0.01,
+        "typicality_floor": 0.99,  # every face below it, were it still read
+        "direction": [1.0, 0.0],
+        "faces": 50,
+    }
+    older = QualityGate.from_bytes(json.dumps(v1).encode())
+    assert (older.side_floor, older.jpeg_quality_floor, older.faces) == (30.0, 0.0, 50)
+    judged = older.judge(probes((150.0, 0.04, 1.0), (10.0, 0.04, 90.0)), 2)
+    assert judged.quality[0] >= 1.0 and judged.reasons == ["", "size"]
 
 
 def test_blurred_faces_the_user_verified_do_not_lower_the_floor() -> None:
-    vectors, signals = verified(90)
-    clean = calibrate_gate(vectors, signals)
+    signals = verified(90)
+    clean = calibrate_gate(signals)
     blurred = signals.sharpness.copy()
     blurred[::3] = 0.001  # a third of the verified faces blurred
     with_blurred = SignalArrays(signals.sides, blurred, signals.jpeg_quality)
-    gate = calibrate_gate(vectors, with_blurred)
+    gate = calibrate_gate(with_blurred)
     assert clean is not None and gate is not None
     assert gate.sharpness_floor > 0.5 * clean.sharpness_floor
-    assert (gate.judge(vectors[::3], with_blurred.take(np.arange(0, 90, 3))).quality < 1.0).all()
-
-
-def test_a_backbone_whose_faces_all_look_alike_gates_none_of_them() -> None:
-    vectors = np.ones((20, 8), dtype=np.float32) + 1e-7 * np.arange(160).reshape(20, 8)
-    gate = calibrate_gate(vectors)
-    assert gate is not None and (gate.judge(vectors).quality >= 1.0).all()
+    third = np.arange(0, 90, 3)
+    thirds = SignalArrays(signals.sides[third], blurred[third], signals.jpeg_quality[third])
+    assert (gate.judge(thirds, 30).quality < 1.0).all()
 
 
 def test_blurred_verified_faces_do_not_train_but_stay_in_the_training_set(
