@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from facestore.migrations import columns
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -40,9 +42,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_embedding_low_quality", table_name="embedding")
     for column in COLUMNS:
-        # SQLite 3.35+ drops a column in place (no batch copy, which the triggers on the
-        # app's face table would refuse while the table is renamed)
-        if op.get_bind().dialect.name == "sqlite":
-            op.execute(f"ALTER TABLE embedding DROP COLUMN {column}")
-        else:
-            op.drop_column("embedding", column)
+        columns.drop_column("embedding", column)

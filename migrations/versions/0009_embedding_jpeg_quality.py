@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from facestore.migrations import columns
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -26,9 +28,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # SQLite 3.35+ drops a column in place (no batch copy, which the triggers on the
-    # app's face table would refuse while the table is renamed)
-    if op.get_bind().dialect.name == "sqlite":
-        op.execute("ALTER TABLE embedding DROP COLUMN jpeg_quality")
-    else:
-        op.drop_column("embedding", "jpeg_quality")
+    columns.drop_column("embedding", "jpeg_quality")
