@@ -59,9 +59,10 @@ def failures(app: App, limit: int | None, low_quality: bool, as_json: bool) -> N
 
     With --low-quality: the unverified faces that `facestore watch` found below
     the current model's quality gate, worst first, with the signal below its
-    floor (size, sharpness or compression), the crop's shorter side
-    in pixels, its sharpness and the JPEG quality of its bytes. JSON: a list of
-    {face_id, quality, reason, side, sharpness, jpeg_quality}.
+    floor (size, sharpness, compression or face score), the crop's shorter side
+    in pixels, its sharpness, the JPEG quality of its bytes and its face score (how
+    much it looks like a face, 0-1). JSON: a list of {face_id, quality, reason,
+    side, sharpness, jpeg_quality, face_score}.
     """
     store = app.store
     active = store.spaces.active()
@@ -76,9 +77,10 @@ def failures(app: App, limit: int | None, low_quality: bool, as_json: bool) -> N
             side = "?" if face.side is None else f"{face.side} px"
             sharp = "?" if face.sharpness is None else f"{face.sharpness:.4f}"
             jpeg = "?" if face.jpeg_quality is None else f"{face.jpeg_quality:.0f}"
+            score = "?" if face.face_score is None else f"{face.face_score:.3f}"
             click.echo(
                 f"face {face.face_id}: quality {face.quality:.2f}, low {face.reason} "
-                f"(side {side}, sharpness {sharp}, JPEG quality {jpeg})"
+                f"(side {side}, sharpness {sharp}, JPEG quality {jpeg}, face score {score})"
             )
         return
     rows = store.library.failures(active.config_hash, limit) if active else []

@@ -18,6 +18,7 @@ from PIL import Image
 
 from facestore.backbones import Backbone, PreparedBackbone
 from facestore.decoding import Decoded
+from facestore.faceness import scored
 from facestore.store import Crop, FailureResult, VectorResult
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ def embed_batch(
         if stop is not None and stop.is_set():
             return None
         vectors, errors = _embed_isolated(backbone, chunk, model_works)
-        results += [VectorResult(d.face_id, d.crop_sha256, v, d.signals) for d, v in vectors]
+        signals = scored([d.signals for d, _ in vectors])
+        results += [
+            VectorResult(d.face_id, d.crop_sha256, v, s)
+            for (d, v), s in zip(vectors, signals, strict=True)
+        ]
         failures += [FailureResult(d.face_id, d.crop_sha256, e) for d, e in errors]
     return results, failures
 

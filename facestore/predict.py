@@ -27,6 +27,7 @@ from facestore.artifacts import Bundle, load_bundle
 from facestore.backbones import Backbone, build_backbone, space_of
 from facestore.config import BackboneSettings
 from facestore.errors import FacestoreError, ImageDecodeError, SpaceMismatchError
+from facestore.faceness import scored
 from facestore.images import decode_crop
 from facestore.quality import (
     DEFAULT_MIN_QUALITY,
@@ -290,7 +291,12 @@ class Predictor:
         done = {
             p.input: p
             for p in self.classify(
-                vectors, labels, top_k, min_confidence, signals=signals, min_quality=min_quality
+                vectors,
+                labels,
+                top_k,
+                min_confidence,
+                signals=scored(signals),
+                min_quality=min_quality,
             )
         }
         return [done.get(label) or failed[label] for label, _ in crops]

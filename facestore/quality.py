@@ -4,7 +4,7 @@ space from the verified faces. Pure (numpy and PIL only).
 A photo library's crops include blurred faces, faces a few pixels wide, crops saved as
 coarse JPEGs and detector false positives (a sleeve, hair, a wall). A backbone embeds
 them all the same, and their vectors can land near someone; a name on such a crop is
-exactly the one a user cannot check by eye. Three signals, from what the embed pass
+exactly the one a user cannot check by eye. Four signals, from what the embed pass
 already has:
 
 - `side`: the crop's shorter side in pixels, before any resizing;
@@ -13,17 +13,21 @@ already has:
   dim and bright crops compare): a blurred or upscaled crop has little fine detail;
 - `jpeg_quality`: the JPEG quality its bytes were saved at, read from the header's
   quantisation table (LOSSLESS for PNG): a crop saved at quality 10 has lost its
-  detail to 8x8 blocks, whose edges keep the Laplacian high.
+  detail to 8x8 blocks, whose edges keep the Laplacian high;
+- `face_score`: how much the crop looks like a face at all, the face probability of
+  MTCNN's output network (facestore.faceness) on a THUMBNAIL_SIDE-pixel copy: a
+  sleeve, a wall or half a face scores near 0, a face near 1, whatever the backbone.
 
 The gate (`calibrate_gate`) puts a floor under each signal at FLOOR_SHARE of the
 verified faces' median (the faces the user vouched for; a median, so that blurred or
-tiny faces the user verified, up to half of them, do not lower it). A face's `quality`
-is the lowest of its signals measured against its floor (1.0: at the floor); below
-1.0 it is low quality: no name, no group. Faces embedded before a signal was recorded
-(NULL) are not judged on it.
+tiny faces the user verified, up to half of them, do not lower it); under the face
+score only where that median is FACE_DECISION or more. A face's `quality` is the
+lowest of its signals measured against its floor (1.0: at the floor); below 1.0 it is
+low quality: no name, no group. Faces embedded before a signal was recorded (NULL)
+are not judged on it.
 
-No signal reads the vector. The first gate also floored "typicality", the cosine of a
-face's vector to the verified faces' mean direction: on real faces of both backbone
+No signal reads the backbone's vector. The first gate also floored "typicality", the
+cosine of a face's vector to the verified faces' mean direction: on real faces of both backbone
 families it gated every face of people who look unlike those named (with 20 people
 named on ORL, all ten of one person's with dlib), while non-face crops lay nearer
 that direction than those people do (docs/accuracy.md). A non-face that passes the
@@ -34,18 +38,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 SHARPNESS_SIDE = 64
+THUMBNAIL_SIDE = 48  # the face detector's input (MTCNN's output network)
 FLOOR_SHARE = 0.3  # of the verified faces' median (ORL: size and sharpness ~ half their 1%)
 MIN_FACES = 10  # fewer verified faces (or measured signals): no floor
-GATE_KIND = "quality-floors/v2"  # v1 also floored typicality; read, that floor is ignored
-READABLE_KINDS = ("quality-floors/v1", GATE_KIND)
+GATE_KIND = "quality-floors/v3"  # v3: face score; v1 typicality (read, ignored)
+READABLE_KINDS = ("quality-floors/v1", "quality-floors/v2", GATE_KIND)
 DEFAULT_MIN_QUALITY = 1.0  # below the calibrated floor of some signal: low quality
+# The face score gets a floor only where the detector takes the verified crops for faces
+# (their median above its own decision point): a library of odd crops is not gated on it.
+FACE_DECISION = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,11 +61,21 @@ class ImageSignals:
     side: int  # the crop's shorter side in pixels
     sharpness: float
     jpeg_quality: float  # compression_quality of its bytes; NaN: not told
+    face_score: float = float("nan")  # facestore.faceness; NaN: not scored (yet)
+    # the crop at THUMBNAIL_SIDE x THUMBNAIL_SIDE, RGB uint8, until it is scored
+    thumbnail: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+def thumbnail_of(image: Image.Image) -> np.ndarray:
+    """The crop squeezed to THUMBNAIL_SIDE square, RGB uint8 (the face detector's input)."""
+    side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    return np.asarray(image.convert("RGB").resize(side, Image.Resampling.BILINEAR), np.uint8)
 
 
 def image_signals(image: Image.Image, blob: bytes) -> ImageSignals:
     """The image signals of one decoded crop (its own size, a small grey copy) and of
-    the bytes it was decoded from (their header)."""
+    the bytes it was decoded from (their header); its face score is still to come, from
+    the thumbnail it carries (facestore.faceness.scored)."""
     width, height = image.size
     grey = image.convert("L")
     scale = SHARPNESS_SIDE / max(1, min(width, height))
@@ -71,7 +89,9 @@ def image_signals(image: Image.Image, blob: bytes) -> ImageSignals:
         - pixels[1:-1, 2:]
     )
     sharpness = float(laplacian.var() / (pixels.var() + 1.0))
-    return ImageSignals(min(width, height), sharpness, compression_quality(blob))
+    return ImageSignals(
+        min(width, height), sharpness, compression_quality(blob), thumbnail=thumbnail_of(image)
+    )
 
 
 # The IJG (libjpeg) luminance quantisation table at quality 50, in zigzag order
@@ -145,6 +165,7 @@ class SignalArrays:
     sides: np.ndarray
     sharpness: np.ndarray
     jpeg_quality: np.ndarray
+    face_score: np.ndarray
 
 
 def signal_arrays(signals: Sequence[ImageSignals | None] | None, n: int) -> SignalArrays | None:
@@ -157,7 +178,9 @@ def signal_arrays(signals: Sequence[ImageSignals | None] | None, n: int) -> Sign
             [np.nan if s is None else getattr(s, name) for s in signals], dtype=np.float64
         )
 
-    arrays = SignalArrays(column("side"), column("sharpness"), column("jpeg_quality"))
+    arrays = SignalArrays(
+        column("side"), column("sharpness"), column("jpeg_quality"), column("face_score")
+    )
     assert len(arrays.sides) == n, "one signals entry per face"
     return arrays
 
@@ -173,6 +196,7 @@ class QualityGate:
     side_floor: float
     sharpness_floor: float
     jpeg_quality_floor: float  # 0: gates nothing (none of the verified faces measured)
+    face_score_floor: float  # 0: gates nothing (a gate from before v3, or none scored)
     faces: int  # verified faces it was calibrated on
 
     def judge(self, signals: SignalArrays | None, n: int) -> Judgement:
@@ -183,14 +207,15 @@ class QualityGate:
             "size": (signals.sides, self.side_floor),
             "sharpness": (signals.sharpness, self.sharpness_floor),
             "compression": (signals.jpeg_quality, self.jpeg_quality_floor),
+            "face score": (signals.face_score, self.face_score_floor),
         }
         names = list(floors)
         table = np.vstack(
             [
-                np.asarray(values, dtype=np.float64) / max(floor, 1e-9)
+                np.asarray(values, dtype=np.float64) / floor if floor > 0 else np.full(n, np.inf)
                 for values, floor in floors.values()
             ]
-        )
+        )  # a floor of 0 gates nothing, not even a signal of 0
         table = np.where(np.isnan(table), np.inf, table)
         worst = table.argmin(axis=0) if n else np.zeros(0, dtype=np.int64)
         quality = table[worst, np.arange(n)] if n else np.zeros(0)
@@ -203,6 +228,7 @@ class QualityGate:
             "side_floor_px": round(self.side_floor, 2),
             "sharpness_floor": round(self.sharpness_floor, 4),
             "jpeg_quality_floor": round(self.jpeg_quality_floor, 2),
+            "face_score_floor": round(self.face_score_floor, 4),
             "faces": self.faces,
         }
 
@@ -218,6 +244,7 @@ class QualityGate:
             side_floor=float(params["side_floor_px"]),
             sharpness_floor=float(params["sharpness_floor"]),
             jpeg_quality_floor=float(params.get("jpeg_quality_floor", 0.0)),  # v1: none
+            face_score_floor=float(params.get("face_score_floor", 0.0)),  # v1, v2: none
             faces=int(params["faces"]),
         )
 
@@ -225,7 +252,8 @@ class QualityGate:
 def calibrate_gate(signals: SignalArrays) -> QualityGate | None:
     """The gate from the signals of a space's verified faces; None with fewer than
     MIN_FACES faces. Signals not measured (NaN) are left out; a signal measured on
-    fewer than MIN_FACES faces gets a floor of 0 (it gates nothing)."""
+    fewer than MIN_FACES faces gets a floor of 0 (it gates nothing), and so does the
+    face score where the verified faces' median is below FACE_DECISION."""
     faces = len(signals.sides)
     if faces < MIN_FACES:
         return None
@@ -237,9 +265,12 @@ def calibrate_gate(signals: SignalArrays) -> QualityGate | None:
             return 0.0
         return float(FLOOR_SHARE * np.median(measured))
 
+    face_scores = signals.face_score[~np.isnan(signals.face_score)]
+    seen_as_faces = len(face_scores) > 0 and float(np.median(face_scores)) >= FACE_DECISION
     return QualityGate(
         side_floor=floor(signals.sides),
         sharpness_floor=floor(signals.sharpness),
         jpeg_quality_floor=floor(signals.jpeg_quality),
+        face_score_floor=floor(signals.face_score) if seen_as_faces else 0.0,
         faces=faces,
     )

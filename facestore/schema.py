@@ -43,6 +43,8 @@ embedding = sa.Table(
     sa.Column("sharpness", sa.Float, nullable=True),
     # the JPEG quality of the crop's bytes (NULL: before revision 0009, or not told)
     sa.Column("jpeg_quality", sa.Float, nullable=True),
+    # how much the crop looks like a face, 0..1 (NULL: before revision 0010)
+    sa.Column("face_score", sa.Float, nullable=True),
     # the current model's verdict on an unverified face, set only when it is low quality
     sa.Column("quality", sa.Float, nullable=True),
     sa.Column("quality_reason", sa.String(20), nullable=True),

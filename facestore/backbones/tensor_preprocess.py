@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from facestore.backbones.preprocess import IMAGE_SIZE
 from facestore.images import DRAFT_SIZE
-from facestore.quality import SHARPNESS_SIDE, ImageSignals, compression_quality
+from facestore.quality import SHARPNESS_SIDE, THUMBNAIL_SIDE, ImageSignals, compression_quality
 
 BASELINE_SOF = {0xC0, 0xC1}  # nvjpeg's batched decode: baseline / extended sequential
 SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -97,7 +97,12 @@ def tensor_signals(image: torch.Tensor, blob: bytes) -> ImageSignals:
         - pixels[1:-1, 2:]
     )
     sharpness = laplacian.var(unbiased=False) / (pixels.var(unbiased=False) + 1.0)
-    return ImageSignals(int(min(height, width)), float(sharpness), compression_quality(blob))
+    side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    small = F.interpolate(image.float()[None], size=side, mode="bilinear", antialias=True)[0]
+    thumbnail = small.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return ImageSignals(
+        int(min(height, width)), float(sharpness), compression_quality(blob), thumbnail=thumbnail
+    )
 
 
 def decode_batch(blobs: Sequence[bytes], device: torch.device | str = "cpu") -> DeviceBatch:

@@ -118,12 +118,13 @@ class Library(Part):
             embedding.c.crop_side,
             embedding.c.sharpness,
             embedding.c.jpeg_quality,
+            embedding.c.face_score,
         ).where(embedding.c.space_hash == space_hash)
         found: dict[int, ImageSignals] = {}
         with self.engine.connect() as conn:
             for chunk in id_chunks(face_ids):
                 for r in conn.execute(query.where(embedding.c.face_id.in_(chunk))):
-                    signals = signals_of(r.crop_side, r.sharpness, r.jpeg_quality)
+                    signals = signals_of(r.crop_side, r.sharpness, r.jpeg_quality, r.face_score)
                     if signals is not None:
                         found[int(r.face_id)] = signals
         return found
@@ -166,6 +167,7 @@ class Library(Part):
                 embedding.c.crop_side,
                 embedding.c.sharpness,
                 embedding.c.jpeg_quality,
+                embedding.c.face_score,
             )
             .join(face, face.c.id == embedding.c.face_id)
             .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
@@ -173,7 +175,7 @@ class Library(Part):
         )
         face_ids: list[int] = []
         person_ids: list[Any] = []
-        signals: list[np.ndarray] = []  # (3, rows) per part: side, sharpness, JPEG quality
+        signals: list[np.ndarray] = []  # (4, rows) per part: side, sharpness, JPEG, face score
         with self.engine.connect() as conn:
             in_space = sa.select(sa.func.count()).where(embedding.c.space_hash == space_hash)
             matrix = VectorMatrix(int(conn.execute(in_space).scalar_one()), dtype)
@@ -184,13 +186,16 @@ class Library(Part):
                 matrix.extend([r.vector for r in part])
                 signals.append(
                     np.array(
-                        [[r.crop_side, r.sharpness, r.jpeg_quality] for r in part], dtype=np.float64
-                    ).T.reshape(3, -1)  # NULL becomes NaN: not measured
+                        [[r.crop_side, r.sharpness, r.jpeg_quality, r.face_score] for r in part],
+                        dtype=np.float64,
+                    ).T.reshape(4, -1)  # NULL becomes NaN: not measured
                 )
-        side, sharpness, jpeg_quality = np.concatenate([np.zeros((3, 0)), *signals], axis=1)
+        side, sharpness, jpeg_quality, face_score = np.concatenate(
+            [np.zeros((4, 0)), *signals], axis=1
+        )
         return TrainingRows(
             face_ids=face_ids,
             person_ids=person_ids,
             vectors=matrix.finish(),
-            signals=SignalArrays(side, sharpness, jpeg_quality),
+            signals=SignalArrays(side, sharpness, jpeg_quality, face_score),
         )

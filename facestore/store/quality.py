@@ -18,10 +18,11 @@ from facestore.store.records import id_chunks
 class LowQualityFace:
     face_id: int
     quality: float
-    reason: str  # the signal below its floor: size, sharpness or compression
+    reason: str  # the signal below its floor: size, sharpness, compression or face score
     side: int | None  # the crop's shorter side in px (None: not measured)
     sharpness: float | None
     jpeg_quality: float | None  # of the crop's bytes (None: not told or not measured)
+    face_score: float | None  # how much it looks like a face, 0..1 (None: not measured)
 
 
 class QualityVerdicts(Part):
@@ -74,6 +75,7 @@ class QualityVerdicts(Part):
                 embedding.c.crop_side,
                 embedding.c.sharpness,
                 embedding.c.jpeg_quality,
+                embedding.c.face_score,
             )
             .join(face, face.c.id == embedding.c.face_id)
             .where(
@@ -93,6 +95,7 @@ class QualityVerdicts(Part):
                     None if r.crop_side is None else int(r.crop_side),
                     None if r.sharpness is None else float(r.sharpness),
                     None if r.jpeg_quality is None else float(r.jpeg_quality),
+                    None if r.face_score is None else float(r.face_score),
                 )
                 for r in conn.execute(query)
             ]

@@ -146,11 +146,12 @@ class VectorResult:
         """The embedding row's signal columns (NULL: not measured)."""
         s = self.signals
         if s is None:
-            return {"crop_side": None, "sharpness": None, "jpeg_quality": None}
+            return {"crop_side": None, "sharpness": None, "jpeg_quality": None, "face_score": None}
         return {
             "crop_side": s.side,
             "sharpness": s.sharpness,
             "jpeg_quality": None if math.isnan(s.jpeg_quality) else s.jpeg_quality,
+            "face_score": None if math.isnan(s.face_score) else s.face_score,
         }
 
 
@@ -274,11 +275,18 @@ def printable(error: str) -> str:
 
 
 def signals_of(
-    side: int | None, sharpness: float | None, jpeg_quality: float | None
+    side: int | None,
+    sharpness: float | None,
+    jpeg_quality: float | None,
+    face_score: float | None,
 ) -> ImageSignals | None:
     """A face's stored quality signals (None: not measured when it was embedded; a NULL
-    jpeg_quality alone: embedded before revision 0009, or its bytes do not tell)."""
+    jpeg_quality alone: embedded before revision 0009, or its bytes do not tell; a NULL
+    face_score: embedded before revision 0010)."""
     if side is None or sharpness is None:
         return None
-    quality = float("nan") if jpeg_quality is None else float(jpeg_quality)
-    return ImageSignals(int(side), float(sharpness), quality)
+
+    def measured(value: float | None) -> float:
+        return float("nan") if value is None else float(value)
+
+    return ImageSignals(int(side), float(sharpness), measured(jpeg_quality), measured(face_score))

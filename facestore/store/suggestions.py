@@ -46,6 +46,7 @@ class Suggestions(Part):
                 embedding.c.crop_side,
                 embedding.c.sharpness,
                 embedding.c.jpeg_quality,
+                embedding.c.face_score,
                 embedding.c.quality,
             )
             .join(face, face.c.id == embedding.c.face_id)
@@ -64,7 +65,7 @@ class Suggestions(Part):
                     int(r.face_id),
                     r.crop_sha256,
                     np.frombuffer(r.vector, dtype=VECTOR_DTYPE),
-                    signals_of(r.crop_side, r.sharpness, r.jpeg_quality),
+                    signals_of(r.crop_side, r.sharpness, r.jpeg_quality, r.face_score),
                     None if r.quality is None else float(r.quality),
                 )
                 for part in parts

@@ -66,7 +66,7 @@ def test_an_unknown_revision_names_the_known_ones(cli: Cli, upgraded_db: Path, a
     result = cli("--db", upgraded_db, *args)
     assert result.exit_code == 2, result.output
     assert (
-        "Known revisions: base, 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009 (head)"
+        "Known revisions: base, 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009, 0010 (head)"
         in result.output
     )
 

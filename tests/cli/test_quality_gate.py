@@ -9,10 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import ImageFilter
+import numpy as np
+from PIL import Image, ImageFilter
 
 from facestore import db as database
-from tests.support.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.support.helpers import (
+    drawn_face,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_exec,
+    sqlite_rows,
+)
 from tests.support.types import Cli
 from tests.unit.test_daemon import FakeClock, make_daemon
 
@@ -74,7 +82,7 @@ def test_a_blurred_tiny_or_coarsely_compressed_crop_gets_no_name_and_no_group(
     assert sides[ids["tiny"]] == 20 and sides[ids["blurred"]] == 92
     jpeg = {row["face_id"]: row["jpeg_quality"] for row in listed}
     assert round(jpeg[ids["coarse"]]) == 5 and round(jpeg[ids["blurred"]]) == 75
-    assert "JPEG quality 5)" in cli("--db", db, "failures", "--low-quality").stdout
+    assert "JPEG quality 5," in cli("--db", db, "failures", "--low-quality").stdout
 
     files = {name: tmp_path / f"{name}.png" for name in ("sharp", "blurred")}
     files["sharp"].write_bytes(encode(sharp, "PNG"))
@@ -100,3 +108,52 @@ def test_a_blurred_tiny_or_coarsely_compressed_crop_gets_no_name_and_no_group(
         (None,)
     ]
     assert ids["tiny"] in {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_suggestion")}
+
+
+def test_a_crop_that_is_no_face_gets_no_name_and_no_group(
+    tmp_path: Path, cli: Cli, fake_registered: None
+) -> None:
+    """Detector false positives (a wall, a sleeve): sharp, large, a JPEG like the rest,
+    so only the face score (MTCNN's output network, the real one) tells them apart."""
+    db = make_app_db(tmp_path / "app.db", people=0)
+    for person in range(3):
+        sqlite_exec(db, "INSERT INTO person VALUES (?, ?)", person, f"n{person}")
+        for sample in range(5):
+            sqlite_exec(
+                db,
+                "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
+                "VALUES (1, ?, ?, 1)",
+                encode(drawn_face(person, sample)),
+                person,
+            )
+    database.upgrade(database.create_engine(f"sqlite:///{db}"))
+    daemon = make_daemon(db, tmp_path, FakeClock(), min_confidence=0.0, cluster_distance=0.05)
+    daemon.reconcile()
+    rng = np.random.default_rng(0)
+    wall = Image.fromarray(rng.integers(0, 256, (112, 92), dtype=np.uint8))
+    ids = {
+        "face": add(db, encode(drawn_face(1, 60))),
+        "wall": add(db, encode(wall.filter(ImageFilter.GaussianBlur(1)))),
+        "wall again": add(db, encode(wall.filter(ImageFilter.GaussianBlur(1)))),
+    }
+    daemon.reconcile(scan=False)
+    suggested = {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_suggestion")}
+    grouped = {f for (f,) in sqlite_rows(db, "SELECT face_id FROM face_cluster_member")}
+    assert ids["face"] in suggested
+    walls = {ids["wall"], ids["wall again"]}
+    assert not walls & suggested and not walls & grouped  # the two would group otherwise
+    verdicts = dict(
+        sqlite_rows(db, "SELECT face_id, quality_reason FROM embedding WHERE quality IS NOT NULL")
+    )
+    assert verdicts == {ids["wall"]: "face score", ids["wall again"]: "face score"}
+    listed = json.loads(cli("--db", db, "failures", "--low-quality", "--json").stdout)
+    assert all(row["face_score"] < 0.1 for row in listed) and len(listed) == 2
+    assert "low face score" in cli("--db", db, "failures", "--low-quality").stdout
+
+    files = {"face": tmp_path / "face.jpg", "wall": tmp_path / "wall.jpg"}
+    files["face"].write_bytes(encode(drawn_face(2, 61)))
+    files["wall"].write_bytes(encode(wall))
+    args = ("--db", db, "--model-dir", tmp_path / "model", "predict", "--min-confidence", "0")
+    rows = json.loads(cli(*args, files["face"], files["wall"], "--json").stdout)
+    assert rows[0]["gated"] is False and rows[0]["person_id"] is not None
+    assert rows[1]["gated"] is True and rows[1]["low_quality"] == "face score"

@@ -15,6 +15,7 @@ from PIL import Image, ImageFilter
 
 from facestore import db as database
 from facestore.embedding import embed_pending
+from facestore.faceness import face_scores, scored
 from facestore.quality import (
     LOSSLESS,
     QualityGate,
@@ -25,7 +26,14 @@ from facestore.quality import (
 )
 from facestore.retrain import retrain
 from facestore.store import Store
-from tests.support.helpers import FakeBackbone, encode, face_image, make_app_db, sqlite_exec
+from tests.support.helpers import (
+    FakeBackbone,
+    drawn_face,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_exec,
+)
 
 
 def test_a_blurred_tiny_or_coarsely_compressed_crop_measures_so() -> None:
@@ -68,10 +76,15 @@ def test_lossless_crops_measure_lossless_and_unknown_bytes_measure_nothing() -> 
 
 def verified(n: int = 60, seed: int = 0) -> SignalArrays:
     rng = np.random.default_rng(seed)
-    return SignalArrays(rng.uniform(80, 200, n), rng.uniform(0.02, 0.06, n), rng.uniform(70, 95, n))
+    return SignalArrays(
+        rng.uniform(80, 200, n),
+        rng.uniform(0.02, 0.06, n),
+        rng.uniform(70, 95, n),
+        rng.uniform(0.9, 1.0, n),
+    )
 
 
-def probes(*rows: tuple[float, float, float]) -> SignalArrays:
+def probes(*rows: tuple[float, float, float, float]) -> SignalArrays:
     return SignalArrays(*(np.array(column, dtype=np.float64) for column in zip(*rows, strict=True)))
 
 
@@ -82,32 +95,39 @@ def test_the_gate_puts_a_floor_under_each_signal_from_the_verified_faces() -> No
     assert gate.side_floor == pytest.approx(0.3 * np.median(signals.sides))
     assert gate.sharpness_floor == pytest.approx(0.3 * np.median(signals.sharpness))
     assert gate.jpeg_quality_floor == pytest.approx(0.3 * np.median(signals.jpeg_quality))
+    assert gate.face_score_floor == pytest.approx(0.3 * np.median(signals.face_score))
     good = gate.judge(signals, 60)
     assert (good.quality >= 1.0).all() and set(good.reasons) == {""}
     nan = np.nan
     judged = gate.judge(
         probes(
-            (20.0, 0.04, 90.0),
-            (150.0, 0.001, 90.0),
-            (nan, nan, nan),
-            (150.0, 0.04, nan),
-            (150.0, 0.04, 10.0),
+            (20.0, 0.04, 90.0, 0.99),
+            (150.0, 0.001, 90.0, 0.99),
+            (nan, nan, nan, nan),
+            (150.0, 0.04, nan, nan),
+            (150.0, 0.04, 10.0, 0.99),
+            (150.0, 0.04, 90.0, 0.01),
         ),
-        5,
+        6,
     )
-    assert judged.reasons == ["size", "sharpness", "", "", "compression"]
+    assert judged.reasons == ["size", "sharpness", "", "", "compression", "face score"]
     assert judged.quality[0] == pytest.approx(20.0 / gate.side_floor)
     assert (judged.quality[[2, 3]] >= 1.0).all()  # not measured: not judged on it
-    assert (judged.quality[[0, 1, 4]] < 1.0).all()
+    assert (judged.quality[[0, 1, 4, 5]] < 1.0).all()
     assert (gate.judge(None, 3).quality >= 1.0).all()  # no signals at all
 
 
 def test_the_gate_needs_enough_faces_and_survives_a_round_trip() -> None:
     assert calibrate_gate(verified(9)) is None
     signals = verified()
-    unmeasured = SignalArrays(signals.sides * np.nan, signals.sharpness * np.nan, signals.sides)
+    unmeasured = SignalArrays(
+        signals.sides * np.nan, signals.sharpness * np.nan, signals.sides, signals.sides * np.nan
+    )
     gate = calibrate_gate(unmeasured)
     assert gate is not None and gate.side_floor == 0.0 and gate.sharpness_floor == 0.0
+    assert gate.face_score_floor == 0.0
+    # a floor of 0 gates nothing, not even a score of 0 (a face score underflows to 0.0)
+    assert gate.judge(probes((150.0, 0.04, 90.0, 0.0)), 1).reasons == [""]
     again = QualityGate.from_bytes(gate.to_bytes())
     assert again.describe() == gate.describe() and again.jpeg_quality_floor > 0
     with pytest.raises(ValueError, match="unknown quality gate"):
@@ -127,7 +147,8 @@ def test_a_gate_published_before_is_read_without_typicality_or_a_jpeg_floor() ->
     }
     older = QualityGate.from_bytes(json.dumps(v1).encode())
     assert (older.side_floor, older.jpeg_quality_floor, older.faces) == (30.0, 0.0, 50)
-    judged = older.judge(probes((150.0, 0.04, 1.0), (10.0, 0.04, 90.0)), 2)
+    assert older.face_score_floor == 0.0
+    judged = older.judge(probes((150.0, 0.04, 1.0, 0.0), (10.0, 0.04, 90.0, 0.9)), 2)
     assert judged.quality[0] >= 1.0 and judged.reasons == ["", "size"]
 
 
@@ -136,12 +157,14 @@ def test_blurred_faces_the_user_verified_do_not_lower_the_floor() -> None:
     clean = calibrate_gate(signals)
     blurred = signals.sharpness.copy()
     blurred[::3] = 0.001  # a third of the verified faces blurred
-    with_blurred = SignalArrays(signals.sides, blurred, signals.jpeg_quality)
+    with_blurred = SignalArrays(signals.sides, blurred, signals.jpeg_quality, signals.face_score)
     gate = calibrate_gate(with_blurred)
     assert clean is not None and gate is not None
     assert gate.sharpness_floor > 0.5 * clean.sharpness_floor
     third = np.arange(0, 90, 3)
-    thirds = SignalArrays(signals.sides[third], blurred[third], signals.jpeg_quality[third])
+    thirds = SignalArrays(
+        signals.sides[third], blurred[third], signals.jpeg_quality[third], signals.face_score[third]
+    )
     assert (gate.judge(thirds, 30).quality < 1.0).all()
 
 
@@ -167,3 +190,34 @@ def test_blurred_verified_faces_do_not_train_but_stay_in_the_training_set(
     assert report.n_train + report.n_val == 18
     trained = json.loads((tmp_path / "model" / "training_set.json").read_text())
     assert len(trained) == 19
+
+
+def test_the_face_score_tells_a_face_from_a_wall_or_half_a_face() -> None:
+    """The real network (its weights ship with facenet-pytorch). A drawing stands in for
+    a face here; on ORL's real faces: docs/accuracy.md."""
+    face = drawn_face(1, 3).convert("RGB")
+    width, height = face.size
+    wall = Image.fromarray(np.random.default_rng(0).integers(0, 256, (112, 92, 3), np.uint8))
+    crops = [
+        face,
+        face.resize((23, 28)),  # small, but a face
+        wall,
+        face.crop((0, 0, width, height // 2)),  # the top half
+    ]
+    signals = scored([image_signals(crop, encode(crop)) for crop in crops] + [None])
+    scores = [s.face_score for s in signals if s is not None]
+    assert scores[0] > 0.8 and scores[1] > 0.5
+    assert max(scores[2:]) < 0.2
+    assert all(s is None or s.thumbnail is None for s in signals)  # let go of once scored
+    assert signals[-1] is None and len(face_scores([])) == 0
+
+
+def test_the_face_score_gets_no_floor_where_the_verified_crops_are_no_faces_to_it() -> None:
+    """Crops the detector does not take for faces (framed oddly, or test patterns): a
+    floor under their face score would gate at random."""
+    signals = verified()
+    patterns = SignalArrays(
+        signals.sides, signals.sharpness, signals.jpeg_quality, signals.face_score * 1e-3
+    )
+    gate = calibrate_gate(patterns)
+    assert gate is not None and gate.face_score_floor == 0.0 and gate.sharpness_floor > 0

@@ -92,3 +92,6 @@ def test_the_device_route_measures_the_same_quality_signals() -> None:
         assert measured.side == reference.side
         assert measured.sharpness == pytest.approx(reference.sharpness, rel=0.1)
         assert measured.jpeg_quality == reference.jpeg_quality > 0
+        assert measured.thumbnail is not None and reference.thumbnail is not None
+        difference = measured.thumbnail.astype(np.int16) - reference.thumbnail.astype(np.int16)
+        assert measured.thumbnail.shape == (48, 48, 3) and np.abs(difference).mean() < 4
