@@ -132,7 +132,7 @@ def min_quality_option(func: F) -> F:
         default=None,
         help="Name or group a face only when its quality is at least this: 1.0 is the "
         "floor the model's quality gate calibrated on the verified faces (crop size, "
-        "sharpness, JPEG quality), 0 turns the gate off. [default: 1.0]",
+        "sharpness, JPEG quality, face score), 0 turns the gate off. [default: 1.0]",
     )(func)
 
 
