@@ -15,8 +15,8 @@ Each test crop is predicted as it is ("clean") and degraded:
 and non-face crops are predicted too: the four corners of the known test images (a
 third of each side: background, hair, shoulder) and random textures (noise, blocks,
 stripes). For each kind it prints named right, named wrongly and left unknown, before
-the gate (--min-quality 0) and after it (the default), and, for the strangers'
-crops, the share rejected.
+the gate (--min-quality 0) and after it (the default), the share gated and by which
+signal, and, for the strangers' crops, the share rejected.
 
 With --training, it also measures whether low-quality verified faces should train:
 a third of the known people's training crops (images 1 and 4) is replaced by its
@@ -37,6 +37,7 @@ import json
 import logging
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,7 @@ def measure(predictor: Predictor, crops: dict[str, list[tuple[bytes, str | None]
             "before": outcome(before, truth),
             "after": outcome(after, truth),
             "gated": round(100 * sum(p.gated is not None for p in after) / max(1, len(after)), 1),
+            "gated_by": dict(Counter(p.gated for p in after if p.gated).most_common()),
         }
     return result
 
@@ -256,12 +258,14 @@ def main() -> None:
     }
     print(f"gate: {report['gate']}")
     heads = ("before: right/wrong/unknown", "after: right/wrong/unknown")
-    print(f"{'kind':26s} {heads[0]:>28s} {heads[1]:>28s} gated")
+    print(f"{'kind':26s} {heads[0]:>28s} {heads[1]:>28s} gated (by)")
     for kind, row in report["results"].items():
         b, a = row["before"], row["after"]
+        by = ", ".join(f"{reason} {count}" for reason, count in row["gated_by"].items())
         print(
             f"{kind:26s} {b['right']:8.1f} /{b['wrong']:5.1f} /{b['unknown']:5.1f}   "
             f"{a['right']:8.1f} /{a['wrong']:5.1f} /{a['unknown']:5.1f}   {row['gated']:5.1f}"
+            + (f" ({by})" if by else "")
         )
     if args.training:
         degraded = []
