@@ -60,7 +60,7 @@ def test_no_traceback_in_a_real_process(not_a_database: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["db", "downgrade", "bogus"], ["db", "upgrade", "9999"], ["db", "upgrade", "0010"]]
+    "args", [["db", "downgrade", "bogus"], ["db", "upgrade", "9999"], ["db", "upgrade", "0011"]]
 )
 def test_an_unknown_revision_names_the_known_ones(cli: Cli, upgraded_db: Path, args: list[str]):
     result = cli("--db", upgraded_db, *args)
