@@ -20,12 +20,25 @@ def clusters(
 
 
 def test_threshold_is_the_impostor_quantile_at_the_target() -> None:
-    vectors, labels = clusters(40, 8, spread=0.6)
+    vectors, labels = clusters(40, 8, spread=0.8)
     rule = calibrate(vectors, labels, 40, far=0.05)
     assert rule.stats["impostor_accept_rate"] == pytest.approx(0.05, abs=0.01)
     assert rule.stats["genuine_accept_rate"] > 0.9
+    assert rule.stats["threshold_method"] == "empirical quantile"
     stricter = calibrate(vectors, labels, 40, far=0.01)
     assert stricter.threshold < rule.threshold
+
+
+def test_where_people_lie_far_apart_the_threshold_stops_at_their_own_faces() -> None:
+    """No strangers named for nothing: once 99% of the training faces are within the
+    threshold, moving it out to the false-accept target only names more strangers."""
+    vectors, labels = clusters(40, 8, spread=0.6)
+    rule = calibrate(vectors, labels, 40, far=0.05)
+    assert rule.stats["threshold_method"].endswith("capped at 99% of own faces")
+    assert rule.stats["impostor_accept_rate"] < 0.01
+    assert rule.stats["genuine_accept_rate"] >= 0.98
+    apart = calibrate(*clusters(40, 8, spread=1.0), 40, far=0.05)  # overlapping: not capped
+    assert apart.stats["impostor_accept_rate"] == pytest.approx(0.05, abs=0.01)
 
 
 def test_strangers_are_rejected_at_about_the_target_rate_and_known_faces_accepted() -> None:
