@@ -17,8 +17,8 @@ own training vectors:
   (`DEFAULT_FAR`): about that share of strangers come closer than it and are named;
   but never further out than the genuine distance within which GENUINE_COVER of the
   training faces fall: where a backbone keeps people well apart, the target would
-  name strangers for no gain in known faces (casia-webface on ORL: 4% of strangers
-  named at 3%, 0.5% at the cap, for 0.3 points of known faces; dlib: never capped);
+  name strangers for no gain in known faces (casia-webface on ORL: 4.9% of strangers
+  named at 3%, 0.5% at the cap, for 0.5 points of known faces; dlib: never capped);
 - the confidence is a logistic fit of genuine (1) against impostor (0) distances
   with balanced weights: the estimated chance that the name is right, if a known
   person and a stranger were equally likely.
