@@ -13,13 +13,14 @@ from facestore.quality import ImageSignals, SignalArrays
 from facestore.schema import embedding, embedding_failure
 from facestore.store.base import Part
 from facestore.store.records import (
+    SIGNAL_COLUMNS,
     CacheCounts,
     FailureRow,
     IdRanges,
     TrainingRows,
     VectorMatrix,
     id_chunks,
-    signals_of,
+    signals_of_row,
 )
 from facestore.timestamps import iso_utc
 
@@ -114,17 +115,13 @@ class Library(Part):
     def signals_of(self, space_hash: str, face_ids: Sequence[int]) -> dict[int, ImageSignals]:
         """face_id -> the quality signals measured when its vector was made (if they were)."""
         query = sa.select(
-            embedding.c.face_id,
-            embedding.c.crop_side,
-            embedding.c.sharpness,
-            embedding.c.jpeg_quality,
-            embedding.c.face_score,
+            embedding.c.face_id, *(embedding.c[name] for name in SIGNAL_COLUMNS)
         ).where(embedding.c.space_hash == space_hash)
         found: dict[int, ImageSignals] = {}
         with self.engine.connect() as conn:
             for chunk in id_chunks(face_ids):
                 for r in conn.execute(query.where(embedding.c.face_id.in_(chunk))):
-                    signals = signals_of(r.crop_side, r.sharpness, r.jpeg_quality, r.face_score)
+                    signals = signals_of_row(r)
                     if signals is not None:
                         found[int(r.face_id)] = signals
         return found
@@ -164,10 +161,7 @@ class Library(Part):
                 embedding.c.face_id,
                 face.c.person_id,
                 embedding.c.vector,
-                embedding.c.crop_side,
-                embedding.c.sharpness,
-                embedding.c.jpeg_quality,
-                embedding.c.face_score,
+                *(embedding.c[name] for name in SIGNAL_COLUMNS),
             )
             .join(face, face.c.id == embedding.c.face_id)
             .where(embedding.c.space_hash == space_hash, self.face.verified_clause)
@@ -175,7 +169,7 @@ class Library(Part):
         )
         face_ids: list[int] = []
         person_ids: list[Any] = []
-        signals: list[np.ndarray] = []  # (4, rows) per part: side, sharpness, JPEG, face score
+        signals: list[np.ndarray] = []  # (len(SIGNAL_COLUMNS), rows) per part
         with self.engine.connect() as conn:
             in_space = sa.select(sa.func.count()).where(embedding.c.space_hash == space_hash)
             matrix = VectorMatrix(int(conn.execute(in_space).scalar_one()), dtype)
@@ -186,16 +180,14 @@ class Library(Part):
                 matrix.extend([r.vector for r in part])
                 signals.append(
                     np.array(
-                        [[r.crop_side, r.sharpness, r.jpeg_quality, r.face_score] for r in part],
+                        [[getattr(r, name) for name in SIGNAL_COLUMNS] for r in part],
                         dtype=np.float64,
-                    ).T.reshape(4, -1)  # NULL becomes NaN: not measured
+                    ).T.reshape(len(SIGNAL_COLUMNS), -1)  # NULL becomes NaN: not measured
                 )
-        side, sharpness, jpeg_quality, face_score = np.concatenate(
-            [np.zeros((4, 0)), *signals], axis=1
-        )
+        columns = np.concatenate([np.zeros((len(SIGNAL_COLUMNS), 0)), *signals], axis=1)
         return TrainingRows(
             face_ids=face_ids,
             person_ids=person_ids,
             vectors=matrix.finish(),
-            signals=SignalArrays(side, sharpness, jpeg_quality, face_score),
+            signals=SignalArrays(*columns),
         )

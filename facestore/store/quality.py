@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from facestore.schema import embedding
 from facestore.store.base import Part
 from facestore.store.dialect import wait_briefly_for_locks
-from facestore.store.records import id_chunks
+from facestore.store.records import SIGNAL_COLUMNS, id_chunks
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,7 @@ class QualityVerdicts(Part):
                 embedding.c.face_id,
                 embedding.c.quality,
                 embedding.c.quality_reason,
-                embedding.c.crop_side,
-                embedding.c.sharpness,
-                embedding.c.jpeg_quality,
-                embedding.c.face_score,
+                *(embedding.c[name] for name in SIGNAL_COLUMNS),
             )
             .join(face, face.c.id == embedding.c.face_id)
             .where(

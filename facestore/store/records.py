@@ -135,6 +135,10 @@ def _base64_image(data: bytes) -> bool:
     return head.startswith((b"\xff\xd8", b"\x89PNG", b"RIFF"))
 
 
+# The embedding table's quality-signal columns, in ImageSignals' order (facestore.quality)
+SIGNAL_COLUMNS = ("crop_side", "sharpness", "jpeg_quality", "face_score")
+
+
 @dataclass(frozen=True)
 class VectorResult:
     face_id: int
@@ -146,12 +150,11 @@ class VectorResult:
         """The embedding row's signal columns (NULL: not measured)."""
         s = self.signals
         if s is None:
-            return {"crop_side": None, "sharpness": None, "jpeg_quality": None, "face_score": None}
+            return dict.fromkeys(SIGNAL_COLUMNS)
+        values = (s.side, s.sharpness, s.jpeg_quality, s.face_score)
         return {
-            "crop_side": s.side,
-            "sharpness": s.sharpness,
-            "jpeg_quality": None if math.isnan(s.jpeg_quality) else s.jpeg_quality,
-            "face_score": None if math.isnan(s.face_score) else s.face_score,
+            name: None if isinstance(v, float) and math.isnan(v) else v
+            for name, v in zip(SIGNAL_COLUMNS, values, strict=True)
         }
 
 
@@ -290,3 +293,8 @@ def signals_of(
         return float("nan") if value is None else float(value)
 
     return ImageSignals(int(side), float(sharpness), measured(jpeg_quality), measured(face_score))
+
+
+def signals_of_row(row: Any) -> ImageSignals | None:
+    """signals_of a row that selected the SIGNAL_COLUMNS."""
+    return signals_of(*(getattr(row, name) for name in SIGNAL_COLUMNS))

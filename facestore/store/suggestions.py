@@ -13,11 +13,12 @@ from facestore.schema import embedding
 from facestore.store.base import Part
 from facestore.store.dialect import wait_briefly_for_locks
 from facestore.store.records import (
+    SIGNAL_COLUMNS,
     VECTOR_DTYPE,
     IdRanges,
     UnverifiedFace,
     id_chunks,
-    signals_of,
+    signals_of_row,
 )
 
 
@@ -43,10 +44,7 @@ class Suggestions(Part):
                 embedding.c.face_id,
                 embedding.c.crop_sha256,
                 embedding.c.vector,
-                embedding.c.crop_side,
-                embedding.c.sharpness,
-                embedding.c.jpeg_quality,
-                embedding.c.face_score,
+                *(embedding.c[name] for name in SIGNAL_COLUMNS),
                 embedding.c.quality,
             )
             .join(face, face.c.id == embedding.c.face_id)
@@ -65,7 +63,7 @@ class Suggestions(Part):
                     int(r.face_id),
                     r.crop_sha256,
                     np.frombuffer(r.vector, dtype=VECTOR_DTYPE),
-                    signals_of(r.crop_side, r.sharpness, r.jpeg_quality, r.face_score),
+                    signals_of_row(r),
                     None if r.quality is None else float(r.quality),
                 )
                 for part in parts

@@ -1,5 +1,6 @@
 """Face quality: each embedded crop's face score (how much it looks like a face, 0..1:
-facestore.faceness), the fifth signal of the quality gate.
+facestore.faceness), the fourth signal of the quality gate (with size, sharpness and
+JPEG quality).
 
 Vectors embedded before this revision keep a NULL face score: the gate judges them on
 their other signals until they are embedded again (`facestore reembed`, or a new crop),
