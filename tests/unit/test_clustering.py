@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from facestore.clustering import (
+    DEFAULT_MIN_SIZE,
     LEADER_SHARE,
     ClusterParams,
     absorbed_ids,
@@ -22,6 +23,7 @@ from facestore.clustering import (
     unit_rows,
 )
 from facestore.vector_rows import UnitRows
+from tests.support.types import Cli
 
 
 def blobs(
@@ -49,6 +51,13 @@ def test_min_size_leaves_small_groups_out() -> None:
     vectors, _ = blobs(3, 2, 0.01)
     assert (group(vectors, ClusterParams(0.1, 3)) == -1).all()
     assert (group(vectors, ClusterParams(0.1, 2)) >= 0).all()
+    assert (group(vectors, ClusterParams(0.1)) == -1).all()  # two faces: no group by default
+
+
+def test_the_help_states_the_default_min_size(cli: Cli) -> None:
+    # cli/options.py writes it out, so that the command line starts without numpy
+    text = " ".join(cli("clusters", "--help").stdout.split())
+    assert f"make a cluster. [default: {DEFAULT_MIN_SIZE}]" in text
 
 
 def test_a_cluster_keeps_its_id_while_most_of_its_faces_stay() -> None:

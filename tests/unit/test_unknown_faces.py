@@ -71,13 +71,17 @@ def test_the_daemon_keeps_clusters_of_unknown_faces(tmp_path: Path, cli: Cli) ->
     assert sorted(first.values(), key=min) == [set(a), set(b)]  # the loner is in none
     id_a = next(cid for cid, faces in first.items() if faces == set(a))
 
-    more_a = add_unverified(db, "A", 1)
+    more_a = add_unverified(db, "A", 2)
     d = add_unverified(db, "D", 2)
-    daemon.reconcile()  # joins and foundings, without a full re-cluster
+    daemon.reconcile()  # joins, without a full re-cluster; two faces found no cluster
     second = clusters_of(db)
     assert second[id_a] == set(a + more_a)
+    assert set().union(*second.values()).isdisjoint(d + c)
+    assert sqlite_rows(db, "SELECT size FROM face_cluster WHERE cluster_id = ?", id_a) == [(5,)]
+    d += add_unverified(db, "D", 1)
+    daemon.reconcile()  # a third face of D: the waiting two and it found one
+    second = clusters_of(db)
     assert set(d) in second.values() and c[0] not in set().union(*second.values())
-    assert sqlite_rows(db, "SELECT size FROM face_cluster WHERE cluster_id = ?", id_a) == [(4,)]
 
     sqlite_exec(db, "UPDATE face SET person_id = 2, verified = 1 WHERE id = ?", a[0])
     assert a[0] not in clusters_of(db)[id_a]  # named: it leaves its cluster (trigger)
@@ -88,14 +92,14 @@ def test_the_daemon_keeps_clusters_of_unknown_faces(tmp_path: Path, cli: Cli) ->
     ]  # facestore changed no name
 
     listed = json.loads(cli("--db", db, "clusters", "--json").stdout)
-    assert [row["size"] for row in listed] == [3, 3, 2]
+    assert [row["size"] for row in listed] == [4, 3, 3]
     assert listed[0]["cluster_id"] == id_a and listed[0]["representative_face_id"] in a + more_a
     rebuilt = json.loads(
         cli("--db", db, "clusters", "--rebuild", "--cluster-distance", "0.05", "--json").stdout
     )
     assert rebuilt["rebuild"]["clusters"] == 3 and rebuilt["rebuild"]["distance_from"] == "given"
     assert {row["cluster_id"] for row in rebuilt["clusters"]} == set(second)  # ids kept
-    assert cli("--db", db, "clusters", "--min-size", "3").stdout.count("cluster ") == 2
+    assert cli("--db", db, "clusters", "--min-size", "4").stdout.count("cluster ") == 1
 
 
 def test_without_a_known_distance_the_daemon_says_so_and_goes_on(tmp_path: Path) -> None:
@@ -112,7 +116,7 @@ def test_without_a_known_distance_the_daemon_says_so_and_goes_on(tmp_path: Path)
 
 def test_a_rebuild_on_both_databases_keeps_ids_and_names(make_app: MakeApp) -> None:
     app = make_app(people=2, per_person=3)
-    rows = [{"crop": CROPS[name], "no": False} for name in "AAABBC"]
+    rows = [{"crop": CROPS[name], "no": False} for name in "AAABBBC"]
     app.exec_many(
         "INSERT INTO face (photo_id, face_crop_blob, person_id, verified) "
         "VALUES (1, :crop, NULL, :no)",
@@ -125,7 +129,7 @@ def test_a_rebuild_on_both_databases_keeps_ids_and_names(make_app: MakeApp) -> N
     before = app.rows("SELECT id, person_id, verified FROM face ORDER BY id")
     params, source = cluster_params(store, space, distance=0.05)
     first = recluster(store, space, params, source)
-    assert (first.unknown, first.clustered, first.clusters) == (6, 5, 2)
+    assert (first.unknown, first.clustered, first.clusters) == (7, 6, 2)
     ids = store.clusters.members(space.config_hash)
     again = recluster(store, space, params, source)
     assert again.clusters == 2 and store.clusters.members(space.config_hash) == ids
@@ -194,7 +198,7 @@ def test_a_woken_pass_reads_only_the_new_faces(
     )
     more_a, d, c = (
         add_unverified(db, "A", 1),
-        add_unverified(db, "D", 2),
+        add_unverified(db, "D", 3),
         add_unverified(db, "C", 1),
     )
     daemon.reconcile(scan=False)  # woken by the change: the queue only
@@ -204,15 +208,15 @@ def test_a_woken_pass_reads_only_the_new_faces(
     assert c[0] not in set().union(*now.values())
     monkeypatch.undo()
 
-    # a rebuild elsewhere with min size 3 drops D's pair; the daemon reads that back,
-    # and a third D face founds a cluster that exists
+    # a rebuild elsewhere with min size 4 drops D's three; the daemon reads that back,
+    # and a fourth D face founds a cluster that exists
     cli(
-        "--db", db, "clusters", "--rebuild", "--cluster-distance", "0.05", "--cluster-min-size", "3"
+        "--db", db, "clusters", "--rebuild", "--cluster-distance", "0.05", "--cluster-min-size", "4"
     )
     assert set(d) not in clusters_of(db).values()
-    third = add_unverified(db, "D", 1)
+    fourth = add_unverified(db, "D", 1)
     daemon.reconcile(scan=False)
-    assert set(d + third) in clusters_of(db).values()
+    assert set(d + fourth) in clusters_of(db).values()
     assert sqlite_rows(
         db,
         "SELECT count(*) FROM face_cluster_member m "
@@ -261,7 +265,8 @@ def test_the_daemons_groups_end_as_a_full_rebuild_whatever_the_order(
         daemon = Daemon(
             Store(database.create_engine(f"sqlite:///{db}")),
             db.parent / "model",
-            WatchOptions(retrain=False, cluster_distance=0.12),
+            # pairs may found clusters: more foundings for the full passes to undo
+            WatchOptions(retrain=False, cluster_distance=0.12, cluster_min_size=2),
             KeyedBackbone(vectors),
             clock=clock,
         )
@@ -289,7 +294,7 @@ def test_the_daemons_groups_end_as_a_full_rebuild_whatever_the_order(
     store = Store(database.create_engine(f"sqlite:///{db}"))
     space = store.spaces.active()
     assert space is not None
-    recluster(store, space, *cluster_params(store, space, distance=0.12))
+    recluster(store, space, *cluster_params(store, space, distance=0.12, min_size=2))
     rebuilt = clusters_of(db)
     assert rebuilt == daemon_groups  # the same groups, and the same ids
     for faces in rebuilt.values():  # pure, and nobody seen once is in a group
