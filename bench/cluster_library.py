@@ -104,13 +104,13 @@ def measure(work: Path, size: int, distance: float, dim: int) -> dict[str, float
     ensure_active_space(store, synthetic)
     rng = np.random.default_rng(size)
     add_faces(path, people_vectors(size, rng, dim), synthetic)
-    params = ClusterParams(distance, 2)
+    params = ClusterParams(distance)  # the default minimum size
 
     started = time.perf_counter()
     report = recluster(store, synthetic, params, "given")
     rebuild = time.perf_counter() - started
 
-    clusterer = Clusterer(store, distance, 2)
+    clusterer = Clusterer(store, distance, None)
     started = time.perf_counter()
     clusterer.update(synthetic, full=True)
     daemon_start = time.perf_counter() - started
