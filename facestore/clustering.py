@@ -27,8 +27,8 @@ from facestore.openset import impostor_quantile, unit_rows
 
 LEADER_SHARE = 1 / 3  # micro-cluster radius / cut
 # Two faces are too little to show as a person: a pair is as often a pose fragment of
-# someone with a group already, or two strangers, as a new person (ORL, dlib: 1.53 groups
-# per new person at 2, 1.30 at 3; docs/accuracy.md). Immich's minFaces is 3 too.
+# someone with a group already, or two strangers, as a new person (ORL, dlib: 1.55 groups
+# per new person at 2, 1.18 at 3; docs/accuracy.md). Immich's minFaces is 3 too.
 DEFAULT_MIN_SIZE = 3
 # Share of impostor pairs (two verified faces of different people) closer than the cut.
 # 0.1% on ORL: dlib 0.056 (purity 0.99), casia-webface 0.44 (purity 1.0); docs/accuracy.md
