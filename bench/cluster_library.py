@@ -18,6 +18,7 @@ Then it times, through facestore's own code and a real SQLite file:
 - `peak_rss_mib`: the process's peak so far (sizes run in the order given).
 
     python bench/cluster_library.py [--sizes 1000 20000] [--distance 0.06] [--dim 128]
+        [--min-size 3]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 from bench.common import scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import Space, config_hash  # noqa: E402
-from facestore.clustering import ClusterParams  # noqa: E402
+from facestore.clustering import DEFAULT_MIN_SIZE, ClusterParams  # noqa: E402
 from facestore.daemon.clusterer import RECLUSTER_SHARE, Clusterer  # noqa: E402
 from facestore.embedding import ensure_active_space  # noqa: E402
 from facestore.store import Store  # noqa: E402
@@ -89,7 +90,9 @@ def add_faces(path: Path, vectors: np.ndarray, into: Space) -> list[int]:
     return ids
 
 
-def measure(work: Path, size: int, distance: float, dim: int) -> dict[str, float | int]:
+def measure(
+    work: Path, size: int, distance: float, dim: int, min_size: int
+) -> dict[str, float | int]:
     synthetic = space(dim)
     path = work / f"library-{size}.db"
     con = sqlite3.connect(path)
@@ -104,13 +107,13 @@ def measure(work: Path, size: int, distance: float, dim: int) -> dict[str, float
     ensure_active_space(store, synthetic)
     rng = np.random.default_rng(size)
     add_faces(path, people_vectors(size, rng, dim), synthetic)
-    params = ClusterParams(distance)  # the default minimum size
+    params = ClusterParams(distance, min_size)
 
     started = time.perf_counter()
     report = recluster(store, synthetic, params, "given")
     rebuild = time.perf_counter() - started
 
-    clusterer = Clusterer(store, distance, None)
+    clusterer = Clusterer(store, distance, min_size)
     started = time.perf_counter()
     clusterer.update(synthetic, full=True)
     daemon_start = time.perf_counter() - started
@@ -139,10 +142,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 20000])
     parser.add_argument("--distance", type=float, default=0.06)
     parser.add_argument("--dim", type=int, default=128, help="128: dlib's; 512: facenet's")
+    parser.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE)
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
     work = scratch("facestore-cluster-library-", keep=args.keep)
-    results = [measure(work, size, args.distance, args.dim) for size in args.sizes]
+    results = [measure(work, size, args.distance, args.dim, args.min_size) for size in args.sizes]
     print(json.dumps(results))
     print(
         f"{'unknown':>8} {'clusters':>8} {'rebuild_s':>9} {'start_s':>8} {'join_10_ms':>10} "

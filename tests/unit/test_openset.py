@@ -37,8 +37,8 @@ def test_where_people_lie_far_apart_the_threshold_stops_at_their_own_faces() -> 
     assert rule.stats["threshold_method"].endswith("capped at 99% of own faces")
     assert rule.stats["impostor_accept_rate"] < 0.01
     assert rule.stats["genuine_accept_rate"] >= 0.98
-    apart = calibrate(*clusters(40, 8, spread=1.0), 40, far=0.05)  # overlapping: not capped
-    assert apart.stats["impostor_accept_rate"] == pytest.approx(0.05, abs=0.01)
+    overlapping = calibrate(*clusters(40, 8, spread=1.0), 40, far=0.05)  # not capped
+    assert overlapping.stats["impostor_accept_rate"] == pytest.approx(0.05, abs=0.01)
 
 
 def test_strangers_are_rejected_at_about_the_target_rate_and_known_faces_accepted() -> None:
