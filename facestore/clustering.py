@@ -20,10 +20,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facestore.openset import impostor_quantile, unit_rows
+
+if TYPE_CHECKING:
+    from facestore.neighbours import NeighbourIndex
 
 LEADER_SHARE = 1 / 3  # micro-cluster radius / cut
 # Two faces are too little to show as a person: a pair is as often a pose fragment of
@@ -40,6 +44,9 @@ LINK_GENUINE = 0.9
 CALIBRATION_FACES = 2000
 CALIBRATION_PEOPLE = 100
 CALIBRATION_PER_PERSON = 20
+# Up to this many unknown faces every pair is compared (20,000: 4.4 s); above, a
+# nearest-neighbour index finds the near ones (docs/benchmarks.md).
+EXACT_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,34 @@ def components(units: np.ndarray, distance: float, block: int = 2048) -> list[np
     return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if count else []
 
 
-def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
-    """A group label per face (>= 0; equal labels, one group), -1 for faces in none."""
+def group(
+    vectors: np.ndarray, params: ClusterParams, index: NeighbourIndex | None = None
+) -> np.ndarray:
+    """A group label per face (>= 0; equal labels, one group), -1 for faces in none.
+
+    Up to EXACT_LIMIT faces (and no index given), every pair is compared: the exact
+    method below. Above it, or with an index, the same method runs on the index's
+    neighbour graph (facestore.neighbour_graph): faiss's inverted file by default."""
+    if index is None and len(vectors) > EXACT_LIMIT:
+        from facestore.neighbours import ApproximateIndex
+
+        index = ApproximateIndex()
+    if index is not None:
+        from facestore.neighbour_graph import group_by_neighbours
+
+        return group_by_neighbours(
+            unit_rows_in_place(vectors),
+            params.distance,
+            params.distance * LEADER_SHARE,
+            params.link_distance,
+            params.min_size,
+            index,
+        )
+    return group_exactly(vectors, params)
+
+
+def group_exactly(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
+    """group(), comparing every face with every leader and every centroid."""
     from scipy.cluster.hierarchy import fcluster, linkage  # ~0.2 s: not at CLI start
 
     if len(vectors) == 0:
@@ -149,6 +182,16 @@ def group(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
         groups[members] = count + found
         count += int(found.max()) + 1
     return linked(units, groups[micro], params.link_distance, params.min_size)
+
+
+def unit_rows_in_place(vectors: np.ndarray, block: int = 16384) -> np.ndarray:
+    """vectors scaled to unit length a block at a time, in their own dtype (float16 stays
+    float16: no float32 copy of a million rows); a float32 copy of anything else."""
+    if vectors.dtype != np.float16:
+        return unit_rows(vectors)
+    for start in range(0, len(vectors), block):
+        vectors[start : start + block] = unit_rows(vectors[start : start + block])
+    return vectors
 
 
 def linked(units: np.ndarray, labels: np.ndarray, link: float, min_size: int) -> np.ndarray:

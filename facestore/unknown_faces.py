@@ -17,6 +17,7 @@ from facestore.artifacts import Bundle
 from facestore.backbones import Space
 from facestore.clustering import (
     DEFAULT_MIN_SIZE,
+    EXACT_LIMIT,
     ClusterParams,
     absorbed_ids,
     calibrate,
@@ -90,8 +91,17 @@ def recluster(store: Store, space: Space, params: ClusterParams, source: str) ->
     """Group every unknown face anew; a group keeps the id of the cluster whose faces it
     mostly holds. Never touches person_id, verified or a named face."""
     started = time.perf_counter()
-    face_ids, vectors = store.clusters.unknown_vectors(space.config_hash)
+    face_ids, vectors = read_unknown(store, space)
     return regroup(store, space, params, source, face_ids, vectors, started)[0]
+
+
+def read_unknown(store: Store, space: Space) -> tuple[list[int], np.ndarray]:
+    """The unknown faces' ids and vectors: float16 above EXACT_LIMIT (half the memory;
+    the neighbour index keeps them in float16 anyway), else float32 for the exact path."""
+    large = store.clusters.count_unknown(space.config_hash) > EXACT_LIMIT
+    return store.clusters.unknown_vectors(
+        space.config_hash, np.float16 if large else np.float32
+    )
 
 
 def regroup(
@@ -105,17 +115,18 @@ def regroup(
 ) -> tuple[ClusteringReport, list[ClusterRow]]:
     """recluster() on unknown faces already read: the report and the clusters written."""
     labels = group(vectors, params)
-    groups = {
-        int(label): [face_ids[i] for i in np.flatnonzero(labels == label)]
-        for label in sorted(set(labels.tolist()))
-        if label >= 0
-    }
+    order = np.argsort(labels, kind="stable")
+    order = order[labels[order] >= 0]
+    rows_of = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
+    groups = {int(labels[rows[0]]): [face_ids[i] for i in rows] for rows in rows_of}
     previous = store.clusters.members(space.config_hash)
     ids = stable_ids(groups, previous, store.clusters.next_id(), present=face_ids)
     absorbed = absorbed_ids(groups, previous, ids)
     rows = []
-    for label, faces in groups.items():
-        lead = faces[representative(vectors[labels == label])]
+    for members in rows_of:
+        label = int(labels[members[0]])
+        faces = groups[label]
+        lead = faces[representative(vectors[members])]
         rows.append(
             ClusterRow(
                 ids[label],

@@ -14,7 +14,7 @@ from facestore.backbones import Space
 from facestore.clustering import ClusterParams, unit_rows
 from facestore.errors import ConfigurationError
 from facestore.store import ClusterRow, Store
-from facestore.unknown_faces import cluster_params, regroup
+from facestore.unknown_faces import cluster_params, read_unknown, regroup
 from facestore.vector_rows import UnitRows
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Clusterer:
     def _regroup_all(self, space: Space, params: ClusterParams, source: str) -> None:
         """Re-cluster every unknown face, and keep the clusters and the waiting faces."""
         started = time.perf_counter()
-        face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
+        face_ids, vectors = read_unknown(self.store, space)
         _, rows = regroup(self.store, space, params, source, face_ids, vectors, started)
         self._remember(space, params, face_ids, vectors, {r.cluster_id: r.face_ids for r in rows})
         self._source = source
@@ -128,7 +128,7 @@ class Clusterer:
         self.full_passes += 1
 
     def _read_back(self, space: Space, params: ClusterParams, new: Collection[int]) -> None:
-        face_ids, vectors = self.store.clusters.unknown_vectors(space.config_hash)
+        face_ids, vectors = read_unknown(self.store, space)
         members = self.store.clusters.members(space.config_hash)
         self._remember(space, params, face_ids, vectors, members)
         for face_id in new:  # to be joined now, not left waiting

@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from numpy.typing import DTypeLike
 
 from facestore.schema import embedding, face_cluster, face_cluster_absorbed, face_cluster_member
 from facestore.store.base import Part
 from facestore.store.dialect import wait_briefly_for_locks
-from facestore.store.records import VECTOR_DTYPE, id_chunks
+from facestore.store.records import VectorMatrix, id_chunks
+
+READ_CHUNK = 4096  # rows per fetch when reading the unknown faces' vectors
 
 
 @dataclass(frozen=True)
@@ -90,15 +93,31 @@ class Clusters(Part):
             count, latest = conn.execute(query).one()
         return int(count), float(latest or 0.0)
 
-    def unknown_vectors(self, space_hash: str) -> tuple[list[int], np.ndarray]:
-        """The unknown faces' ids and vectors."""
+    def unknown_vectors(
+        self, space_hash: str, dtype: DTypeLike = np.float32
+    ) -> tuple[list[int], np.ndarray]:
+        """The unknown faces' ids and vectors, streamed into one matrix of dtype (float16:
+        half the memory of a large library; see VectorMatrix)."""
         query = self._unknown(space_hash, embedding.c.face_id, embedding.c.vector)
+        face_ids: list[int] = []
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        if not rows:
+            in_space = sa.select(sa.func.count()).where(embedding.c.space_hash == space_hash)
+            matrix = VectorMatrix(int(conn.execute(in_space).scalar_one()), dtype)
+            result = conn.execution_options(yield_per=READ_CHUNK).execute(query)
+            for part in result.partitions():
+                face_ids.extend(int(r.face_id) for r in part)
+                matrix.extend([r.vector for r in part])
+        if not face_ids:
             return [], np.zeros((0, 0), dtype=np.float32)
-        vectors = np.stack([np.frombuffer(r.vector, dtype=VECTOR_DTYPE) for r in rows])
-        return [int(r.face_id) for r in rows], vectors.astype(np.float32)
+        return face_ids, matrix.finish()
+
+    def count_unknown(self, space_hash: str) -> int:
+        """How many unknown faces the space has."""
+        query = sa.select(sa.func.count()).select_from(
+            self._unknown(space_hash, embedding.c.face_id).order_by(None).subquery()
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def members(self, space_hash: str) -> dict[int, set[int]]:
         """cluster id -> its faces, for the space's clusters."""

@@ -1,0 +1,120 @@
+"""Each face's nearest faces, from faiss: the neighbour graph that groups a large library.
+
+An index is a dependency of the grouping (facestore.clustering.group_by_neighbours):
+`ExactIndex` (a flat index: every pair, exact) or `ApproximateIndex` (an inverted file
+of float16 vectors: each face is compared with the faces of its NPROBE nearest lists
+only). faiss was chosen over hnswlib, pynndescent and faiss's own HNSW by measuring on
+the same vectors (bench/neighbour_libraries.py, docs/benchmarks.md): the inverted file
+found 99% of the true neighbours within the cut at 128 and 512 dimensions, where the
+HNSW graphs found 69-93%, and was the fastest.
+
+Vectors are unit rows, float16 or float32; the index reads them a chunk at a time in
+float32, so the caller's matrix is the only full copy besides the index's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+CHUNK = 16384  # rows converted to float32 and searched at a time
+NPROBE = 8  # inverted lists searched per face (recall 0.99 within the cut, measured)
+TRAIN_PER_LIST = 40  # k-means training points per list (faiss asks for 39 or more)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Each row's k nearest other rows, nearest first: ids (-1 where fewer were found)
+    and cosine distances (inf there)."""
+
+    ids: np.ndarray  # int64, rows x k
+    distances: np.ndarray  # float32, rows x k
+
+
+class NeighbourIndex(Protocol):
+    """Finds every row's k nearest other rows among the same rows."""
+
+    name: str
+
+    def neighbours(self, units: np.ndarray, k: int) -> Neighbours: ...
+
+
+def _float32_chunks(units: np.ndarray) -> list[slice]:
+    return [slice(start, start + CHUNK) for start in range(0, len(units), CHUNK)]
+
+
+def _search(index: object, units: np.ndarray, k: int) -> Neighbours:
+    """k nearest other rows of each row: k + 1 found, the row itself dropped (a copy of
+    it elsewhere stays a neighbour)."""
+    want = min(k + 1, len(units))
+    ids = np.full((len(units), k), -1, dtype=np.int64)
+    distances = np.full((len(units), k), np.inf, dtype=np.float32)
+    for rows in _float32_chunks(units):
+        chunk = np.ascontiguousarray(units[rows], np.float32)
+        similarity, found = index.search(chunk, want)  # type: ignore[attr-defined]
+        own = np.arange(rows.start, rows.start + len(found))[:, None]
+        keep = (found >= 0) & (found != own)
+        first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept ones, in order
+        kept = np.take_along_axis(keep, first, axis=1)
+        width = first.shape[1]
+        ids[rows, :width] = np.where(kept, np.take_along_axis(found, first, axis=1), -1)
+        near = 1.0 - np.take_along_axis(similarity, first, axis=1)
+        distances[rows, :width] = np.where(kept, near, np.inf)
+    return Neighbours(ids, distances)
+
+
+class ExactIndex:
+    """Every pair compared (faiss's flat inner-product index): exact."""
+
+    name = "exact"
+
+    def neighbours(self, units: np.ndarray, k: int) -> Neighbours:
+        import faiss
+
+        index = faiss.IndexFlatIP(units.shape[1])
+        for rows in _float32_chunks(units):
+            index.add(np.ascontiguousarray(units[rows], np.float32))
+        return _search(index, units, k)
+
+
+class ApproximateIndex:
+    """faiss's inverted file over float16 vectors: about 2 sqrt(n) lists from k-means on
+    a sample, each face searched in its nprobe nearest lists."""
+
+    name = "approximate"
+
+    def __init__(self, nprobe: int = NPROBE, lists: int | None = None, seed: int = 0) -> None:
+        self.nprobe = nprobe
+        self.lists = lists
+        self.seed = seed
+
+    def neighbours(self, units: np.ndarray, k: int) -> Neighbours:
+        import faiss
+
+        count, dim = units.shape
+        lists = self.lists or int(2 * np.sqrt(count))
+        lists = max(1, min(lists, count // TRAIN_PER_LIST))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, lists, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+        )
+        rng = np.random.default_rng(self.seed)
+        sample = np.sort(rng.choice(count, min(count, TRAIN_PER_LIST * lists), replace=False))
+        index.cp.seed = self.seed
+        index.train(np.ascontiguousarray(units[sample], np.float32))
+        for rows in _float32_chunks(units):
+            index.add(np.ascontiguousarray(units[rows], np.float32))
+        index.nprobe = min(self.nprobe, lists)
+        return _search(index, units, k)
+
+
+def recall(found: Neighbours, truth: Neighbours, radius: float) -> float:
+    """Of the true neighbours within radius, the share found (1.0 when there are none)."""
+    hits = total = 0
+    for got, want, far in zip(found.ids, truth.ids, truth.distances, strict=True):
+        wanted = set(want[far <= radius].tolist())
+        total += len(wanted)
+        hits += len(wanted & set(got.tolist()))
+    return hits / total if total else 1.0
