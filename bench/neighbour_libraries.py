@@ -1,9 +1,9 @@
 """Which nearest-neighbour library builds the groups' neighbour graph: each candidate
 indexes the same synthetic library (bench/cluster_library.py's vectors: 70% people, 30%
 one-off strangers) and finds every face's k nearest faces. Reported per candidate:
-build and query seconds, the recall of the true k nearest within --radius (the faces a
-grouping cut can link; on a sample of faces, against faiss's exact flat index), and the index's memory (RSS growth). Timing only; the
-vectors choose no default.
+build and query seconds, the recall of the true k nearest within --radius (the faces
+a grouping cut can link; on a sample of faces, against faiss's exact flat index), and
+the index's memory (RSS growth). Timing only; the vectors choose no default.
 
     python bench/neighbour_libraries.py [--size 100000] [--dim 128] [--k 16]
 """
@@ -68,9 +68,7 @@ def faiss_ivf(vectors: np.ndarray, k: int, fp16: bool) -> tuple[np.ndarray, floa
             faiss.METRIC_INNER_PRODUCT,
         )
     else:
-        index = faiss.IndexIVFFlat(
-            quantizer, vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT
-        )
+        index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
     index.train(vectors[np.random.default_rng(0).permutation(len(vectors))[: 40 * lists]])
     index.add(vectors)
     built = time.perf_counter() - started

@@ -101,9 +101,7 @@ def centroids_of(units: np.ndarray, micro: np.ndarray) -> np.ndarray:
     return sums
 
 
-def linkage_by_piece(
-    centroids: np.ndarray, near: Neighbours | None, distance: float
-) -> np.ndarray:
+def linkage_by_piece(centroids: np.ndarray, near: Neighbours | None, distance: float) -> np.ndarray:
     """A group label per centroid: average linkage cut at distance, run on each piece
     of centroids linked (among their neighbours) within distance."""
     from scipy.cluster.hierarchy import fcluster, linkage

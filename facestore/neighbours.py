@@ -89,6 +89,7 @@ class ApproximateIndex:
         self.nprobe = nprobe
         self.lists = lists
         self.seed = seed
+        self.searched: tuple[int, int] = (0, 0)  # lists searched per face, of lists: last run
 
     def neighbours(self, units: np.ndarray, k: int) -> Neighbours:
         import faiss
@@ -107,6 +108,7 @@ class ApproximateIndex:
         for rows in _float32_chunks(units):
             index.add(np.ascontiguousarray(units[rows], np.float32))
         index.nprobe = min(self.nprobe, lists)
+        self.searched = (int(index.nprobe), lists)
         return _search(index, units, k)
 
 

@@ -99,9 +99,7 @@ def read_unknown(store: Store, space: Space) -> tuple[list[int], np.ndarray]:
     """The unknown faces' ids and vectors: float16 above EXACT_LIMIT (half the memory;
     the neighbour index keeps them in float16 anyway), else float32 for the exact path."""
     large = store.clusters.count_unknown(space.config_hash) > EXACT_LIMIT
-    return store.clusters.unknown_vectors(
-        space.config_hash, np.float16 if large else np.float32
-    )
+    return store.clusters.unknown_vectors(space.config_hash, np.float16 if large else np.float32)
 
 
 def regroup(
