@@ -7,10 +7,11 @@ index instead of a product of every face with every other:
 
 - a face joins the nearest earlier leader among its k nearest faces within the
   radius, else leads a micro-cluster of its own;
-- the centroids are linked to their k nearest centroids within the cut, and average
-  linkage runs on each connected piece alone (it never joins pieces with no pair
-  within the cut); a piece of more than MAX_LINKAGE centroids is first split at a
-  tighter cut, so that no linkage holds more than MAX_LINKAGE^2 / 2 distances;
+- the centroids are linked within the cut to the micro-clusters of their nearest
+  faces (the same index), and average linkage runs on each connected piece alone
+  (it never joins pieces with no pair within the cut); a piece of more than
+  MAX_LINKAGE centroids is first split at a tighter cut, so that no linkage holds
+  more than MAX_LINKAGE^2 / 2 distances;
 - a face keeps its group only with a group mate among its k nearest within the link.
 
 Memory grows with the faces times k, never faces squared; time with the index's.
@@ -22,7 +23,7 @@ import logging
 
 import numpy as np
 
-from facestore.neighbours import NeighbourIndex, Neighbours
+from facestore.neighbours import NeighbourIndex, Neighbours, Searcher, neighbours
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,13 @@ def group_by_neighbours(
     radius, average linkage of their centroids cut at distance, a mate within link."""
     if len(units) == 0:
         return np.zeros(0, dtype=np.int64)
-    faces = index.neighbours(units, k)
+    searcher, faces = neighbours(index, units, k)
     micro = leaders_from(faces, radius)
-    centroids = centroids_of(units, micro)
-    log.debug("%d faces in %d micro-clusters", len(units), len(centroids))
-    near = index.neighbours(centroids, k) if len(centroids) > 1 else None
-    groups = linkage_by_piece(centroids, near, distance)
+    centroids = Centroids(units, micro)
+    log.debug("%d faces in %d micro-clusters", len(units), centroids.count)
+    edges = centroid_edges(centroids, micro, faces, searcher, distance, k)
+    del searcher  # the index's copy of the faces
+    groups = linkage_by_piece(centroids, edges, distance)
     return linked_by(groups[micro], faces, link, min_size)
 
 
@@ -82,60 +84,117 @@ def leaders_from(faces: Neighbours, radius: float) -> np.ndarray:
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 
 
-def centroids_of(units: np.ndarray, micro: np.ndarray) -> np.ndarray:
-    """The unit mean direction of each micro-cluster (float32), summed a chunk at a time
-    through a sparse indicator matrix."""
-    from scipy.sparse import csr_matrix
+class Centroids:
+    """The unit mean direction of each micro-cluster. A micro-cluster of one face (most
+    of a large library: strangers seen once) is that face's row, not a copy; the others
+    are summed a chunk at a time through a sparse indicator matrix (float32)."""
 
-    count = int(micro.max()) + 1
-    sums = np.zeros((count, units.shape[1]), dtype=np.float32)
-    for start in range(0, len(units), ROWS):
-        labels = micro[start : start + ROWS]
-        indicator = csr_matrix(
-            (np.ones(len(labels), np.float32), (labels, np.arange(len(labels)))),
-            shape=(count, len(labels)),
-        )
-        sums += indicator @ np.asarray(units[start : start + ROWS], dtype=np.float32)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    sums /= np.where(norms == 0, 1, norms)
-    return sums
+    def __init__(self, units: np.ndarray, micro: np.ndarray) -> None:
+        from scipy.sparse import csr_matrix
+
+        self.units = units
+        self.count = int(micro.max()) + 1
+        sizes = np.bincount(micro, minlength=self.count)
+        self.face_of = np.full(self.count, -1, dtype=np.int64)  # the face of a single
+        single = sizes[micro] == 1
+        self.face_of[micro[single]] = np.flatnonzero(single)
+        several = np.flatnonzero(sizes > 1)
+        self.row_of = np.full(self.count, -1, dtype=np.int64)
+        self.row_of[several] = np.arange(len(several))
+        sums = np.zeros((len(several), units.shape[1]), dtype=np.float32)
+        for start in range(0, len(units), ROWS):
+            labels = micro[start : start + ROWS]
+            inside = np.flatnonzero(~single[start : start + ROWS])
+            indicator = csr_matrix(
+                (np.ones(len(inside), np.float32), (self.row_of[labels[inside]], inside)),
+                shape=(len(several), len(labels)),
+            )
+            sums += indicator @ np.asarray(units[start : start + ROWS], dtype=np.float32)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self.several = several
+        self.sums = sums / np.where(norms == 0, 1, norms)
+
+    def rows(self, which: np.ndarray) -> np.ndarray:
+        """The centroids of these micro-clusters, float32."""
+        out = np.empty((len(which), self.units.shape[1]), dtype=np.float32)
+        faces = self.face_of[which]
+        single = faces >= 0
+        out[single] = self.units[faces[single]]
+        out[~single] = self.sums[self.row_of[which[~single]]]
+        return out
 
 
-def linkage_by_piece(centroids: np.ndarray, near: Neighbours | None, distance: float) -> np.ndarray:
-    """A group label per centroid: average linkage cut at distance, run on each piece
-    of centroids linked (among their neighbours) within distance."""
+def centroid_edges(
+    centroids: Centroids,
+    micro: np.ndarray,
+    faces: Neighbours,
+    searcher: Searcher,
+    distance: float,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of micro-clusters whose centroids lie within distance: (a, b, distance).
+    The candidates of a micro-cluster of one face are its face's neighbours'; of a
+    larger one, the micro-clusters of the k faces nearest its centroid (asked of the
+    faces' index: no second index); each candidate's distance is computed exactly."""
+    candidates = np.full((centroids.count, k), -1, dtype=np.int32)
+    single = np.flatnonzero(centroids.face_of >= 0)
+    near_faces = faces.ids[centroids.face_of[single]]
+    candidates[single] = np.where(near_faces >= 0, micro[np.maximum(near_faces, 0)], -1)
+    for start in range(0, len(centroids.several), ROWS):
+        which = centroids.several[start : start + ROWS]
+        _, found = searcher.search(np.ascontiguousarray(centroids.sums[start : start + ROWS]), k)
+        candidates[which, : found.shape[1]] = np.where(found >= 0, micro[np.maximum(found, 0)], -1)
+    pairs_a, pairs_b, gaps = [], [], []
+    for start in range(0, centroids.count, ROWS):
+        block = candidates[start : start + ROWS]
+        a = np.broadcast_to(np.arange(start, start + len(block))[:, None], block.shape)
+        keep = (block >= 0) & (block != a)
+        a, b = a[keep], block[keep]
+        gap = 1.0 - np.einsum("ij,ij->i", centroids.rows(a), centroids.rows(b))
+        within = gap <= distance + 1e-6
+        pairs_a.append(a[within])
+        pairs_b.append(b[within])
+        gaps.append(gap[within].astype(np.float32))
+    return np.concatenate(pairs_a), np.concatenate(pairs_b), np.concatenate(gaps)
+
+
+def linkage_by_piece(
+    centroids: Centroids, edges: tuple[np.ndarray, np.ndarray, np.ndarray], distance: float
+) -> np.ndarray:
+    """A group label per micro-cluster: average linkage cut at distance, run on each
+    piece of micro-clusters linked within distance."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    groups = np.arange(len(centroids), dtype=np.int64)  # alone, unless linked below
-    if near is None:
-        return groups
-    next_label = len(centroids)
-    for members in _pieces(near, distance, np.arange(len(centroids))):
+    groups = np.arange(centroids.count, dtype=np.int64)  # alone, unless linked below
+    next_label = centroids.count
+    for members in _pieces(edges, distance, np.arange(centroids.count)):
         if len(members) < 2:
             continue
-        tree = linkage(centroids[members].astype(np.float64), method="average", metric="cosine")
+        points = centroids.rows(members).astype(np.float64)
+        tree = linkage(points, method="average", metric="cosine")
         found = fcluster(tree, t=distance, criterion="distance") - 1
         groups[members] = next_label + found
         next_label += int(found.max()) + 1
     return groups
 
 
-def _pieces(near: Neighbours, cut: float, subset: np.ndarray) -> list[np.ndarray]:
-    """The connected pieces of subset (centroid indices) with edges to neighbours
-    within cut; a piece of more than MAX_LINKAGE is split again at a tighter cut."""
+def _pieces(
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray], cut: float, subset: np.ndarray
+) -> list[np.ndarray]:
+    """The connected pieces of subset (micro-cluster indices) over the edges within cut;
+    a piece of more than MAX_LINKAGE is split again at a tighter cut."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    position = np.full(len(near.ids), -1, dtype=np.int64)
+    a, b, gap = edges
+    position = np.full(int(max(a.max(initial=0), b.max(initial=0), subset.max())) + 1, -1)
     position[subset] = np.arange(len(subset))
-    ids = near.ids[subset]
-    target = np.where(ids >= 0, position[np.maximum(ids, 0)], -1)
-    edge = (target >= 0) & (near.distances[subset] <= cut + 1e-6)
-    rows = np.broadcast_to(np.arange(len(subset))[:, None], ids.shape)[edge]
+    keep = (position[a] >= 0) & (position[b] >= 0) & (gap <= cut + 1e-6)
     graph = coo_matrix(
-        (np.ones(len(rows), np.int8), (rows, target[edge])), shape=(len(subset), len(subset))
+        (np.ones(int(keep.sum()), np.int8), (position[a[keep]], position[b[keep]])),
+        shape=(len(subset), len(subset)),
     )
-    count, labels = connected_components(graph, directed=False)
+    _, labels = connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")
     pieces = []
     for piece in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
@@ -147,7 +206,7 @@ def _pieces(near: Neighbours, cut: float, subset: np.ndarray) -> list[np.ndarray
                 cut,
                 cut * SPLIT_STEP,
             )
-            pieces.extend(_pieces(near, cut * SPLIT_STEP, members))
+            pieces.extend(_pieces(edges, cut * SPLIT_STEP, members))
         else:
             pieces.append(members)
     return pieces

@@ -29,31 +29,40 @@ class Neighbours:
     """Each row's k nearest other rows, nearest first: ids (-1 where fewer were found)
     and cosine distances (inf there)."""
 
-    ids: np.ndarray  # int64, rows x k
+    ids: np.ndarray  # int32, rows x k
     distances: np.ndarray  # float32, rows x k
 
 
+class Searcher(Protocol):
+    """Rows indexed: the k nearest of them to each query."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, ids) of the k nearest indexed rows, nearest first; -1 ids
+        where fewer were found. queries: float32 unit rows."""
+        ...
+
+
 class NeighbourIndex(Protocol):
-    """Finds every row's k nearest other rows among the same rows."""
+    """Indexes unit rows (float16 or float32), read a chunk at a time."""
 
     name: str
 
-    def neighbours(self, units: np.ndarray, k: int) -> Neighbours: ...
+    def build(self, units: np.ndarray) -> Searcher: ...
 
 
-def _float32_chunks(units: np.ndarray) -> list[slice]:
-    return [slice(start, start + CHUNK) for start in range(0, len(units), CHUNK)]
+def chunks(count: int) -> list[slice]:
+    return [slice(start, start + CHUNK) for start in range(0, count, CHUNK)]
 
 
-def _search(index: object, units: np.ndarray, k: int) -> Neighbours:
-    """k nearest other rows of each row: k + 1 found, the row itself dropped (a copy of
-    it elsewhere stays a neighbour)."""
+def neighbours(index: NeighbourIndex, units: np.ndarray, k: int) -> tuple[Searcher, Neighbours]:
+    """The index built on units, and each row's k nearest other rows: k + 1 found, the
+    row itself dropped (a copy of it elsewhere stays a neighbour)."""
+    searcher = index.build(units)
     want = min(k + 1, len(units))
-    ids = np.full((len(units), k), -1, dtype=np.int64)
+    ids = np.full((len(units), k), -1, dtype=np.int32)
     distances = np.full((len(units), k), np.inf, dtype=np.float32)
-    for rows in _float32_chunks(units):
-        chunk = np.ascontiguousarray(units[rows], np.float32)
-        similarity, found = index.search(chunk, want)  # type: ignore[attr-defined]
+    for rows in chunks(len(units)):
+        similarity, found = searcher.search(np.ascontiguousarray(units[rows], np.float32), want)
         own = np.arange(rows.start, rows.start + len(found))[:, None]
         keep = (found >= 0) & (found != own)
         first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept ones, in order
@@ -62,7 +71,16 @@ def _search(index: object, units: np.ndarray, k: int) -> Neighbours:
         ids[rows, :width] = np.where(kept, np.take_along_axis(found, first, axis=1), -1)
         near = 1.0 - np.take_along_axis(similarity, first, axis=1)
         distances[rows, :width] = np.where(kept, near, np.inf)
-    return Neighbours(ids, distances)
+    return searcher, Neighbours(ids, distances)
+
+
+class _Faiss:
+    def __init__(self, index: object) -> None:
+        self.index = index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        found: tuple[np.ndarray, np.ndarray] = self.index.search(queries, k)  # type: ignore[attr-defined]
+        return found
 
 
 class ExactIndex:
@@ -70,18 +88,18 @@ class ExactIndex:
 
     name = "exact"
 
-    def neighbours(self, units: np.ndarray, k: int) -> Neighbours:
+    def build(self, units: np.ndarray) -> Searcher:
         import faiss
 
         index = faiss.IndexFlatIP(units.shape[1])
-        for rows in _float32_chunks(units):
+        for rows in chunks(len(units)):
             index.add(np.ascontiguousarray(units[rows], np.float32))
-        return _search(index, units, k)
+        return _Faiss(index)
 
 
 class ApproximateIndex:
     """faiss's inverted file over float16 vectors: about 2 sqrt(n) lists from k-means on
-    a sample, each face searched in its nprobe nearest lists."""
+    a sample, each query searched in its nprobe nearest lists."""
 
     name = "approximate"
 
@@ -91,7 +109,7 @@ class ApproximateIndex:
         self.seed = seed
         self.searched: tuple[int, int] = (0, 0)  # lists searched per face, of lists: last run
 
-    def neighbours(self, units: np.ndarray, k: int) -> Neighbours:
+    def build(self, units: np.ndarray) -> Searcher:
         import faiss
 
         count, dim = units.shape
@@ -105,11 +123,11 @@ class ApproximateIndex:
         sample = np.sort(rng.choice(count, min(count, TRAIN_PER_LIST * lists), replace=False))
         index.cp.seed = self.seed
         index.train(np.ascontiguousarray(units[sample], np.float32))
-        for rows in _float32_chunks(units):
+        for rows in chunks(count):
             index.add(np.ascontiguousarray(units[rows], np.float32))
         index.nprobe = min(self.nprobe, lists)
         self.searched = (int(index.nprobe), lists)
-        return _search(index, units, k)
+        return _Faiss(index)
 
 
 def recall(found: Neighbours, truth: Neighbours, radius: float) -> float:

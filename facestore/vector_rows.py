@@ -68,3 +68,82 @@ class UnitRows:
         similarity = self._matrix[: len(self._ids)] @ vector
         best = int(np.argmax(similarity))
         return self._ids[best] if 1.0 - float(similarity[best]) <= distance else None
+
+
+class IndexedRows:
+    """UnitRows' interface over faiss's inverted file (float16 rows, kept by id): for the
+    waiting faces of a large library, where one product with every row per query
+    would read the whole matrix for each new face. Trained once, on the rows it is
+    built with; approximate (each query searches NPROBE lists, facestore.neighbours)."""
+
+    def __init__(self, keys: list[int], units: np.ndarray, rows: np.ndarray) -> None:
+        """keys[i] is the id of units[rows[i]] (float16 or float32 unit rows)."""
+        import faiss
+
+        from facestore.neighbours import NPROBE, TRAIN_PER_LIST
+
+        count, dim = len(rows), units.shape[1]
+        lists = max(1, min(int(2 * np.sqrt(count)), count // TRAIN_PER_LIST))
+        self._index = faiss.IndexIVFScalarQuantizer(
+            faiss.IndexFlatIP(dim),
+            dim,
+            lists,
+            faiss.ScalarQuantizer.QT_fp16,
+            faiss.METRIC_INNER_PRODUCT,
+        )
+        sample = np.random.default_rng(0).choice(count, min(count, TRAIN_PER_LIST * lists), False)
+        self._index.train(np.ascontiguousarray(units[rows[np.sort(sample)]], np.float32))
+        self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        self._index.nprobe = min(NPROBE, lists)
+        self._keys: set[int] = set()
+        for start in range(0, count, 16384):
+            chunk = keys[start : start + 16384]
+            self._index.add_with_ids(
+                np.ascontiguousarray(units[rows[start : start + 16384]], np.float32),
+                np.asarray(chunk, dtype=np.int64),
+            )
+            self._keys.update(chunk)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def ids(self) -> list[int]:
+        return sorted(self._keys)
+
+    def get(self, key: int) -> np.ndarray:
+        return np.asarray(self._index.reconstruct(int(key)), dtype=np.float32)
+
+    def put(self, key: int, vector: np.ndarray) -> None:
+        """Add or replace the row of key."""
+        if key in self._keys:
+            self.pop(key)
+        row = np.ascontiguousarray(vector, np.float32)[None, :]
+        self._index.add_with_ids(row, np.array([key], dtype=np.int64))
+        self._keys.add(key)
+
+    def pop(self, key: int) -> np.ndarray:
+        """Remove key's row and return it."""
+        vector = self.get(key)
+        self._index.remove_ids(np.array([key], dtype=np.int64))  # type: ignore[arg-type]
+        self._keys.discard(key)
+        return vector
+
+    def within(self, vector: np.ndarray, distance: float) -> list[int]:
+        """The ids whose cosine distance to vector is at most distance (as found)."""
+        if not self._keys:
+            return []
+        query = np.ascontiguousarray(vector, np.float32)[None, :]
+        _, _, found = self._index.range_search(query, 1.0 - distance - 1e-6)
+        return [int(i) for i in found]
+
+    def nearest(self, vector: np.ndarray, distance: float) -> int | None:
+        """The id of the nearest row (as found), if within distance."""
+        if not self._keys:
+            return None
+        similarity, found = self._index.search(np.ascontiguousarray(vector, np.float32)[None, :], 1)
+        if found[0, 0] < 0 or 1.0 - float(similarity[0, 0]) > distance:
+            return None
+        return int(found[0, 0])

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from facestore.backbones import Space
-from facestore.clustering import ClusterParams, unit_rows
+from facestore.clustering import EXACT_LIMIT, ClusterParams, unit_rows, unit_rows_in_place
 from facestore.errors import ConfigurationError
 from facestore.store import ClusterRow, Store
 from facestore.unknown_faces import cluster_params, read_unknown, regroup
-from facestore.vector_rows import UnitRows
+from facestore.vector_rows import IndexedRows, UnitRows
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class Clusterer:
         self._members: dict[int, list[int]] = {}  # cluster id -> its faces
         self._member_of: dict[int, int] = {}  # clustered face -> cluster id
         self._clustered = UnitRows()  # clustered face -> unit vector
-        self._waiting = UnitRows()  # unclustered unknown face -> unit vector
+        # unclustered unknown face -> unit vector; an index of them above EXACT_LIMIT
+        self._waiting: UnitRows | IndexedRows = UnitRows()
         self._signature: tuple[int, float] | None = None  # of the clusters as last written
         self._disabled_for: str | None = None
         self._since_full = 0  # faces that came or went since the last full pass
@@ -143,16 +144,23 @@ class Clusterer:
         vectors: np.ndarray,
         members: Mapping[int, Collection[int]],
     ) -> None:
-        units = dict(zip(face_ids, unit_rows(vectors), strict=True)) if face_ids else {}
+        units = unit_rows_in_place(vectors) if face_ids else vectors
+        row_of = {face_id: row for row, face_id in enumerate(face_ids)}
         self._sums, self._means, self._members, self._member_of = {}, UnitRows(), {}, {}
-        self._clustered, self._waiting = UnitRows(), UnitRows()
+        self._clustered = UnitRows()
         for cluster_id, faces in members.items():
-            present = [f for f in faces if f in units]
+            present = [row_of[f] for f in faces if f in row_of]
             if present:
-                self._add_to(cluster_id, present, np.array([units[f] for f in present]))
-        for face_id, unit in units.items():
-            if face_id not in self._member_of:
-                self._waiting.put(face_id, unit)
+                faces_present = [face_ids[row] for row in present]
+                self._add_to(cluster_id, faces_present, units[present].astype(np.float32))
+        waiting = np.array([row for row, f in enumerate(face_ids) if f not in self._member_of])
+        waiting_ids = [face_ids[row] for row in waiting]
+        if len(waiting) > EXACT_LIMIT:  # one product per new face would read them all
+            self._waiting = IndexedRows(waiting_ids, units, waiting)
+        else:
+            self._waiting = UnitRows()
+            for face_id, row in zip(waiting_ids, waiting.tolist(), strict=True):
+                self._waiting.put(face_id, units[row].astype(np.float32))
         self._space, self._params = space.config_hash, params
         self._signature = self.store.clusters.signature()
 

@@ -22,7 +22,7 @@ from facestore.clustering import (
     stable_ids,
     unit_rows,
 )
-from facestore.vector_rows import UnitRows
+from facestore.vector_rows import IndexedRows, UnitRows
 from tests.support.types import Cli
 
 
@@ -135,6 +135,27 @@ def test_a_large_library_calibrates_on_a_bounded_seeded_sample() -> None:
 def test_the_representative_is_the_face_nearest_the_centre() -> None:
     vectors = np.array([[1, 0], [0.9, 0.1], [0.6, 0.4]], dtype=np.float32)
     assert representative(vectors) == 1
+
+
+def test_indexed_rows_answer_as_unit_rows_through_puts_and_pops() -> None:
+    rng = np.random.default_rng(4)
+    vectors = unit_rows(
+        np.repeat(rng.normal(size=(200, 16)), 10, axis=0) + 0.05 * rng.normal(size=(2000, 16))
+    )
+    keys = list(range(1000, 3000))
+    indexed, exact = IndexedRows(keys, vectors, np.arange(2000)), UnitRows()
+    for key, vector in zip(keys, vectors, strict=True):
+        exact.put(key, vector)
+    for probe in vectors[:50]:
+        assert sorted(indexed.within(probe, 0.05)) == sorted(exact.within(probe, 0.05))
+        assert indexed.nearest(probe, 0.01) == exact.nearest(probe, 0.01)
+    popped = indexed.pop(1005)
+    assert np.allclose(popped, vectors[5], atol=1e-3) and 1005 not in indexed
+    assert 1005 not in indexed.within(vectors[5], 0.05) and len(indexed) == 1999
+    indexed.put(1005, -vectors[5])
+    assert indexed.nearest(-vectors[5], 0.01) == 1005 and np.allclose(
+        indexed.get(1005), -vectors[5], atol=1e-3
+    )
 
 
 def test_unit_rows_find_within_and_nearest_through_puts_and_pops() -> None:

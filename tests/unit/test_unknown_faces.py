@@ -60,7 +60,12 @@ def clusters_of(db: Path) -> dict[int, set[int]]:
     return found
 
 
-def test_the_daemon_keeps_clusters_of_unknown_faces(tmp_path: Path, cli: Cli) -> None:
+@pytest.mark.parametrize("waiting", ["exact", "indexed"])
+def test_the_daemon_keeps_clusters_of_unknown_faces(
+    tmp_path: Path, cli: Cli, waiting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if waiting == "indexed":  # the waiting faces in faiss's inverted file, as in a large library
+        monkeypatch.setattr(clusterer, "EXACT_LIMIT", 0)
     db = make_app_db(tmp_path / "app.db", people=3, per_person=4)
     database.upgrade(database.create_engine(f"sqlite:///{db}"))
     a, b, c = add_unverified(db, "A", 3), add_unverified(db, "B", 3), add_unverified(db, "C", 1)
