@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from facestore.cli.app import App, pass_app
-from facestore.cli.common import FacestoreCommand, counted, print_json
+from facestore.cli.common import FacestoreCommand, counted, print_json, stage_bars
 from facestore.cli.options import cluster_options
 from facestore.errors import ConfigurationError
 from facestore.store import Store
@@ -40,8 +40,10 @@ def clusters(
 
     Unknown faces are the unverified faces with a vector in the active space that
     the model names nobody for (no face_suggestion row). `facestore watch` keeps
-    the clusters current; --rebuild groups them anew here. Nothing here changes
-    person_id, verified or a named face.
+    the clusters current; --rebuild groups them anew here, with a progress bar per
+    stage on a terminal (read, neighbours, micro-clusters, linkage, write). Above
+    20,000 unknown faces the neighbours come from a faiss index (docs/daemon.md).
+    Nothing here changes person_id, verified or a named face.
 
     A cluster whose faces lie within 1.5x the model's "unknown" threshold of a known
     person shows "may be person P" with that distance: perhaps the same person, for
@@ -61,7 +63,8 @@ def clusters(
                 "No active embedding space yet: run 'facestore embed' (or 'facestore watch')."
             )
         params, source = cluster_params(store, space, cluster_distance, cluster_min_size)
-        report = recluster(store, space, params, source)
+        with stage_bars() as progress:
+            report = recluster(store, space, params, source, progress)
     listed = store.clusters.listing(min_size)
     nearest = _resemblances(store, app, {c.cluster_id: c.face_ids for c in listed})
     rows = [

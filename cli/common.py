@@ -182,6 +182,30 @@ def progress_bar(total: int, desc: str, unit: str = "face") -> Iterator[Callable
         yield advance
 
 
+@contextmanager
+def stage_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """A tqdm bar for each stage of a long pass, one after the other, on a TTY (silent
+    otherwise); the callback takes (stage, done, total)."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def show(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[stage] = tqdm(total=total, desc=stage, disable=None, file=sys.stderr)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield show
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 

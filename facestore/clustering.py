@@ -27,7 +27,7 @@ import numpy as np
 from facestore.openset import impostor_quantile, unit_rows
 
 if TYPE_CHECKING:
-    from facestore.neighbours import NeighbourIndex
+    from facestore.neighbours import NeighbourIndex, Progress
 
 LEADER_SHARE = 1 / 3  # micro-cluster radius / cut
 # Two faces are too little to show as a person: a pair is as often a pose fragment of
@@ -134,7 +134,10 @@ def components(units: np.ndarray, distance: float, block: int = 2048) -> list[np
 
 
 def group(
-    vectors: np.ndarray, params: ClusterParams, index: NeighbourIndex | None = None
+    vectors: np.ndarray,
+    params: ClusterParams,
+    index: NeighbourIndex | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """A group label per face (>= 0; equal labels, one group), -1 for faces in none.
 
@@ -155,6 +158,7 @@ def group(
             params.link_distance,
             params.min_size,
             index,
+            progress=progress,
         )
     return group_exactly(vectors, params)
 

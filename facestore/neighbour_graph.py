@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from facestore.neighbours import NeighbourIndex, Neighbours, Searcher, neighbours
+from facestore.neighbours import NeighbourIndex, Neighbours, Progress, Searcher, neighbours
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ K = 32  # neighbours per face and per centroid (16 split more of the large group
 MAX_LINKAGE = 8000  # centroids in one average linkage: 8000^2/2 doubles, 256 MB
 SPLIT_STEP = 0.9  # a piece too large for one linkage is split at 0.9 x the cut, again...
 ROWS = 16384  # rows handled at a time
+PAIR_ROWS = 1024  # micro-clusters whose candidate pairs are measured at a time (k rows each)
 
 
 def group_by_neighbours(
@@ -41,22 +42,23 @@ def group_by_neighbours(
     min_size: int,
     index: NeighbourIndex,
     k: int = K,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """A group label per unit row (>= 0), -1 for faces in none: micro-clusters of the
     radius, average linkage of their centroids cut at distance, a mate within link."""
     if len(units) == 0:
         return np.zeros(0, dtype=np.int64)
-    searcher, faces = neighbours(index, units, k)
-    micro = leaders_from(faces, radius)
+    searcher, faces = neighbours(index, units, k, progress)
+    micro = leaders_from(faces, radius, progress)
     centroids = Centroids(units, micro)
     log.debug("%d faces in %d micro-clusters", len(units), centroids.count)
     edges = centroid_edges(centroids, micro, faces, searcher, distance, k)
     del searcher  # the index's copy of the faces
-    groups = linkage_by_piece(centroids, edges, distance)
+    groups = linkage_by_piece(centroids, edges, distance, progress)
     return linked_by(groups[micro], faces, link, min_size)
 
 
-def leaders_from(faces: Neighbours, radius: float) -> np.ndarray:
+def leaders_from(faces: Neighbours, radius: float, progress: Progress | None = None) -> np.ndarray:
     """Micro-cluster per face, in face order: the nearest earlier leader among its
     neighbours within radius, else the face leads a new one."""
     count = len(faces.ids)
@@ -81,6 +83,8 @@ def leaders_from(faces: Neighbours, radius: float) -> np.ndarray:
             else:
                 leads[face] = True
                 labels[face] = face
+        if progress is not None:
+            progress("micro-clusters", start + len(ids), count)
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 
 
@@ -145,8 +149,8 @@ def centroid_edges(
         _, found = searcher.search(np.ascontiguousarray(centroids.sums[start : start + ROWS]), k)
         candidates[which, : found.shape[1]] = np.where(found >= 0, micro[np.maximum(found, 0)], -1)
     pairs_a, pairs_b, gaps = [], [], []
-    for start in range(0, centroids.count, ROWS):
-        block = candidates[start : start + ROWS]
+    for start in range(0, centroids.count, PAIR_ROWS):
+        block = candidates[start : start + PAIR_ROWS]
         a = np.broadcast_to(np.arange(start, start + len(block))[:, None], block.shape)
         keep = (block >= 0) & (block != a)
         a, b = a[keep], block[keep]
@@ -159,7 +163,10 @@ def centroid_edges(
 
 
 def linkage_by_piece(
-    centroids: Centroids, edges: tuple[np.ndarray, np.ndarray, np.ndarray], distance: float
+    centroids: Centroids,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    distance: float,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """A group label per micro-cluster: average linkage cut at distance, run on each
     piece of micro-clusters linked within distance."""
@@ -167,9 +174,10 @@ def linkage_by_piece(
 
     groups = np.arange(centroids.count, dtype=np.int64)  # alone, unless linked below
     next_label = centroids.count
-    for members in _pieces(edges, distance, np.arange(centroids.count)):
-        if len(members) < 2:
-            continue
+    pieces = [p for p in _pieces(edges, distance, np.arange(centroids.count)) if len(p) > 1]
+    for done, members in enumerate(pieces, start=1):
+        if progress is not None and (done % 1000 == 0 or done == len(pieces)):
+            progress("linkage", done, len(pieces))
         points = centroids.rows(members).astype(np.float64)
         tree = linkage(points, method="average", metric="cosine")
         found = fcluster(tree, t=distance, criterion="distance") - 1

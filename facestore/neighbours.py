@@ -14,10 +14,14 @@ float32, so the caller's matrix is the only full copy besides the index's own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+# A long pass says how far it is: (stage, done, total), e.g. ("neighbours", 16384, 1000000)
+Progress = Callable[[str, int, int], None]
 
 CHUNK = 16384  # rows converted to float32 and searched at a time
 NPROBE = 8  # inverted lists searched per face (recall 0.99 within the cut, measured)
@@ -54,7 +58,9 @@ def chunks(count: int) -> list[slice]:
     return [slice(start, start + CHUNK) for start in range(0, count, CHUNK)]
 
 
-def neighbours(index: NeighbourIndex, units: np.ndarray, k: int) -> tuple[Searcher, Neighbours]:
+def neighbours(
+    index: NeighbourIndex, units: np.ndarray, k: int, progress: Progress | None = None
+) -> tuple[Searcher, Neighbours]:
     """The index built on units, and each row's k nearest other rows: k + 1 found, the
     row itself dropped (a copy of it elsewhere stays a neighbour)."""
     searcher = index.build(units)
@@ -71,6 +77,8 @@ def neighbours(index: NeighbourIndex, units: np.ndarray, k: int) -> tuple[Search
         ids[rows, :width] = np.where(kept, np.take_along_axis(found, first, axis=1), -1)
         near = 1.0 - np.take_along_axis(similarity, first, axis=1)
         distances[rows, :width] = np.where(kept, near, np.inf)
+        if progress is not None:
+            progress("neighbours", min(rows.stop, len(units)), len(units))
     return searcher, Neighbours(ids, distances)
 
 

@@ -27,6 +27,7 @@ from facestore.clustering import (
     stable_ids,
 )
 from facestore.errors import ConfigurationError
+from facestore.neighbours import Progress
 from facestore.store import ClusterRow, Store, decode_vectors
 
 log = logging.getLogger(__name__)
@@ -87,19 +88,34 @@ def cluster_params(
     return ClusterParams(calibrated.distance, size, calibrated.link), source
 
 
-def recluster(store: Store, space: Space, params: ClusterParams, source: str) -> ClusteringReport:
+def recluster(
+    store: Store,
+    space: Space,
+    params: ClusterParams,
+    source: str,
+    progress: Progress | None = None,
+) -> ClusteringReport:
     """Group every unknown face anew; a group keeps the id of the cluster whose faces it
-    mostly holds. Never touches person_id, verified or a named face."""
+    mostly holds. Never touches person_id, verified or a named face. progress hears
+    each stage of a long pass: read, neighbours, micro-clusters, linkage, write."""
     started = time.perf_counter()
-    face_ids, vectors = read_unknown(store, space)
-    return regroup(store, space, params, source, face_ids, vectors, started)[0]
+    face_ids, vectors = read_unknown(store, space, progress)
+    return regroup(store, space, params, source, face_ids, vectors, started, progress)[0]
 
 
-def read_unknown(store: Store, space: Space) -> tuple[list[int], np.ndarray]:
+def read_unknown(
+    store: Store, space: Space, progress: Progress | None = None
+) -> tuple[list[int], np.ndarray]:
     """The unknown faces' ids and vectors: float16 above EXACT_LIMIT (half the memory;
     the neighbour index keeps them in float16 anyway), else float32 for the exact path."""
-    large = store.clusters.count_unknown(space.config_hash) > EXACT_LIMIT
-    return store.clusters.unknown_vectors(space.config_hash, np.float16 if large else np.float32)
+    count = store.clusters.count_unknown(space.config_hash)
+    dtype = np.float16 if count > EXACT_LIMIT else np.float32
+
+    def read(done: int) -> None:
+        if progress is not None:
+            progress("read", done, count)
+
+    return store.clusters.unknown_vectors(space.config_hash, dtype, read)
 
 
 def regroup(
@@ -110,9 +126,10 @@ def regroup(
     face_ids: list[int],
     vectors: np.ndarray,
     started: float,
+    progress: Progress | None = None,
 ) -> tuple[ClusteringReport, list[ClusterRow]]:
     """recluster() on unknown faces already read: the report and the clusters written."""
-    labels = group(vectors, params)
+    labels = group(vectors, params, progress=progress)
     order = np.argsort(labels, kind="stable")
     order = order[labels[order] >= 0]
     rows_of = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
@@ -134,7 +151,11 @@ def regroup(
                 params.min_size,
             )
         )
+    if progress is not None:
+        progress("write", 0, 1)
     store.clusters.replace(space.config_hash, rows, absorbed)
+    if progress is not None:
+        progress("write", 1, 1)
     report = ClusteringReport(
         unknown=len(face_ids),
         clustered=sum(len(r.face_ids) for r in rows),

@@ -12,7 +12,8 @@ import numpy as np
 
 from facestore.backbones import Space
 from facestore.clustering import EXACT_LIMIT, ClusterParams, unit_rows, unit_rows_in_place
-from facestore.errors import ConfigurationError
+from facestore.daemon.full_pass import FullPass
+from facestore.errors import ConfigurationError, FacestoreError
 from facestore.store import ClusterRow, Store
 from facestore.unknown_faces import cluster_params, read_unknown, regroup
 from facestore.vector_rows import IndexedRows, UnitRows
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 # so that full passes take at most about 1/RECLUSTER_SPACING of the daemon's time.
 RECLUSTER_SHARE = 0.1
 RECLUSTER_SPACING = 10.0
+# Above this many unknown faces a full pass runs in a child process (when the daemon
+# gives the clusterer one), beside the daemon's work: seconds below it, minutes above.
+CHILD_ABOVE = EXACT_LIMIT
 
 
 class Clusterer:
@@ -48,8 +52,15 @@ class Clusterer:
         distance: float | None,
         min_size: int | None,
         clock: Callable[[], float] = time.monotonic,
+        full_pass: FullPass | None = None,
     ) -> None:
+        """full_pass: where the full re-clusters of a large library run (more than
+        CHILD_ABOVE unknown faces): a child process beside the daemon's work. None:
+        every full pass here, in this process."""
         self.store = store
+        self.full_pass = full_pass
+        self._held: dict[int, np.ndarray] = {}  # faces that came while a child pass ran
+        self._pass_started = 0.0
         self.distance = distance
         self.min_size = min_size
         self.clock = clock
@@ -84,6 +95,14 @@ class Clusterer:
         the caller holds them (to calibrate the distances without reading them)."""
         if self._disabled_for == space.config_hash and not full:
             return  # tried again with the next model: there may be named people by then
+        if self.full_pass is not None and self.full_pass.running:
+            self._held.update(new or {})
+            if not full and not self._child_pass_ended(space):
+                return  # the faces wait for the new groups
+            new, self._held = dict(self._held), {}
+            if not full and self._params is not None:
+                self._join(space, self._params, new)
+                return
         if full or self._space != space.config_hash or self._params is None:
             try:
                 params, source = cluster_params(
@@ -116,8 +135,47 @@ class Clusterer:
         unknown = len(self._clustered) + len(self._waiting)
         return arrived == 0 or self._since_full >= RECLUSTER_SHARE * unknown
 
+    def _child_pass_ended(self, space: Space) -> bool:
+        """Has the child's pass ended? Its groups are read back when it has; when it
+        failed, the old ones (still in the database) stay."""
+        assert self.full_pass is not None
+        try:
+            report = self.full_pass.poll()
+        except FacestoreError as exc:
+            log.error("The full re-cluster failed: %s", exc)
+            self._full_at = self.clock()
+            return True
+        if report is None:
+            return False
+        if self._params is not None:
+            self._read_back(space, self._params, self._held)
+        self._since_full = 0
+        self._full_seconds = time.perf_counter() - self._pass_started
+        self._full_at = self.clock()
+        self.full_passes += 1
+        return True
+
+    @property
+    def progress(self) -> tuple[str, int, int] | None:
+        """The running child pass's stage: (stage, done, total); None when none runs."""
+        return self.full_pass.stage if self.full_pass is not None else None
+
+    def close(self) -> None:
+        """Stop a full pass in progress: the old groups stay."""
+        if self.full_pass is not None:
+            self.full_pass.stop()
+
     def _regroup_all(self, space: Space, params: ClusterParams, source: str) -> None:
-        """Re-cluster every unknown face, and keep the clusters and the waiting faces."""
+        """Re-cluster every unknown face, and keep the clusters and the waiting faces:
+        here, or in the child process for a large library."""
+        if (
+            self.full_pass is not None
+            and self.store.clusters.count_unknown(space.config_hash) > CHILD_ABOVE
+        ):
+            self._space, self._params, self._source = space.config_hash, params, source
+            self._pass_started = time.perf_counter()
+            self.full_pass.start(space, params, source)
+            return
         started = time.perf_counter()
         face_ids, vectors = read_unknown(self.store, space)
         _, rows = regroup(self.store, space, params, source, face_ids, vectors, started)

@@ -26,12 +26,13 @@ import sqlalchemy as sa
 from facestore.backbones import Backbone, Space
 from facestore.daemon.child_retrain import retrain_in_child
 from facestore.daemon.clusterer import Clusterer
+from facestore.daemon.full_pass import FullPass
 from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
 from facestore.daemon.rolling import RollingCheck
 from facestore.daemon.serving import Serving
 from facestore.daemon.suggester import Suggester
 from facestore.daemon.systemd import Notifier
-from facestore.daemon.telemetry import Telemetry
+from facestore.daemon.telemetry import FullPassCollector, Telemetry
 from facestore.daemon.trigger import Retrain, RetrainTrigger, retrain_here
 from facestore.daemon.wakeups import DataVersionProbe, wake_source
 from facestore.embedding import CHECK, QUEUE, Embedder
@@ -76,8 +77,13 @@ class Daemon:
         )
         self.suggester = Suggester(store, options.min_confidence, options.min_quality)
         self.clusterer = Clusterer(
-            store, options.cluster_distance, options.cluster_min_size, clock=clock
+            store,
+            options.cluster_distance,
+            options.cluster_min_size,
+            clock=clock,
+            full_pass=FullPass(store),
         )
+        self.telemetry.registry.register(FullPassCollector(lambda: self.clusterer.progress))
         self._recluster = True  # a full re-cluster at start and after each new model
         self._read_all = True  # the next suggestion pass reads the unverified faces in _checking
         self._checking: IdRanges | None = None  # what this timer pass checks (None: all)
@@ -101,6 +107,7 @@ class Daemon:
             self.serving.start()
 
     def close(self) -> None:
+        self.clusterer.close()
         self.serving.close()
         if self._commits is not None:
             self._commits.close()

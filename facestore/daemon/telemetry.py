@@ -220,3 +220,24 @@ class QueueCollector(Collector):
             log.warning("Queue depth not read for /metrics: %s", exc)
             return
         yield family
+
+
+class FullPassCollector(Collector):
+    """facestore_cluster_pass_progress{stage}: the share done of the running full
+    re-cluster's stage (read, neighbours, micro-clusters, linkage, write), read at scrape
+    time; no sample while none runs."""
+
+    def __init__(self, stage: Callable[[], tuple[str, int, int] | None]) -> None:
+        self.stage = stage
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "facestore_cluster_pass_progress",
+            "Share done of the running full re-cluster's stage (none running: no sample).",
+            labels=["stage"],
+        )
+        current = self.stage()
+        if current is not None:
+            name, done, total = current
+            family.add_metric([name], done / total if total else 1.0)
+        yield family

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,10 +94,14 @@ class Clusters(Part):
         return int(count), float(latest or 0.0)
 
     def unknown_vectors(
-        self, space_hash: str, dtype: DTypeLike = np.float32
+        self,
+        space_hash: str,
+        dtype: DTypeLike = np.float32,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[list[int], np.ndarray]:
         """The unknown faces' ids and vectors, streamed into one matrix of dtype (float16:
-        half the memory of a large library; see VectorMatrix)."""
+        half the memory of a large library; see VectorMatrix); progress hears the rows
+        read so far."""
         query = self._unknown(space_hash, embedding.c.face_id, embedding.c.vector)
         face_ids: list[int] = []
         with self.engine.connect() as conn:
@@ -107,6 +111,8 @@ class Clusters(Part):
             for part in result.partitions():
                 face_ids.extend(int(r.face_id) for r in part)
                 matrix.extend([r.vector for r in part])
+                if progress is not None:
+                    progress(len(face_ids))
         if not face_ids:
             return [], np.zeros((0, 0), dtype=np.float32)
         return face_ids, matrix.finish()

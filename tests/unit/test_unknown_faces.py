@@ -6,6 +6,8 @@ identical vectors, which is all these checks need."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ from tests.support.helpers import (
     sqlite_exec,
     sqlite_rows,
 )
+from tests.support.processes import wait_for
 from tests.support.types import Cli
 from tests.unit.test_daemon import FakeClock, make_daemon
 
@@ -340,3 +343,67 @@ def test_a_merge_keeps_the_larger_clusters_id_and_the_app_can_follow_the_other(
     assert store.clusters.follow(smaller) == larger and store.clusters.follow(larger) == larger
     assert store.clusters.listing()[0].absorbed == [smaller]
     assert store.clusters.next_id() > max(larger, smaller)  # an absorbed id is never reused
+
+
+def test_a_large_librarys_full_pass_runs_in_a_child_beside_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full pass in a child process (as above CHILD_ABOVE faces): the daemon goes on,
+    faces that come meanwhile wait for the new groups and then join them, and the
+    groups end as a rebuild's."""
+    monkeypatch.setattr(clusterer, "CHILD_ABOVE", 0)
+    db = make_app_db(tmp_path / "app.db", people=3, per_person=4)
+    database.upgrade(database.create_engine(f"sqlite:///{db}"))
+    a, b = add_unverified(db, "A", 3), add_unverified(db, "B", 3)
+    daemon = make_daemon(db, tmp_path, FakeClock(), retrain=False, cluster_distance=0.05)
+    daemon.reconcile()
+    groups = daemon.clusterer
+    assert groups.full_pass is not None and groups.full_pass.running
+    more_a = add_unverified(db, "A", 2)
+    daemon.reconcile(scan=False)  # embeds them; they wait while the pass runs
+    wait_for(
+        lambda: daemon.reconcile(scan=False) is not None and groups.full_passes == 1,
+        timeout=120,
+        what="the child's full pass to end",
+    )
+    assert not groups.full_pass.running and groups.progress is None
+    assert sorted(clusters_of(db).values(), key=min) == [set(a + more_a), set(b)]
+    daemon.close()
+
+
+def test_a_stop_during_a_child_pass_leaves_the_old_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = make_app_db(tmp_path / "app.db", people=3, per_person=4)
+    database.upgrade(database.create_engine(f"sqlite:///{db}"))
+    a = add_unverified(db, "A", 3)
+    daemon = make_daemon(db, tmp_path, FakeClock(), retrain=False, cluster_distance=0.05)
+    daemon.reconcile()  # here: few faces
+    before = clusters_of(db)
+    assert list(before.values()) == [set(a)]
+    add_unverified(db, "B", 3)
+    monkeypatch.setattr(clusterer, "CHILD_ABOVE", 0)
+    app = sqlite3.connect(db, timeout=60, isolation_level=None)
+    app.execute("BEGIN IMMEDIATE")  # the app writes: the child's groups must wait
+    try:
+        daemon.clusterer.update(daemon.space, full=True)  # type: ignore[arg-type]
+        full_pass = daemon.clusterer.full_pass
+        assert full_pass is not None
+        wait_for(
+            lambda: (
+                full_pass.stage is not None
+                and full_pass.stage[0] == "write"
+                or (full_pass.poll() is not None)
+            ),
+            timeout=120,
+            what="the child to reach its write",
+        )
+        assert full_pass.running  # waiting for the app's lock
+        started = time.monotonic()
+        daemon.close()
+        assert time.monotonic() - started < 10
+        assert not full_pass.running
+    finally:
+        app.execute("ROLLBACK")
+        app.close()
+    assert clusters_of(db) == before

@@ -1,0 +1,152 @@
+"""The daemon's full re-cluster of a large library in a child process, beside the queue:
+the daemon goes on embedding, suggesting and retraining while it runs (minutes at a
+million unknown faces), and its memory (the vectors, the neighbour index) goes back to
+the system when the child exits.
+
+The child runs facestore.unknown_faces.recluster on its own connection and writes the
+new groups in one transaction, so the app sees the old groups until then and the new
+ones after, never half. It sends its progress and then its report. A stop request
+terminates it; its transaction is never committed, and the old groups stay.
+
+Started with `spawn` (never a fork of a process that holds torch and threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from facestore.backbones import Space
+from facestore.clustering import ClusterParams
+from facestore.errors import FacestoreError
+from facestore.store import Store
+from facestore.unknown_faces import ClusteringReport
+
+log = logging.getLogger(__name__)
+
+TERMINATE_GRACE = 5.0  # seconds a stopped child has before it is killed
+LOG_EVERY = 0.25  # the daemon logs a stage's progress at each quarter
+
+
+class FullPassCrashed(FacestoreError):
+    """The full pass's process died without a result (killed, out of memory, a crash)."""
+
+
+def _child(
+    url: str, space: Space, params: ClusterParams, source: str, level: int, out: Connection
+) -> None:
+    """In the child: re-cluster, sending ("progress", stage, done, total) as it goes and
+    then ("report", report) or ("error", exception)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("facestore").addHandler(handler)
+    logging.getLogger("facestore").setLevel(level)
+    from facestore import db as database
+    from facestore.unknown_faces import recluster
+
+    engine = database.create_engine(url)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        out.send(("progress", stage, done, total))
+
+    try:
+        report = recluster(Store(engine), space, params, source, progress)
+    except FacestoreError as exc:
+        out.send(("error", exc))
+    else:
+        out.send(("report", report))
+    finally:
+        engine.dispose()
+        out.close()
+
+
+class FullPass:
+    """One full re-cluster at a time in a child process; poll() hears how it goes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._child: Any = None
+        self._receive: Connection | None = None
+        self.stage: tuple[str, int, int] | None = None  # the running pass's last progress
+        self._logged: dict[str, float] = {}
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None
+
+    def start(self, space: Space, params: ClusterParams, source: str) -> None:
+        """Start a pass (the running one, if any, is stopped first)."""
+        self.stop()
+        context = multiprocessing.get_context("spawn")
+        receive, send = context.Pipe(duplex=False)
+        url = self.store.engine.url.render_as_string(hide_password=False)
+        level = logging.getLogger("facestore").getEffectiveLevel()
+        self._child = context.Process(
+            target=_child,
+            args=(url, space, params, source, level, send),
+            name="facestore-full-pass",
+            daemon=True,
+        )
+        self._child.start()
+        send.close()  # the child holds the only sending end: a dead child reads as EOF
+        self._receive = receive
+        self.stage, self._logged = None, {}
+        log.info("Full re-cluster started in process %s", self._child.pid)
+
+    def poll(self) -> ClusteringReport | None:
+        """The report once the pass is done (and the groups written); None while it runs.
+        Raises what the pass raised, or FullPassCrashed."""
+        if self._child is None or self._receive is None:
+            return None
+        try:
+            while self._receive.poll(0):
+                message = self._receive.recv()
+                if message[0] == "progress":
+                    self._progress(*message[1:])
+                    continue
+                self._finish()
+                if message[0] == "error":
+                    raise message[1]
+                report: ClusteringReport = message[1]
+                return report
+        except EOFError:
+            pass
+        if self._child.is_alive():
+            return None
+        code = self._child.exitcode
+        self._finish()
+        raise FullPassCrashed(
+            f"The full re-cluster's process died without a result (exit code {code}): "
+            "killed, out of memory, or a crash. The old groups stay; the daemon tries again."
+        )
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        self.stage = (stage, done, total)
+        share = done / total if total else 1.0
+        if share >= self._logged.get(stage, -1.0) + LOG_EVERY or (
+            share == 1.0 > self._logged.get(stage, 0.0)
+        ):
+            self._logged[stage] = share
+            log.info("Full re-cluster: %s %d of %d", stage, done, total)
+
+    def stop(self) -> None:
+        """Stop a running pass: its groups are never written."""
+        if self._child is not None and self._child.is_alive():
+            log.info("Stopping the full re-cluster in progress (process %s)", self._child.pid)
+            self._child.terminate()
+        self._finish()
+
+    def _finish(self) -> None:
+        child, receive = self._child, self._receive
+        self._child, self._receive, self.stage = None, None, None
+        if receive is not None:
+            receive.close()
+        if child is None:
+            return
+        child.join(timeout=TERMINATE_GRACE)
+        if child.is_alive():
+            child.kill()
+            child.join()
