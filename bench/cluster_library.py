@@ -9,7 +9,10 @@ Then it times, through facestore's own code and a real SQLite file (or a new
 PostgreSQL database, --database postgresql):
 
 - `rebuild_s`: `facestore clusters --rebuild` (read every unknown face, group, write);
-- `daemon_start_s`: the daemon's first, full re-cluster (the same, plus its state);
+- `daemon_start_s`: the daemon's first, full re-cluster (the same, plus its state): in
+  a child process above CHILD_ABOVE faces, until the daemon has read the new groups
+  back; `daemon_longest_stall_s`: the longest the daemon's loop was held meanwhile
+  (the read-back of the groups and of the waiting faces);
 - `join_s`: one reconcile's clustering work after 10 new unknown faces arrive: the
   read of just those faces (what the suggestion pass does) and Clusterer.update,
   median of 5 rounds. This is the part that must not grow with the library;
@@ -45,6 +48,7 @@ from facestore import db as database  # noqa: E402
 from facestore.backbones import Space, config_hash  # noqa: E402
 from facestore.clustering import DEFAULT_MIN_SIZE, ClusterParams  # noqa: E402
 from facestore.daemon.clusterer import RECLUSTER_SHARE, Clusterer  # noqa: E402
+from facestore.daemon.full_pass import FullPass  # noqa: E402
 from facestore.embedding import ensure_active_space  # noqa: E402
 from facestore.schema import embedding  # noqa: E402
 from facestore.store import Store  # noqa: E402
@@ -160,13 +164,26 @@ def measure(url: str, size: int, distance: float, dim: int, min_size: int) -> di
     rss_before = peak_rss_mib()
 
     started = time.perf_counter()
-    report = recluster(store, synthetic, params, "given")
+    stage_started: dict[str, float] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        stage_started.setdefault(stage, time.perf_counter() - started)
+
+    report = recluster(store, synthetic, params, "given", progress)
     rebuild = time.perf_counter() - started
+    marks = sorted(stage_started.items(), key=lambda item: item[1]) + [("end", rebuild)]
+    stages = {name: round(marks[i + 1][1] - at, 1) for i, (name, at) in enumerate(marks[:-1])}
     rss_rebuild = peak_rss_mib()
 
-    clusterer = Clusterer(store, distance, min_size)
+    clusterer = Clusterer(store, distance, min_size, full_pass=FullPass(store))
     started = time.perf_counter()
-    clusterer.update(synthetic, full=True)
+    stalls = [0.0]
+    clusterer.update(synthetic, full=True)  # in a child above CHILD_ABOVE faces
+    while clusterer.full_passes == 0:
+        time.sleep(0.05)  # the daemon's loop: its other work would go on here
+        before = time.perf_counter()
+        clusterer.update(synthetic)
+        stalls.append(time.perf_counter() - before)
     daemon_start = time.perf_counter() - started
 
     joins = []
@@ -186,7 +203,9 @@ def measure(url: str, size: int, distance: float, dim: int, min_size: int) -> di
         "clustered": report.clustered,
         "fill_s": round(filled, 1),
         "rebuild_s": round(rebuild, 2),
+        "rebuild_stages_s": stages,
         "daemon_start_s": round(daemon_start, 2),
+        "daemon_longest_stall_s": round(max(stalls), 2),
         "join_10_new_ms": round(1000 * statistics.median(joins), 1),
         "regroup_per_new_face_ms": round(1000 * daemon_start / (RECLUSTER_SHARE * size), 2),
         "rss_at_start_mib": rss_before,

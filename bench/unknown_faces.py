@@ -18,10 +18,11 @@ so that the model runs once per image whatever the rotations.
 
 Reported for the daemon (after the last batch, and after the timer pass) and for a
 rebuild of the same database: purity (of the faces in groups, the share in a group
-whose majority is their own person), coverage (the new people's faces that got no
-name: the share in a group), groups per new person, strangers seen once in a group,
-known faces suggested right and wrongly, and new people's faces or strangers given a
-name.
+whose majority is their own person), pairwise precision, recall and F and BCubed F
+over the unknown faces (those the model named nobody; a face in no group is alone),
+coverage (the new people's faces that got no name: the share in a group), groups
+per new person, strangers seen once in a group, known faces suggested right and
+wrongly, and new people's faces or strangers given a name.
 
     python bench/unknown_faces.py ../shared/datasets/att_faces --backbone dlib
     python bench/unknown_faces.py ../shared/datasets/att_faces \\
@@ -50,7 +51,7 @@ from PIL import Image  # noqa: E402
 from bench.common import scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import Backbone, build_backbone, space_of  # noqa: E402
-from facestore.clustering import purity  # noqa: E402
+from facestore.clustering import group_scores, purity  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.daemon import Daemon, WatchOptions  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
@@ -143,6 +144,10 @@ def figures(db: Path, truth: dict[int, Face]) -> dict[str, Any]:
         return [f for f, face in truth.items() if face.kind == kind]
 
     known, new, strangers = of("known"), of("new"), of("stranger")
+    unknown = sorted(f for f in truth if truth[f].kind != "train" and f not in suggested)
+    scores = group_scores(
+        np.array([group_of.get(f, -1) for f in unknown]), [truth[f].person for f in unknown]
+    )
     in_groups = sorted(f for f in truth if f in group_of)
     labels = np.array([group_of[f] for f in in_groups])
     unnamed_new = [f for f in new if f not in suggested]
@@ -150,6 +155,7 @@ def figures(db: Path, truth: dict[int, Face]) -> dict[str, Any]:
     new_people = {truth[f].person for f in new}
     return {
         "purity": round(purity(labels, [truth[f].person for f in in_groups]), 3),
+        **{f"pairwise_{k}" if k != "bcubed_f" else k: v for k, v in scores.as_json().items()},
         "coverage": round(sum(f in group_of for f in unnamed_new) / max(1, len(unnamed_new)), 3),
         "groups": len(set(labels.tolist())),
         "groups_with_new_people": len(new_groups),
@@ -220,7 +226,17 @@ def summary(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
     total = Counter[str]()
     for row in rows:
         total.update({k: v for k, v in row.items() if isinstance(v, int)})
-    mean = {k: round(float(np.mean([r[k] for r in rows])), 3) for k in ("purity", "coverage")}
+    mean = {
+        k: round(float(np.mean([r[k] for r in rows])), 3)
+        for k in (
+            "purity",
+            "coverage",
+            "pairwise_precision",
+            "pairwise_recall",
+            "pairwise_f",
+            "bcubed_f",
+        )
+    }
     return {
         **mean,
         "groups_per_new_person": round(

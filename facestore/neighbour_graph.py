@@ -52,7 +52,7 @@ def group_by_neighbours(
     micro = leaders_from(faces, radius, progress)
     centroids = Centroids(units, micro)
     log.debug("%d faces in %d micro-clusters", len(units), centroids.count)
-    edges = centroid_edges(centroids, micro, faces, searcher, distance, k)
+    edges = centroid_edges(centroids, micro, faces, searcher, distance, radius, k)
     del searcher  # the index's copy of the faces
     groups = linkage_by_piece(centroids, edges, distance, progress)
     return linked_by(groups[micro], faces, link, min_size)
@@ -134,32 +134,51 @@ def centroid_edges(
     faces: Neighbours,
     searcher: Searcher,
     distance: float,
+    radius: float,
     k: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of micro-clusters whose centroids lie within distance: (a, b, distance).
+
     The candidates of a micro-cluster of one face are its face's neighbours'; of a
     larger one, the micro-clusters of the k faces nearest its centroid (asked of the
-    faces' index: no second index); each candidate's distance is computed exactly."""
+    faces' index: no second index). A candidate whose face lies further (in angle)
+    than the cut plus twice the radius cannot have its centroid within the cut and is
+    left out; between two faces alone the distance is the faces'; the others are
+    computed."""
+    reach = np.arccos(1.0 - distance) + 2 * np.arccos(1.0 - radius)
+    far = 1.0 - np.cos(min(reach, np.pi))  # faces further than this: no candidate
     candidates = np.full((centroids.count, k), -1, dtype=np.int32)
+    gaps = np.full((centroids.count, k), np.nan, dtype=np.float32)  # known: two singles
     single = np.flatnonzero(centroids.face_of >= 0)
-    near_faces = faces.ids[centroids.face_of[single]]
-    candidates[single] = np.where(near_faces >= 0, micro[np.maximum(near_faces, 0)], -1)
+    for start in range(0, len(single), ROWS):
+        rows = single[start : start + ROWS]
+        near = faces.ids[centroids.face_of[rows]]
+        gap = faces.distances[centroids.face_of[rows]]
+        useful = (near >= 0) & (gap <= far)
+        other = np.where(useful, micro[np.maximum(near, 0)], -1)
+        candidates[rows] = other
+        alone = useful & (centroids.face_of[np.maximum(other, 0)] >= 0)
+        gaps[rows] = np.where(alone, gap, np.nan)
     for start in range(0, len(centroids.several), ROWS):
         which = centroids.several[start : start + ROWS]
-        _, found = searcher.search(np.ascontiguousarray(centroids.sums[start : start + ROWS]), k)
-        candidates[which, : found.shape[1]] = np.where(found >= 0, micro[np.maximum(found, 0)], -1)
-    pairs_a, pairs_b, gaps = [], [], []
+        similarity, found = searcher.search(
+            np.ascontiguousarray(centroids.sums[start : start + ROWS]), k
+        )
+        useful = (found >= 0) & (1.0 - similarity <= far)
+        candidates[which, : found.shape[1]] = np.where(useful, micro[np.maximum(found, 0)], -1)
+    pairs_a, pairs_b, pair_gaps = [], [], []
     for start in range(0, centroids.count, PAIR_ROWS):
         block = candidates[start : start + PAIR_ROWS]
         a = np.broadcast_to(np.arange(start, start + len(block))[:, None], block.shape)
         keep = (block >= 0) & (block != a)
-        a, b = a[keep], block[keep]
-        gap = 1.0 - np.einsum("ij,ij->i", centroids.rows(a), centroids.rows(b))
+        a, b, gap = a[keep], block[keep], gaps[start : start + PAIR_ROWS][keep]
+        todo = np.isnan(gap)
+        gap[todo] = 1.0 - np.einsum("ij,ij->i", centroids.rows(a[todo]), centroids.rows(b[todo]))
         within = gap <= distance + 1e-6
         pairs_a.append(a[within])
         pairs_b.append(b[within])
-        gaps.append(gap[within].astype(np.float32))
-    return np.concatenate(pairs_a), np.concatenate(pairs_b), np.concatenate(gaps)
+        pair_gaps.append(gap[within])
+    return np.concatenate(pairs_a), np.concatenate(pairs_b), np.concatenate(pair_gaps)
 
 
 def linkage_by_piece(
