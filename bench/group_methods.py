@@ -127,9 +127,92 @@ def looser(share: float) -> Method:
     return method
 
 
+def rank_order_distances(units: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Approximate rank-order distance (Otto, Wang and Jain, TPAMI 2018) of each face and
+    each of its k nearest: (a, b, D). d(a, b) counts the faces a ranks before b that
+    are absent from b's list; D = (d(a, b) + d(b, a)) / min(rank of b for a, of a for b)."""
+    sim = units @ units.T
+    np.fill_diagonal(sim, -np.inf)
+    k = min(k, len(units) - 1)
+    lists = np.argsort(-sim, axis=1)[:, :k]
+    rank = np.full((len(units), len(units)), k + 1, dtype=np.int64)  # absent: beyond
+    rank[np.arange(len(units))[:, None], lists] = np.arange(1, k + 1)[None, :]
+    a_list, b_list, d_list = [], [], []
+    for a in range(len(units)):
+        for position, b in enumerate(lists[a], start=1):
+            o_ab = position
+            o_ba = rank[b, a]
+            d_ab = int((rank[b, lists[a][:o_ab]] > k).sum())
+            d_ba = int((rank[a, lists[b][: min(o_ba, k)]] > k).sum())
+            a_list.append(a)
+            b_list.append(int(b))
+            d_list.append((d_ab + d_ba) / min(o_ab, o_ba))
+    return np.array(a_list), np.array(b_list), np.array(d_list)
+
+
+def rank_order(k: int, share: float) -> Method:
+    """Faces linked where their rank-order distance is below the threshold that only
+    `share` of the named faces' impostor pairs (among their own lists) fall below, and
+    their cosine distance within the cut at 1% of impostors; groups are the connected
+    pieces of at least 3 faces."""
+
+    def method(v: np.ndarray, p: ClusterParams, train: np.ndarray, people: list[str]) -> np.ndarray:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        names = np.asarray(people)
+        ta, tb, td = rank_order_distances(unit_rows(train), k)
+        impostor = td[names[ta] != names[tb]]
+        threshold = float(np.quantile(impostor, share)) if len(impostor) else 0.0
+        units = unit_rows(v)
+        a, b, d = rank_order_distances(units, k)
+        cosine = 1 - np.einsum("ij,ij->i", units[a], units[b])
+        keep = (d <= threshold) & (cosine <= p.distance * 1.5)
+        graph = coo_matrix((np.ones(int(keep.sum())), (a[keep], b[keep])), shape=(len(v), len(v)))
+        _, labels = connected_components(graph, directed=False)
+        sizes = np.bincount(labels)
+        return np.where(sizes[labels] >= p.min_size, labels, -1)
+
+    return method
+
+
+def variant(cut_share: float, link_share: float | None) -> Method:
+    """The exact method with the cut at another impostor share, and the link at another
+    genuine share (None: no link rule)."""
+
+    def method(v: np.ndarray, p: ClusterParams, train: np.ndarray, people: list[str]) -> np.ndarray:
+        units = unit_rows(train)
+        names = np.asarray(people)
+        sim = units @ units.T
+        upper = np.triu(np.ones_like(sim, dtype=bool), k=1)
+        cut, _ = impostor_quantile(1 - sim[upper & (names[:, None] != names[None, :])], cut_share)
+        link = None
+        if link_share is not None:
+            same = names[:, None] == names[None, :]
+            np.fill_diagonal(same, False)
+            own = np.where(same, sim, -np.inf).max(axis=1)
+            link = float(np.quantile(1 - own[np.isfinite(own)], link_share))
+        return group(v, ClusterParams(cut, p.min_size, link))
+
+    return method
+
+
+def no_link(v: np.ndarray, p: ClusterParams, t: np.ndarray, n: list[str]) -> np.ndarray:
+    return group(v, ClusterParams(p.distance, p.min_size, None))
+
+
 def methods() -> dict[str, Method]:
     return {
         "today": lambda v, p, t, n: group(v, p),
+        "today, no link rule": no_link,
+        "cut 0.1%, link 95%": variant(0.001, 0.95),
+        "cut 0.1%, link 99%": variant(0.001, 0.99),
+        "cut 0.3%, link 90%": variant(0.003, 0.9),
+        "cut 0.3%, link 95%": variant(0.003, 0.95),
+        "cut 0.3%, link 99%": variant(0.003, 0.99),
+        "cut 0.3%, no link": variant(0.003, None),
+        "cut 0.5%, link 95%": variant(0.005, 0.95),
+        "rank-order k 10, impostor 1%": rank_order(10, 0.01),
         "cut at impostor 0.3%": looser(0.003),
         "cut at impostor 1%": looser(0.01),
         "groups merged at subset impostor 0.1%": two_level(0.001),
