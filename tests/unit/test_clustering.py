@@ -11,6 +11,8 @@ import pytest
 from facestore.clustering import (
     DEFAULT_MIN_SIZE,
     LEADER_SHARE,
+    LINK_GENUINE,
+    PAIR_FALSE_MERGE,
     ClusterParams,
     absorbed_ids,
     calibrate,
@@ -83,10 +85,11 @@ def test_calibration_needs_two_named_people_and_reads_impostor_and_genuine_pairs
     same = np.equal.outer(people, people)
     impostor = distances[np.triu(~same, k=1)]
     genuine = np.where(same & ~np.eye(30, dtype=bool), distances, np.inf).min(axis=1)
-    # few impostor pairs (375): the lower of the 0.1% quantile and a normal fit's
+    # few impostor pairs (375): the lower of the PAIR_FALSE_MERGE quantile and a normal fit's
     assert found.method == "normal fit (few impostors)"
-    assert found.distance <= np.quantile(impostor, 0.001) + 1e-6
-    assert found.link == pytest.approx(min(np.quantile(genuine, 0.9), found.distance), abs=1e-6)
+    assert found.distance <= np.quantile(impostor, PAIR_FALSE_MERGE) + 1e-6
+    expected_link = min(np.quantile(genuine, LINK_GENUINE), found.distance)
+    assert found.link == pytest.approx(expected_link, abs=1e-6)
     labels = group(vectors, ClusterParams(found.distance, 2, found.link))
     assert purity(labels, people) == 1.0 and (labels >= 0).mean() >= 0.9
 
