@@ -29,11 +29,10 @@ from facestore.clustering import (  # noqa: E402
     ClusterParams,
     calibrate,
     group,
-    group_scores,
-    purity,
     unit_rows,
 )
 from facestore.config import BackboneSettings  # noqa: E402
+from facestore.group_scores import group_scores, purity  # noqa: E402
 from facestore.openset import impostor_quantile  # noqa: E402
 
 # (unknown faces' vectors, the calibrated parameters, the named faces' vectors and people)

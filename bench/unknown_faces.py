@@ -51,10 +51,10 @@ from PIL import Image  # noqa: E402
 from bench.common import scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import Backbone, build_backbone, space_of  # noqa: E402
-from facestore.clustering import group_scores, purity  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
 from facestore.daemon import Daemon, WatchOptions  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
+from facestore.group_scores import group_scores, purity  # noqa: E402
 from facestore.retrain import retrain  # noqa: E402
 from facestore.store import Store  # noqa: E402
 from facestore.unknown_faces import cluster_params, recluster  # noqa: E402

@@ -19,11 +19,11 @@ from facestore.clustering import (
     components,
     group,
     leaders,
-    purity,
     representative,
     stable_ids,
     unit_rows,
 )
+from facestore.group_scores import purity
 from facestore.vector_rows import IndexedRows, UnitRows
 from tests.support.types import Cli
 
