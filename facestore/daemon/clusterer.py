@@ -14,7 +14,7 @@ from facestore.backbones import Space
 from facestore.clustering import EXACT_LIMIT, ClusterParams, unit_rows, unit_rows_in_place
 from facestore.daemon.full_pass import FullPass
 from facestore.errors import ConfigurationError, FacestoreError
-from facestore.store import ClusterRow, Store
+from facestore.store import ClusterRow, Store, decode_vectors
 from facestore.unknown_faces import cluster_params, read_unknown, regroup
 from facestore.vector_rows import IndexedRows, UnitRows
 
@@ -60,6 +60,7 @@ class Clusterer:
         self.store = store
         self.full_pass = full_pass
         self._held: dict[int, np.ndarray] = {}  # faces that came while a child pass ran
+        self._state_of: str | None = None  # the space whose groups are in memory
         self._pass_started = 0.0
         self.distance = distance
         self.min_size = min_size
@@ -147,7 +148,9 @@ class Clusterer:
             return True
         if report is None:
             return False
-        if self._params is not None:
+        if self._params is not None and self._state_of == space.config_hash:
+            self._take_back(space, self._params)
+        elif self._params is not None:  # no groups in memory yet: read them all
             self._read_back(space, self._params, self._held)
         self._since_full = 0
         self._full_seconds = time.perf_counter() - self._pass_started
@@ -194,6 +197,44 @@ class Clusterer:
             if face_id in self._waiting:
                 self._waiting.pop(face_id)
 
+    def _take_back(self, space: Space, params: ClusterParams) -> None:
+        """The groups this daemon's child wrote, taken in with the vectors this process
+        holds: a face moves between the clusters and the waiting faces; only the faces
+        it never saw are read (not the whole library, as _read_back does)."""
+        members = self.store.clusters.members(space.config_hash)
+        before = self._member_of
+        now = {face: cluster for cluster, faces in members.items() for face in faces}
+        units: dict[int, np.ndarray | None] = {}
+        for face in now:
+            if face in before:
+                units[face] = self._clustered.get(face)
+            elif face in self._waiting:
+                units[face] = self._waiting.pop(face)
+            else:  # came while the pass ran, or embedded by another process
+                units[face] = self._held.get(face)
+        missing = [f for f, unit in units.items() if unit is None]
+        if missing:
+            blobs = self.store.library.vectors_of(space.config_hash, missing)
+            for face in missing:
+                units[face] = decode_vectors([blobs[face]])[0] if face in blobs else None
+        for face in before:
+            if face not in now:
+                self._waiting.put(face, self._clustered.get(face))
+        old = self._clustered
+        self._sums, self._means, self._members, self._member_of = {}, UnitRows(), {}, {}
+        self._clustered = UnitRows()
+        for cluster_id, faces in members.items():
+            present = [f for f in faces if units.get(f) is not None]
+            if present:
+                rows = unit_rows(np.array([units[f] for f in present], dtype=np.float32))
+                self._add_to(cluster_id, present, rows)
+        del old
+        self._space, self._params, self._state_of = space.config_hash, params, space.config_hash
+        self._signature = self.store.clusters.signature()
+        for face in self._held:  # to be joined now, not left waiting
+            if face in self._waiting:
+                self._waiting.pop(face)
+
     def _remember(
         self,
         space: Space,
@@ -219,7 +260,7 @@ class Clusterer:
             self._waiting = UnitRows()
             for face_id, row in zip(waiting_ids, waiting.tolist(), strict=True):
                 self._waiting.put(face_id, units[row].astype(np.float32))
-        self._space, self._params = space.config_hash, params
+        self._space, self._params, self._state_of = space.config_hash, params, space.config_hash
         self._signature = self.store.clusters.signature()
 
     def _join(self, space: Space, params: ClusterParams, new: Mapping[int, np.ndarray]) -> int:

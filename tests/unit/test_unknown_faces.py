@@ -368,6 +368,24 @@ def test_a_large_librarys_full_pass_runs_in_a_child_beside_the_daemon(
     )
     assert not groups.full_pass.running and groups.progress is None
     assert sorted(clusters_of(db).values(), key=min) == [set(a + more_a), set(b)]
+
+    # a second pass: taken back with the vectors the daemon holds, faces moving between
+    # the groups and the waiting ones
+    c, more_b = add_unverified(db, "C", 3), add_unverified(db, "B", 1)
+    daemon.reconcile(scan=False)
+    space = daemon.space
+    assert space is not None
+    groups.update(space, full=True)
+    wait_for(
+        lambda: daemon.reconcile(scan=False) is not None and groups.full_passes == 2,
+        timeout=120,
+        what="the second full pass to end",
+    )
+    expected = [set(a + more_a), set(b + more_b), set(c)]
+    assert sorted(clusters_of(db).values(), key=min) == expected
+    d = add_unverified(db, "C", 1)
+    daemon.reconcile(scan=False)  # joins from the state taken back
+    assert sorted(clusters_of(db).values(), key=min)[2] == set(c + d)
     daemon.close()
 
 
