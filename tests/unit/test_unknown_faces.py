@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facestore import clustering, unknown_faces
 from facestore import db as database
-from facestore import unknown_faces
 from facestore.daemon import Daemon, WatchOptions, clusterer
 from facestore.embedding import embed_pending
 from facestore.store import Store
@@ -122,7 +122,13 @@ def test_without_a_known_distance_the_daemon_says_so_and_goes_on(tmp_path: Path)
     assert WatchOptions().clusters
 
 
-def test_a_rebuild_on_both_databases_keeps_ids_and_names(make_app: MakeApp) -> None:
+@pytest.mark.parametrize("path", ["exact", "indexed"])
+def test_a_rebuild_on_both_databases_keeps_ids_and_names(
+    make_app: MakeApp, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "indexed":  # as above 20,000 faces: float16 vectors, faiss's neighbours
+        monkeypatch.setattr(unknown_faces, "EXACT_LIMIT", 0)
+        monkeypatch.setattr(clustering, "EXACT_LIMIT", 0)
     app = make_app(people=2, per_person=3)
     rows = [{"crop": CROPS[name], "no": False} for name in "AAABBBC"]
     app.exec_many(
