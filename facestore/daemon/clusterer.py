@@ -142,8 +142,9 @@ class Clusterer:
         assert self.full_pass is not None
         try:
             report = self.full_pass.poll()
-        except FacestoreError as exc:
+        except FacestoreError as exc:  # the next try waits as long as after a pass
             log.error("The full re-cluster failed: %s", exc)
+            self._full_seconds = time.perf_counter() - self._pass_started
             self._full_at = self.clock()
             return True
         if report is None:
