@@ -24,7 +24,7 @@ from facestore.daemon import (
 )
 from facestore.daemon.http import MetricsServer, parse_addr
 from facestore.daemon.systemd import Notifier
-from facestore.daemon.telemetry import QueueCollector, Telemetry
+from facestore.daemon.telemetry import FullPassCollector, QueueCollector, Telemetry
 
 DEFAULTS = WatchOptions()
 
@@ -155,6 +155,7 @@ def watch(
         daemon = Daemon(
             store, app.model_dir, watch_options, embedder, telemetry=telemetry, notifier=Notifier()
         )
+        telemetry.registry.register(FullPassCollector(lambda: daemon.clusterer.progress))
         with stop_on_signals(daemon):
             daemon.run()
     finally:

@@ -1,22 +1,24 @@
 """The daemon's clusters of unknown faces: joins as faces arrive, and full passes that
-bring them back to what a rebuild gives (facestore.unknown_faces)."""
+bring them back to what a rebuild gives (facestore.unknown_faces); a large library's
+full pass in a child process (facestore.daemon.full_pass), its groups then read in a
+thread, so that the daemon's work goes on."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from facestore.backbones import Space
-from facestore.clustering import EXACT_LIMIT, ClusterParams, unit_rows, unit_rows_in_place
+from facestore.clustering import EXACT_LIMIT, ClusterParams, unit_rows
+from facestore.daemon.cluster_memory import ClusterMemory, read_memory, take_over
 from facestore.daemon.full_pass import FullPass
 from facestore.errors import ConfigurationError, FacestoreError
 from facestore.store import ClusterRow, Store, decode_vectors
 from facestore.unknown_faces import cluster_params, read_unknown, regroup
-from facestore.vector_rows import IndexedRows, UnitRows
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +60,19 @@ class Clusterer:
         CHILD_ABOVE unknown faces): a child process beside the daemon's work. None:
         every full pass here, in this process."""
         self.store = store
-        self.full_pass = full_pass
-        self._held: dict[int, np.ndarray] = {}  # faces that came while a child pass ran
-        self._state_of: str | None = None  # the space whose groups are in memory
-        self._pass_started = 0.0
         self.distance = distance
         self.min_size = min_size
         self.clock = clock
+        self.full_pass = full_pass
+        self._memory = ClusterMemory()
+        self._memory_of: str | None = None  # the space whose groups are in memory
+        self._held: dict[int, np.ndarray] = {}  # faces that came while a full pass ran
         self._space: str | None = None
         self._params: ClusterParams | None = None
         self._source = ""
-        self._sums: dict[int, np.ndarray] = {}  # cluster id -> sum of its unit vectors
-        self._means = UnitRows()  # cluster id -> the mean of its unit vectors
-        self._members: dict[int, list[int]] = {}  # cluster id -> its faces
-        self._member_of: dict[int, int] = {}  # clustered face -> cluster id
-        self._clustered = UnitRows()  # clustered face -> unit vector
-        # unclustered unknown face -> unit vector; an index of them above EXACT_LIMIT
-        self._waiting: UnitRows | IndexedRows = UnitRows()
-        self._signature: tuple[int, float] | None = None  # of the clusters as last written
         self._disabled_for: str | None = None
         self._since_full = 0  # faces that came or went since the last full pass
+        self._pass_started = 0.0
         self._full_seconds = 0.0  # how long the last full pass took
         self._full_at = 0.0  # when it ended (clock)
         self.full_passes = 0
@@ -96,9 +91,9 @@ class Clusterer:
         the caller holds them (to calibrate the distances without reading them)."""
         if self._disabled_for == space.config_hash and not full:
             return  # tried again with the next model: there may be named people by then
-        if self.full_pass is not None and self.full_pass.running:
+        if self.full_pass is not None and self.full_pass.busy:
             self._held.update(new or {})
-            if not full and not self._child_pass_ended(space):
+            if not full and not self._pass_ended(space):
                 return  # the faces wait for the new groups
             new, self._held = dict(self._held), {}
             if not full and self._params is not None:
@@ -116,14 +111,14 @@ class Clusterer:
             self._disabled_for = None
             self._regroup_all(space, params, source)
             return
-        if self.store.clusters.signature() != self._signature:
+        if self.store.clusters.signature() != self._memory.signature:
             log.info("The clusters were rewritten elsewhere; reading them back")
             self._read_back(space, self._params, new or {})
         if unverified is not None:
             keep = set(unverified)
-            for gone in [f for f in self._waiting.ids() if f not in keep]:
-                self._waiting.pop(gone)
-                self._since_full += 1
+            gone = [f for f in self._memory.waiting.ids() if f not in keep]
+            self._memory.forget_waiting(gone)
+            self._since_full += len(gone)
         arrived = self._join(space, self._params, new or {})
         if self._full_pass_due(arrived):
             self._regroup_all(space, self._params, self._source)
@@ -133,31 +128,7 @@ class Clusterer:
             return False
         if self.clock() - self._full_at < RECLUSTER_SPACING * self._full_seconds:
             return False
-        unknown = len(self._clustered) + len(self._waiting)
-        return arrived == 0 or self._since_full >= RECLUSTER_SHARE * unknown
-
-    def _child_pass_ended(self, space: Space) -> bool:
-        """Has the child's pass ended? Its groups are read back when it has; when it
-        failed, the old ones (still in the database) stay."""
-        assert self.full_pass is not None
-        try:
-            report = self.full_pass.poll()
-        except FacestoreError as exc:  # the next try waits as long as after a pass
-            log.error("The full re-cluster failed: %s", exc)
-            self._full_seconds = time.perf_counter() - self._pass_started
-            self._full_at = self.clock()
-            return True
-        if report is None:
-            return False
-        if self._params is not None and self._state_of == space.config_hash:
-            self._take_back(space, self._params)
-        elif self._params is not None:  # no groups in memory yet: read them all
-            self._read_back(space, self._params, self._held)
-        self._since_full = 0
-        self._full_seconds = time.perf_counter() - self._pass_started
-        self._full_at = self.clock()
-        self.full_passes += 1
-        return True
+        return arrived == 0 or self._since_full >= RECLUSTER_SHARE * len(self._memory)
 
     @property
     def progress(self) -> tuple[str, int, int] | None:
@@ -172,101 +143,77 @@ class Clusterer:
     def _regroup_all(self, space: Space, params: ClusterParams, source: str) -> None:
         """Re-cluster every unknown face, and keep the clusters and the waiting faces:
         here, or in the child process for a large library."""
-        if (
-            self.full_pass is not None
-            and self.store.clusters.count_unknown(space.config_hash) > CHILD_ABOVE
-        ):
-            self._space, self._params, self._source = space.config_hash, params, source
-            self._pass_started = time.perf_counter()
+        self._pass_started = time.perf_counter()
+        self._space, self._params, self._source = space.config_hash, params, source
+        large = self.store.clusters.count_unknown(space.config_hash) > CHILD_ABOVE
+        if self.full_pass is not None and large:
             self.full_pass.start(space, params, source)
             return
-        started = time.perf_counter()
         face_ids, vectors = read_unknown(self.store, space)
-        _, rows = regroup(self.store, space, params, source, face_ids, vectors, started)
-        self._remember(space, params, face_ids, vectors, {r.cluster_id: r.face_ids for r in rows})
-        self._source = source
-        self._since_full = 0
-        self._full_seconds = time.perf_counter() - started
+        _, rows = regroup(self.store, space, params, source, face_ids, vectors, self._pass_started)
+        members = {r.cluster_id: r.face_ids for r in rows}
+        signature = self.store.clusters.signature()
+        self._remember(space, read_memory(face_ids, vectors, members, signature))
+        self._pass_finished()
+
+    def _pass_ended(self, space: Space) -> bool:
+        """Has the child's pass (and the reading of its groups) ended? When it has, its
+        groups are this clusterer's; when it failed, the old ones stay (in the database
+        too) and the next try comes no sooner than after a pass."""
+        assert self.full_pass is not None
+        try:
+            report = self.full_pass.poll()
+        except FacestoreError as exc:
+            log.error("The full re-cluster failed: %s", exc)
+            self._pass_finished(failed=True)
+            return True
+        if report is None:
+            return False
+        if isinstance(report, ClusterMemory):  # read in the background: see below
+            self._remember(space, report)
+        elif self._memory_of == space.config_hash:  # taken over from the memory
+            members = self.store.clusters.members(space.config_hash)
+            signature = self.store.clusters.signature()
+            memory = take_over(self._memory, members, self._held, self._vectors_of, signature)
+            self._remember(space, memory)
+        else:  # nothing in memory yet: every unknown face is read, beside the daemon's work
+            self.full_pass.read_in_background(lambda: self._read_memory(space))
+            return False
+        self._memory.forget_waiting(self._held)  # to be joined now, not left waiting
+        self._pass_finished()
+        return True
+
+    def _pass_finished(self, failed: bool = False) -> None:
+        if not failed:
+            self._since_full = 0
+            self.full_passes += 1
+        self._full_seconds = time.perf_counter() - self._pass_started
         self._full_at = self.clock()
-        self.full_passes += 1
+
+    def _vectors_of(self, face_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        assert self._space is not None
+        blobs = self.store.library.vectors_of(self._space, face_ids)
+        return {face: decode_vectors([blob])[0] for face, blob in blobs.items()}
+
+    def _read_memory(self, space: Space) -> ClusterMemory:
+        signature = self.store.clusters.signature()  # before: a later write shows
+        face_ids, vectors = read_unknown(self.store, space)
+        members = self.store.clusters.members(space.config_hash)
+        return read_memory(face_ids, vectors, members, signature)
 
     def _read_back(self, space: Space, params: ClusterParams, new: Collection[int]) -> None:
-        face_ids, vectors = read_unknown(self.store, space)
-        members = self.store.clusters.members(space.config_hash)
-        self._remember(space, params, face_ids, vectors, members)
-        for face_id in new:  # to be joined now, not left waiting
-            if face_id in self._waiting:
-                self._waiting.pop(face_id)
+        self._remember(space, self._read_memory(space))
+        self._params = params
+        self._memory.forget_waiting(new)  # to be joined now, not left waiting
 
-    def _take_back(self, space: Space, params: ClusterParams) -> None:
-        """The groups this daemon's child wrote, taken in with the vectors this process
-        holds: a face moves between the clusters and the waiting faces; only the faces
-        it never saw are read (not the whole library, as _read_back does)."""
-        members = self.store.clusters.members(space.config_hash)
-        before = self._member_of
-        now = {face: cluster for cluster, faces in members.items() for face in faces}
-        units: dict[int, np.ndarray | None] = {}
-        for face in now:
-            if face in before:
-                units[face] = self._clustered.get(face)
-            elif face in self._waiting:
-                units[face] = self._waiting.pop(face)
-            else:  # came while the pass ran, or embedded by another process
-                units[face] = self._held.get(face)
-        missing = [f for f, unit in units.items() if unit is None]
-        if missing:
-            blobs = self.store.library.vectors_of(space.config_hash, missing)
-            for face in missing:
-                units[face] = decode_vectors([blobs[face]])[0] if face in blobs else None
-        for face in before:
-            if face not in now:
-                self._waiting.put(face, self._clustered.get(face))
-        old = self._clustered
-        self._sums, self._means, self._members, self._member_of = {}, UnitRows(), {}, {}
-        self._clustered = UnitRows()
-        for cluster_id, faces in members.items():
-            present = [f for f in faces if units.get(f) is not None]
-            if present:
-                rows = unit_rows(np.array([units[f] for f in present], dtype=np.float32))
-                self._add_to(cluster_id, present, rows)
-        del old
-        self._space, self._params, self._state_of = space.config_hash, params, space.config_hash
-        self._signature = self.store.clusters.signature()
-        for face in self._held:  # to be joined now, not left waiting
-            if face in self._waiting:
-                self._waiting.pop(face)
-
-    def _remember(
-        self,
-        space: Space,
-        params: ClusterParams,
-        face_ids: list[int],
-        vectors: np.ndarray,
-        members: Mapping[int, Collection[int]],
-    ) -> None:
-        units = unit_rows_in_place(vectors) if face_ids else vectors
-        row_of = {face_id: row for row, face_id in enumerate(face_ids)}
-        self._sums, self._means, self._members, self._member_of = {}, UnitRows(), {}, {}
-        self._clustered = UnitRows()
-        for cluster_id, faces in members.items():
-            present = [row_of[f] for f in faces if f in row_of]
-            if present:
-                faces_present = [face_ids[row] for row in present]
-                self._add_to(cluster_id, faces_present, units[present].astype(np.float32))
-        waiting = np.array([row for row, f in enumerate(face_ids) if f not in self._member_of])
-        waiting_ids = [face_ids[row] for row in waiting]
-        if len(waiting) > EXACT_LIMIT:  # one product per new face would read them all
-            self._waiting = IndexedRows(waiting_ids, units, waiting)
-        else:
-            self._waiting = UnitRows()
-            for face_id, row in zip(waiting_ids, waiting.tolist(), strict=True):
-                self._waiting.put(face_id, units[row].astype(np.float32))
-        self._space, self._params, self._state_of = space.config_hash, params, space.config_hash
-        self._signature = self.store.clusters.signature()
+    def _remember(self, space: Space, memory: ClusterMemory) -> None:
+        self._memory, self._memory_of, self._space = memory, space.config_hash, space.config_hash
 
     def _join(self, space: Space, params: ClusterParams, new: Mapping[int, np.ndarray]) -> int:
         """Join or found clusters with the new faces; returns how many were new here."""
-        fresh = sorted(f for f in new if f not in self._member_of and f not in self._waiting)
+        fresh = sorted(
+            f for f in new if f not in self._memory.member_of and f not in self._memory.waiting
+        )
         if not fresh:
             return 0
         self._since_full += len(fresh)
@@ -275,22 +222,22 @@ class Clusterer:
         founding: list[tuple[list[int], np.ndarray]] = []  # faces (founder first), units
         for face_id in fresh:
             vector = unit_rows(np.asarray(new[face_id], dtype=np.float32)[None, :])[0]
-            cluster_id = self._means.nearest(vector, params.distance)
-            if cluster_id is not None and self._has_mate(cluster_id, vector, link):
+            cluster_id = self._memory.means.nearest(vector, params.distance)
+            if cluster_id is not None and self._memory.has_mate(cluster_id, vector, link):
                 joins.append((face_id, cluster_id))
-                self._add_to(cluster_id, [face_id], vector[None, :])
+                self._memory.add_to(cluster_id, [face_id], vector[None, :])
                 continue
-            near = self._waiting.within(vector, link)
+            near = self._memory.waiting.within(vector, link)
             if near and len(near) + 1 >= params.min_size:
                 still = self.store.clusters.still_unknown(space.config_hash, near)
                 for gone in set(near) - still:  # named, suggested or deleted meanwhile
-                    self._waiting.pop(gone)
+                    self._memory.waiting.pop(gone)
                 near = sorted(still)
             if len(near) + 1 >= params.min_size:
-                units = np.array([vector, *[self._waiting.pop(f) for f in near]])
+                units = np.array([vector, *[self._memory.waiting.pop(f) for f in near]])
                 founding.append(([face_id, *near], units))
             else:
-                self._waiting.put(face_id, vector)
+                self._memory.waiting.put(face_id, vector)
         if not joins and not founding:
             return len(fresh)
         rows = [
@@ -299,21 +246,7 @@ class Clusterer:
         ]
         ids = self.store.clusters.extend(joins, rows, space.config_hash)
         for cluster_id, (faces, units) in zip(ids, founding, strict=True):
-            self._add_to(cluster_id, faces, units)
-        self._signature = self.store.clusters.signature()
+            self._memory.add_to(cluster_id, faces, units)
+        self._memory.signature = self.store.clusters.signature()
         log.info("%d unknown faces joined clusters, %d clusters founded", len(joins), len(ids))
         return len(fresh)
-
-    def _has_mate(self, cluster_id: int, vector: np.ndarray, link: float) -> bool:
-        faces = self._members[cluster_id]
-        units = np.array([self._clustered.get(f) for f in faces])
-        return bool(1.0 - float((units @ vector).max()) <= link + 1e-6)
-
-    def _add_to(self, cluster_id: int, faces: list[int], units: np.ndarray) -> None:
-        total = self._sums.get(cluster_id, 0) + units.sum(axis=0)
-        self._sums[cluster_id] = total
-        self._members.setdefault(cluster_id, []).extend(faces)
-        for face_id, unit in zip(faces, units, strict=True):
-            self._member_of[face_id] = cluster_id
-            self._clustered.put(face_id, unit)
-        self._means.put(cluster_id, total / len(self._members[cluster_id]))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import sys
+import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -70,12 +72,34 @@ class FullPass:
         self.store = store
         self._child: Any = None
         self._receive: Connection | None = None
+        self._reader: threading.Thread | None = None  # reads the groups after a pass
+        self._read: object = None
         self.stage: tuple[str, int, int] | None = None  # the running pass's last progress
         self._logged: dict[str, float] = {}
 
     @property
     def running(self) -> bool:
+        """A pass runs in the child."""
         return self._child is not None
+
+    @property
+    def busy(self) -> bool:
+        """A pass runs, or the groups it wrote are being read (read_in_background)."""
+        return self._child is not None or self._reader is not None
+
+    def read_in_background(self, read: Callable[[], object]) -> None:
+        """After a pass: read its groups in a thread (a million faces: a minute or more),
+        so that the daemon's loop goes on; poll() returns what read returned."""
+
+        def run() -> None:
+            try:
+                self._read = read()
+            except Exception:  # noqa: BLE001 - logged here, reported by poll()
+                log.exception("Reading the new groups failed")
+
+        self._read = None
+        self._reader = threading.Thread(target=run, name="facestore-groups-read", daemon=True)
+        self._reader.start()
 
     def start(self, space: Space, params: ClusterParams, source: str) -> None:
         """Start a pass (the running one, if any, is stopped first)."""
@@ -96,9 +120,21 @@ class FullPass:
         self.stage, self._logged = None, {}
         log.info("Full re-cluster started in process %s", self._child.pid)
 
-    def poll(self) -> ClusteringReport | None:
-        """The report once the pass is done (and the groups written); None while it runs.
+    def poll(self) -> object | None:
+        """The report once the pass is done (and the groups written), or what
+        read_in_background's function returned once it has; None while either runs.
         Raises what the pass raised, or FullPassCrashed."""
+        if self._reader is not None:
+            if self._reader.is_alive():
+                return None
+            self._reader.join()
+            self._reader, result, self._read = None, self._read, None
+            if result is None:
+                raise FullPassCrashed(
+                    "Reading the new groups failed (see the log above); the daemon goes on "
+                    "with the groups it holds and tries again after its next full pass."
+                )
+            return result
         if self._child is None or self._receive is None:
             return None
         try:
@@ -133,7 +169,9 @@ class FullPass:
             log.info("Full re-cluster: %s %d of %d", stage, done, total)
 
     def stop(self) -> None:
-        """Stop a running pass: its groups are never written."""
+        """Stop a running pass: its groups are never written (a read of them under way is
+        let go: its thread ends with the process)."""
+        self._reader, self._read = None, None
         if self._child is not None and self._child.is_alive():
             log.info("Stopping the full re-cluster in progress (process %s)", self._child.pid)
             self._child.terminate()

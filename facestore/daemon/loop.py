@@ -32,7 +32,7 @@ from facestore.daemon.rolling import RollingCheck
 from facestore.daemon.serving import Serving
 from facestore.daemon.suggester import Suggester
 from facestore.daemon.systemd import Notifier
-from facestore.daemon.telemetry import FullPassCollector, Telemetry
+from facestore.daemon.telemetry import Telemetry
 from facestore.daemon.trigger import Retrain, RetrainTrigger, retrain_here
 from facestore.daemon.wakeups import DataVersionProbe, wake_source
 from facestore.embedding import CHECK, QUEUE, Embedder
@@ -76,14 +76,8 @@ class Daemon:
             store, model_dir, options, self.telemetry, clock, self.stop, retrain, release
         )
         self.suggester = Suggester(store, options.min_confidence, options.min_quality)
-        self.clusterer = Clusterer(
-            store,
-            options.cluster_distance,
-            options.cluster_min_size,
-            clock=clock,
-            full_pass=FullPass(store),
-        )
-        self.telemetry.registry.register(FullPassCollector(lambda: self.clusterer.progress))
+        cut, least = options.cluster_distance, options.cluster_min_size
+        self.clusterer = Clusterer(store, cut, least, clock, FullPass(store))
         self._recluster = True  # a full re-cluster at start and after each new model
         self._read_all = True  # the next suggestion pass reads the unverified faces in _checking
         self._checking: IdRanges | None = None  # what this timer pass checks (None: all)

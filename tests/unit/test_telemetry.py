@@ -10,7 +10,7 @@ import pytest
 
 from facestore.daemon.http import parse_addr
 from facestore.daemon.systemd import Notifier
-from facestore.daemon.telemetry import STALL_SECONDS, Telemetry
+from facestore.daemon.telemetry import STALL_SECONDS, FullPassCollector, Telemetry
 from facestore.errors import ConfigurationError
 from tests.support.processes import patient
 
@@ -102,3 +102,15 @@ def test_metrics_addr(text: str, expected: tuple[str, int]) -> None:
 def test_bad_metrics_addr(text: str) -> None:
     with pytest.raises(ConfigurationError, match="HOST:PORT"):
         parse_addr(text)
+
+
+def test_the_full_pass_progress_is_a_share_by_stage_and_absent_when_none_runs() -> None:
+    from prometheus_client import generate_latest
+
+    stage: list[tuple[str, int, int] | None] = [("neighbours", 250, 1000)]
+    telemetry = Telemetry(60)
+    telemetry.registry.register(FullPassCollector(lambda: stage[0]))
+    text = generate_latest(telemetry.registry).decode()
+    assert 'facestore_cluster_pass_progress{stage="neighbours"} 0.25' in text
+    stage[0] = None
+    assert "facestore_cluster_pass_progress{" not in generate_latest(telemetry.registry).decode()
