@@ -92,7 +92,6 @@ def test_small_libraries_take_the_exact_path_and_large_ones_the_index(
     params = ClusterParams(0.1, 3)
     assert np.array_equal(group(units, params), group_exactly(units, params))
     counting = Counting()
-    monkeypatch.setattr(clustering, "ApproximateIndex", lambda: counting, raising=False)
     monkeypatch.setattr("facestore.neighbours.ApproximateIndex", lambda: counting)
     monkeypatch.setattr(clustering, "EXACT_LIMIT", 100)
     assert partition(group(units, params)) == partition(group_exactly(units, params))
