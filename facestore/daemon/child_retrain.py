@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from facestore.daemon.children import TERMINATE_GRACE, end_child, run_child
 from facestore.errors import FacestoreError
 from facestore.memory import give_back_memory
 from facestore.retrain import RetrainReport
@@ -27,7 +27,6 @@ from facestore.store import Store
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2  # how often the daemon looks at the child and at its stop flag
-TERMINATE_GRACE = 5.0  # seconds a stopped child has before it is killed
 
 
 class RetrainCrashed(FacestoreError):
@@ -40,23 +39,13 @@ class RetrainStopped(FacestoreError):
 
 def _child(url: str, model_dir: str, classifier: str, level: int, out: Connection) -> None:
     """In the child: retrain, and send ("report", report) or ("error", exception)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("facestore").addHandler(handler)
-    logging.getLogger("facestore").setLevel(level)
-    from facestore import db as database
-    from facestore.retrain import retrain
 
-    engine = database.create_engine(url)
-    try:
-        report = retrain(Store(engine), Path(model_dir), classifier)
-    except FacestoreError as exc:
-        out.send(("error", exc))
-    else:
-        out.send(("report", report))
-    finally:
-        engine.dispose()
-        out.close()
+    def work(store: Store) -> RetrainReport:
+        from facestore.retrain import retrain
+
+        return retrain(store, Path(model_dir), classifier)
+
+    run_child(url, level, out, work)
 
 
 def retrain_in_child(
@@ -120,10 +109,4 @@ def _wait(child: Any, receive: Connection, stop: threading.Event) -> tuple[str, 
 
 def _finish(child: Any, answered: bool) -> None:
     """Make sure the child is gone: it has answered (and exits), crashed, or is stopped."""
-    child.join(timeout=TERMINATE_GRACE if answered else 0)
-    if child.is_alive():
-        child.terminate()
-        child.join(timeout=TERMINATE_GRACE)
-    if child.is_alive():
-        child.kill()
-        child.join()
+    end_child(child, TERMINATE_GRACE if answered else 0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -23,13 +22,13 @@ from typing import Any
 
 from facestore.backbones import Space
 from facestore.clustering import ClusterParams
+from facestore.daemon.children import TERMINATE_GRACE, end_child, run_child
 from facestore.errors import FacestoreError
 from facestore.store import Store
 from facestore.unknown_faces import ClusteringReport
 
 log = logging.getLogger(__name__)
 
-TERMINATE_GRACE = 5.0  # seconds a stopped child has before it is killed
 LOG_EVERY = 0.25  # the daemon logs a stage's progress at each quarter
 
 
@@ -42,27 +41,16 @@ def _child(
 ) -> None:
     """In the child: re-cluster, sending ("progress", stage, done, total) as it goes and
     then ("report", report) or ("error", exception)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("facestore").addHandler(handler)
-    logging.getLogger("facestore").setLevel(level)
-    from facestore import db as database
-    from facestore.unknown_faces import recluster
 
-    engine = database.create_engine(url)
+    def work(store: Store) -> ClusteringReport:
+        from facestore.unknown_faces import recluster
 
-    def progress(stage: str, done: int, total: int) -> None:
-        out.send(("progress", stage, done, total))
+        def progress(stage: str, done: int, total: int) -> None:
+            out.send(("progress", stage, done, total))
 
-    try:
-        report = recluster(Store(engine), space, params, source, progress)
-    except FacestoreError as exc:
-        out.send(("error", exc))
-    else:
-        out.send(("report", report))
-    finally:
-        engine.dispose()
-        out.close()
+        return recluster(store, space, params, source, progress)
+
+    run_child(url, level, out, work)
 
 
 class FullPass:
@@ -182,9 +170,5 @@ class FullPass:
         self._child, self._receive, self.stage = None, None, None
         if receive is not None:
             receive.close()
-        if child is None:
-            return
-        child.join(timeout=TERMINATE_GRACE)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        if child is not None:
+            end_child(child, TERMINATE_GRACE)
