@@ -177,3 +177,70 @@ def test_kill_9_mid_batch_then_restart_ends_like_an_uninterrupted_run(
         clean, "SELECT face_id, attempts FROM embedding_failure"
     )
     assert sqlite_rows(crashed, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_sigterm_during_a_large_librarys_full_pass_exits_soon_and_keeps_the_old_groups(
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher]
+) -> None:
+    """More unknown faces than CHILD_ABOVE: the daemon's full pass runs in its child;
+    a SIGTERM then ends daemon and child within 10 s, and the groups are the old ones."""
+    import hashlib
+    import sqlite3
+
+    from facestore import db as database
+    from facestore.clustering import ClusterParams
+    from facestore.daemon.clusterer import CHILD_ABOVE
+    from facestore.store import Store
+    from facestore.unknown_faces import recluster
+
+    db = app_db(tmp_path / "app.db", people=3, per_person=3)
+    first = Watcher(db, tmp_path, weights_file)  # the active space and a model
+    watchers.append(first)
+    wait_for(lambda: model_version(tmp_path) is not None, patient(15), "the first model")
+    assert first.stop() == 0
+    (space_hash,) = sqlite_rows(db, "SELECT DISTINCT space_hash FROM embedding")[0]
+    # the library grows past CHILD_ABOVE unknown faces (vectors written as the bench does):
+    # 200 people of 5 faces, the rest strangers
+    count = CHILD_ABOVE + 10_000
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 512))
+    vectors = rng.normal(size=(count, 512))
+    vectors[:1000] = np.repeat(centres, 5, axis=0) + 0.05 * rng.normal(size=(1000, 512))
+    con = sqlite3.connect(db)
+    start = con.execute("SELECT max(id) FROM face").fetchone()[0] + 1
+    con.executemany(
+        "INSERT INTO face (id, photo_id, face_crop_blob, person_id, verified) "
+        "VALUES (?, 1, x'00', NULL, 0)",
+        ((start + i,) for i in range(count)),
+    )
+    crop = hashlib.sha256(b"\0").hexdigest()
+    con.executemany(
+        "INSERT INTO embedding (face_id, space_hash, crop_sha256, vector, created_at) "
+        "VALUES (?, ?, ?, ?, 0)",
+        ((start + i, space_hash, crop, v.astype("<f4").tobytes()) for i, v in enumerate(vectors)),
+    )
+    con.execute("DELETE FROM embedding_job")
+    con.commit()
+    con.close()
+    store = Store(database.create_engine(f"sqlite:///{db}"))
+    space = store.spaces.active()
+    assert space is not None
+    old = recluster(store, space, ClusterParams(0.1, 3), "given")  # the groups the app sees
+    assert old.clusters == 200
+    before = sqlite_rows(db, "SELECT cluster_id, face_id FROM face_cluster_member ORDER BY 1, 2")
+
+    second = Watcher(db, tmp_path, weights_file, "--cluster-distance", "0.1")
+    watchers.append(second)
+    wait_for(
+        lambda: "Full re-cluster started" in second.output(),
+        patient(60),
+        "the full pass in its child",
+    )
+    started = time.monotonic()
+    assert second.stop() == 0
+    took = time.monotonic() - started
+    print(f"stopped {took:.1f}s after SIGTERM")
+    assert took < 10
+    assert "Clustered" not in second.output().split("Full re-cluster started")[1]
+    after = sqlite_rows(db, "SELECT cluster_id, face_id FROM face_cluster_member ORDER BY 1, 2")
+    assert after == before
