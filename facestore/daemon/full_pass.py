@@ -125,6 +125,7 @@ class FullPass:
             return result
         if self._child is None or self._receive is None:
             return None
+        alive = self._child.is_alive()  # first: what it sent before it died is in the pipe
         try:
             while self._receive.poll(0):
                 message = self._receive.recv()
@@ -138,7 +139,7 @@ class FullPass:
                 return report
         except EOFError:
             pass
-        if self._child.is_alive():
+        if alive:
             return None
         code = self._child.exitcode
         self._finish()
@@ -150,9 +151,8 @@ class FullPass:
     def _progress(self, stage: str, done: int, total: int) -> None:
         self.stage = (stage, done, total)
         share = done / total if total else 1.0
-        if share >= self._logged.get(stage, -1.0) + LOG_EVERY or (
-            share == 1.0 > self._logged.get(stage, 0.0)
-        ):
+        last = self._logged.get(stage)
+        if last is None or share >= last + LOG_EVERY or (share == 1.0 and last < 1.0):
             self._logged[stage] = share
             log.info("Full re-cluster: %s %d of %d", stage, done, total)
 

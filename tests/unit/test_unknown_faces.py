@@ -431,3 +431,31 @@ def test_a_stop_during_a_child_pass_leaves_the_old_groups(
         app.execute("ROLLBACK")
         app.close()
     assert clusters_of(db) == before
+
+
+def test_a_child_pass_that_dies_fails_alone_and_the_old_groups_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import signal
+
+    db = make_app_db(tmp_path / "app.db", people=3, per_person=4)
+    database.upgrade(database.create_engine(f"sqlite:///{db}"))
+    add_unverified(db, "A", 3)
+    daemon = make_daemon(db, tmp_path, FakeClock(), retrain=False, cluster_distance=0.05)
+    daemon.reconcile()  # few faces: here
+    before = clusters_of(db)
+    groups, space = daemon.clusterer, daemon.space
+    assert space is not None and groups.full_pass is not None and len(before) == 1
+    monkeypatch.setattr(clusterer, "CHILD_ABOVE", 0)
+    groups.update(space, full=True)
+    passes = groups.full_passes
+    os.kill(groups.full_pass._child.pid, signal.SIGKILL)  # out of memory, say
+    wait_for(
+        lambda: groups.update(space) is None and not groups.full_pass.busy,  # type: ignore[union-attr]
+        timeout=60,
+        what="the daemon to see the child gone",
+    )
+    assert "The full re-cluster failed" in caplog.text and "died without a result" in caplog.text
+    assert groups.full_passes == passes and clusters_of(db) == before
+    daemon.close()
