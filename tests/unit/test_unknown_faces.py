@@ -450,12 +450,14 @@ def test_a_child_pass_that_dies_fails_alone_and_the_old_groups_stay(
     monkeypatch.setattr(clusterer, "CHILD_ABOVE", 0)
     groups.update(space, full=True)
     passes = groups.full_passes
-    os.kill(groups.full_pass._child.pid, signal.SIGKILL)  # out of memory, say
-    wait_for(
-        lambda: groups.update(space) is None and not groups.full_pass.busy,  # type: ignore[union-attr]
-        timeout=60,
-        what="the daemon to see the child gone",
-    )
+    full_pass = groups.full_pass
+    os.kill(full_pass._child.pid, signal.SIGKILL)  # out of memory, say
+
+    def noticed() -> bool:
+        groups.update(space)
+        return not full_pass.busy
+
+    wait_for(noticed, timeout=60, what="the daemon to see the child gone")
     assert "The full re-cluster failed" in caplog.text and "died without a result" in caplog.text
     assert groups.full_passes == passes and clusters_of(db) == before
     daemon.close()
