@@ -172,8 +172,8 @@ class Clusterer:
         if isinstance(report, ClusterMemory):  # read in the background: see below
             self._remember(space, report)
         elif self._memory_of == space.config_hash:  # taken over from the memory
+            signature = self.store.clusters.signature()  # before: a later write shows
             members = self.store.clusters.members(space.config_hash)
-            signature = self.store.clusters.signature()
             memory = take_over(self._memory, members, self._held, self._vectors_of, signature)
             self._remember(space, memory)
         else:  # nothing in memory yet: every unknown face is read, beside the daemon's work
