@@ -103,11 +103,12 @@ def text_line(r: Prediction) -> str:
     'b.jpg: unknown; best guess 17 (...), 4 (...)'."""
     if r.error:
         return f"{r.input}: error: {r.error}"
-    guesses = [f"{g['person_id']} ({guess_detail(g)})" for g in r.top_k]
+    ranked = sorted(r.top_k, key=lambda g: -float(g["confidence"]))  # by the score shown
+    guesses = [f"{g['person_id']} ({guess_detail(g)})" for g in ranked]
     if r.person_id is not None:
-        named = next((g for g in r.top_k if g["person_id"] == r.person_id), None)
+        named = next((g for g in ranked if g["person_id"] == r.person_id), None)
         detail = guess_detail(named) if named else f"confidence {r.confidence:.3f}"
-        others = [t for g, t in zip(r.top_k, guesses, strict=True) if g is not named]
+        others = [t for g, t in zip(ranked, guesses, strict=True) if g is not named]
         return f"{r.input}: {r.person_id} ({detail})" + (
             f"; next: {', '.join(others)}" if others else ""
         )

@@ -120,3 +120,19 @@ def test_predict_has_no_backbone_option_the_model_fixes_it(cli: Cli, tmp_path: P
     result = cli("predict", crop, "--backbone", "dlib")
     assert result.exit_code == 2 and "--backbone does nothing here" in result.output
     assert "--backbone TEXT" not in cli("predict", "--help").stdout
+
+
+def test_predict_text_lists_the_other_guesses_by_the_confidence_it_shows() -> None:
+    from facestore.cli.predict import text_line
+    from facestore.predict import Prediction
+
+    guesses = [
+        {"person_id": "s5", "confidence": 0.638, "distance": 0.21},
+        {"person_id": "s21", "confidence": 0.136, "distance": 0.3404},
+        {"person_id": "s18", "confidence": 0.170, "distance": 0.3346},
+    ]
+    named = text_line(Prediction("a.jpg", "s5", 0.638, guesses))
+    assert named.index("s18 (") < named.index("s21 (")  # issue 37: they looked unsorted
+    assert named.startswith("a.jpg: s5 (confidence 0.638")
+    unknown = text_line(Prediction("b.jpg", None, 0.0, list(reversed(guesses))))
+    assert unknown.index("s5 (") < unknown.index("s18 (") < unknown.index("s21 (")
