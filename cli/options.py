@@ -60,7 +60,7 @@ def _model_fixes(ctx: click.Context, param: click.Parameter, value: Any) -> None
     if value is not None:
         raise click.UsageError(
             "--backbone does nothing here: the model's own backbone is used (the one it was "
-            "trained with, see 'facestore model'). Drop --backbone.",
+            "trained with, see 'facestore model list'). Drop --backbone.",
             ctx,
         )
 

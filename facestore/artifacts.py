@@ -42,6 +42,7 @@ from facestore import __version__
 from facestore.errors import ModelIncompatibleError, ModelIntegrityError, ModelNotFoundError
 from facestore.openset import OpenSetRule
 from facestore.quality import QualityGate
+from facestore.settings import MODEL_DIR, cite
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def resolve_version_dir(model_dir: Path, version: str | None = None) -> Path:
         if version is None:
             raise ModelNotFoundError(
                 f"No published model in {model_dir}. Run 'facestore retrain' (or "
-                "'facestore train') first, or pass --model-dir."
+                f"'facestore train') first, or pass {cite(MODEL_DIR)}."
             )
     directory = model_dir / HISTORY / version
     if not directory.is_dir():

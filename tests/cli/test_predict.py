@@ -119,6 +119,7 @@ def test_predict_has_no_backbone_option_the_model_fixes_it(cli: Cli, tmp_path: P
     crop.write_bytes(encode(face_image(1, 3), "PNG"))
     result = cli("predict", crop, "--backbone", "dlib")
     assert result.exit_code == 2 and "--backbone does nothing here" in result.output
+    assert "see 'facestore model list'" in result.output  # the command that lists models
     assert "--backbone TEXT" not in cli("predict", "--help").stdout
 
 

@@ -119,3 +119,14 @@ def test_classify_in_chunks_answers_as_in_one(
     monkeypatch.setattr(predict, "CLASSIFY_CHUNK", 4)
     assert predictor.classify(vectors, labels, top_k=5, excluded=excluded) == whole
     assert len(whole) == 17 and all(p.person_id != "p1" for p in whole[::4])
+
+
+def test_no_model_says_what_to_pass_in_python_and_on_the_command_line(tmp_path: Path) -> None:
+    from facestore.errors import ModelNotFoundError
+    from facestore.predict import Predictor
+
+    with pytest.raises(ModelNotFoundError) as caught:
+        Predictor.load(tmp_path / "model")
+    assert "or pass model_dir (or FACESTORE_MODEL_DIR)" in str(caught.value)  # issue 37
+    assert "--model-dir" not in str(caught.value)
+    assert "or pass --model-dir / FACESTORE_MODEL_DIR" in caught.value.for_command_line
