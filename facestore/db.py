@@ -48,8 +48,7 @@ def create_engine(url: str, must_exist: bool = False) -> Engine:
     must_exist: refuse a SQLite path that is not there, rather than let SQLite create
     an empty file (only 'facestore import' may create the app's database).
     """
-    if must_exist:
-        require_file(url)
+    require_file(url, must_exist)
     if url.startswith("sqlite") and sqlite3.sqlite_version_info < MIN_SQLITE:
         raise DatabaseError(
             f"facestore needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for RETURNING "
@@ -72,12 +71,14 @@ def create_engine(url: str, must_exist: bool = False) -> Engine:
     return engine
 
 
-def require_file(url: str) -> None:
+def require_file(url: str, must_exist: bool = True) -> None:
+    """A SQLite URL's path must not be a directory, and must exist unless must_exist is
+    False (then SQLite creates it)."""
     parsed = sa.engine.make_url(url)
     if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
         return
     path = Path(str(parsed.database))
-    if not path.exists():
+    if must_exist and not path.exists():
         raise DatabaseError(
             f"The database file {path} does not exist. Check {cite(DB)}; "
             "'facestore import DIR' creates a new database from a folder of crops."

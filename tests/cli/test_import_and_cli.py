@@ -43,6 +43,16 @@ def test_import_creates_a_minimal_face_table(cli: Cli, tmp_path: Path) -> None:
     assert cli("--db", db, "db", "upgrade").exit_code == 0
 
 
+def test_import_into_a_directory_says_it_is_one(cli: Cli, tmp_path: Path) -> None:
+    folder = people_folder(tmp_path / "people", {"alice": 1})
+    (tmp_path / "adir").mkdir()
+    result = cli("--db", tmp_path / "adir", "import", folder)
+    assert result.exit_code == 2, result.output
+    # as every other command says it (issue 37): not "Cannot open the database sqlite:///..."
+    assert f"{tmp_path / 'adir'} is a directory, not a database file." in result.output
+    assert "--db" in result.output
+
+
 def test_import_into_an_integer_person_id_table(cli: Cli, app_db: Path, tmp_path: Path) -> None:
     folder = people_folder(tmp_path / "people", {"7": 2}, fmt="JPEG")
     assert cli("--db", app_db, "import", folder).exit_code == 0
