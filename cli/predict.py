@@ -10,7 +10,8 @@ import click
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json
 from facestore.cli.options import min_confidence_option, min_quality_option
-from facestore.importer import crop_or_raw
+from facestore.errors import ImageDecodeError
+from facestore.importer import crop_bytes
 from facestore.predict import DEFAULT_TOP_K, Prediction, Predictor, predict_faces
 
 
@@ -72,9 +73,7 @@ def predict(
     if face_ids:
         results += predict_faces(app.store, predictor, face_ids, top_k, min_confidence, min_quality)
     if files:
-        # Any format Pillow reads is accepted here, converted as 'facestore import' does.
-        crops = [(str(path), crop_or_raw(path)) for path in files]
-        results += predictor.predict_crops(crops, top_k, min_confidence, min_quality)
+        results += predict_files(predictor, files, top_k, min_confidence, min_quality)
     if as_json:
         print_json([r.as_json() for r in results])
     else:
@@ -96,6 +95,25 @@ def text_header(predictor: Predictor) -> str:
         f"# model {predictor.version}: confidence = estimated chance the name is right; "
         f"distance = to the person's faces, named within {rule.threshold:.4f}"
     )
+
+
+def predict_files(
+    predictor: Predictor,
+    files: tuple[Path, ...],
+    top_k: int,
+    min_confidence: float | None,
+    min_quality: float | None,
+) -> list[Prediction]:
+    """Any format Pillow reads is accepted here, converted as 'facestore import' does;
+    a file that is none says so (not "not a JPEG, PNG or WebP", as a stored crop does)."""
+    crops, unread = [], {}
+    for path in files:
+        try:
+            crops.append((str(path), crop_bytes(path, check=False)))
+        except ImageDecodeError as exc:
+            unread[str(path)] = Prediction(str(path), None, 0.0, error=str(exc))
+    done = iter(predictor.predict_crops(crops, top_k, min_confidence, min_quality))
+    return [unread[str(p)] if str(p) in unread else next(done) for p in files]
 
 
 def text_line(r: Prediction) -> str:

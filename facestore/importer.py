@@ -88,15 +88,6 @@ def crop_bytes(path: Path, check: bool = True) -> bytes:
         raise ImageDecodeError(decode_reason(data)) from None
 
 
-def crop_or_raw(path: Path) -> bytes:
-    """crop_bytes for a caller that decodes the result, or else the file as it is
-    (decoding it then says why it fails)."""
-    try:
-        return crop_bytes(path, check=False)
-    except ImageDecodeError:
-        return path.read_bytes()
-
-
 def decode_reason(data: bytes) -> str:
     try:
         decode_crop(data)
