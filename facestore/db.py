@@ -192,6 +192,7 @@ def require_head(engine: Engine) -> None:
     check_connection(engine)
     current, head = current_revision(engine), head_revision()
     if current != head:
+        reflect_face_table(engine)  # no app table: 'db upgrade' would refuse too; say why
         raise SchemaNotAtHeadError(current, head)
 
 

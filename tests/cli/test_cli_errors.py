@@ -18,7 +18,7 @@ from click.testing import Result
 
 from facestore.embedding import embed_pending
 from tests.support.backends import ADMIN_URL
-from tests.support.helpers import ISO_UTC, FakeBackbone, encode, face_image
+from tests.support.helpers import ISO_UTC, FakeBackbone, encode, face_image, sqlite_exec
 from tests.support.types import StoreFor
 
 Cli = Callable[..., Result]
@@ -108,6 +108,16 @@ def test_a_missing_database_file_is_never_created(cli: Cli, tmp_path: Path) -> N
         assert result.exit_code == 2, (command, result.output)
         assert f"The database file {missing} does not exist" in result.output
         assert not missing.exists()
+
+
+def test_a_database_without_a_face_table_says_so_not_to_upgrade(cli: Cli, tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    sqlite_exec(other, "CREATE TABLE photo (id INTEGER PRIMARY KEY)")
+    for command in (["status"], ["db", "upgrade"]):  # status said 'db upgrade', which refused
+        result = cli("--db", other, *command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "This database has no 'face' table" in result.output  # issue 37
+        assert "Run 'facestore db upgrade'" not in result.output
 
 
 def test_import_may_create_the_database(cli: Cli, tmp_path: Path) -> None:
