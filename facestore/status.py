@@ -61,8 +61,10 @@ def format_status(report: dict[str, Any]) -> str:
         lines = [
             f"faces:        {report['faces']}",
             f"verified:     {report['verified']}",
-            f"embedded:     {report['embedded']}",
-            f"pending:      {report['pending']}",
+            f"embedded:     {report['embedded']} verified faces with a vector in the active space",
+            f"pending:      {report['pending']} verified faces still to embed (no vector, no "
+            "failure)",
+            f"vectors:      {report['vectors']} in the active space (verified or not)",
         ]
     else:
         lines = [
@@ -89,7 +91,10 @@ def format_status(report: dict[str, Any]) -> str:
         )
     queue = report.get("queue")
     if queue and queue["queued"]:
-        lines.append(f"work queue:   {queue['queued']} faces, {queue['leased']} leased by workers")
+        lines.append(
+            f"work queue:   {queue['queued']} faces queued by the triggers (verified or not, "
+            f"new or changed), {queue['leased']} leased by workers"
+        )
     for space in report.get("spaces", []):
         mark = "*" if space["active"] else " "
         missing = (
@@ -97,7 +102,7 @@ def format_status(report: dict[str, Any]) -> str:
         )
         lines.append(
             f"  {mark} space {space['backbone']} {space['config_hash'][:12]}: "
-            f"{space['vectors']} vectors{missing}"
+            f"{space['vectors']} vectors (verified or not){missing}"
         )
     if report["exact"]:
         lines.append(f"counted in {report['seconds']:.1f} s")

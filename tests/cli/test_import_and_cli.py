@@ -145,3 +145,12 @@ def test_wheel_has_no_top_level_cli_or_migrations(tmp_path: Path) -> None:
     assert "facestore/migrations/env.py" in names
     assert any(n.startswith("facestore/migrations/versions/0001") for n in names)
     assert "facestore/migrations/script.py.mako" in names
+
+
+def test_status_says_what_each_count_counts(cli: Cli, embedded_db: Path) -> None:
+    text = cli("--db", embedded_db, "status").stdout
+    # issue 37: "pending: 0" beside "work queue: 300 faces", and "embedded" beside
+    # "vectors", read as contradictions
+    assert "verified faces with a vector in the active space" in text
+    assert "verified faces still to embed (no vector, no failure)" in text
+    assert "in the active space (verified or not)" in text
