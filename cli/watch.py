@@ -129,8 +129,9 @@ def watch(
     claims batches of faces with a lease, so no face is embedded twice, and
     the batch of a worker that dies is taken over when its lease expires.
 
-    SIGTERM or SIGINT stops within a second or so, mid-batch if need be (the
-    unwritten faces go back to the queue), and exits 0. Exit status 2
+    SIGTERM or SIGINT stops within a second on a quiet machine, about two with
+    every core busy, mid-batch if need be (the unwritten faces go back to the
+    queue; a full re-cluster in progress is stopped), and exits 0. Exit status 2
     means a configuration problem (do not restart); other failures exit 1.
 
     Under systemd (Type=notify) it sends READY=1 once started, WATCHDOG=1 while
