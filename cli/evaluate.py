@@ -70,6 +70,10 @@ def evaluate_command(
 
     Reads cached vectors only (run 'facestore embed' first); publishes nothing.
     """
+    if plot is not None:  # a missing extra fails before the work, not after
+        from facestore.plots import require_matplotlib
+
+        require_matplotlib()
     data = library_dataset(app.store)
     space, dataset = data.space, data.dataset
     names = list(dict.fromkeys(classifiers or EVALUATED_BY_DEFAULT))

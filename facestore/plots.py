@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from facestore.errors import ConfigurationError
 from facestore.evaluate import Evaluation
 
 
-def plot_evaluation(evaluation: Evaluation, path: Path) -> Path:
-    """Left: the open-set curve against the false-accept target. Right: closed-set accuracy."""
+def require_matplotlib() -> Any:
+    """matplotlib's pyplot (headless), or a ConfigurationError saying how to install it:
+    called before any work, so that a missing extra fails at once."""
     try:
         import matplotlib
 
@@ -19,6 +21,12 @@ def plot_evaluation(evaluation: Evaluation, path: Path) -> Path:
         raise ConfigurationError(
             f"--plot needs matplotlib ({exc}). Install it: pip install 'facestore[plot]'."
         ) from exc
+    return plt
+
+
+def plot_evaluation(evaluation: Evaluation, path: Path) -> Path:
+    """Left: the open-set curve against the false-accept target. Right: closed-set accuracy."""
+    plt = require_matplotlib()
     curve = evaluation.curve
     x = [p.far_target for p in curve]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})

@@ -59,3 +59,17 @@ def test_evaluate_needs_three_people(cli: Cli, tmp_path: Path, fake_registered: 
     result = cli("--db", path, "evaluate")
     assert result.exit_code == 1
     assert "needs at least 3 people" in result.output and "Verify more people" in result.output
+
+
+def test_evaluate_plot_without_matplotlib_fails_before_the_work(
+    cli: Cli, tmp_path: Path, fake_registered: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_app_db(tmp_path / "two.db", people=2, per_person=4)
+    assert cli("--db", path, "db", "upgrade").exit_code == 0
+    assert cli("--db", path, "embed", "--backbone", "fake").exit_code == 0
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # not installed
+    result = cli("--db", path, "evaluate", "--plot", tmp_path / "quality.png")
+    # the work would fail with "needs at least 3 people": the missing extra is said first
+    assert result.exit_code == 2, result.output
+    assert "--plot needs matplotlib" in result.output and "facestore[plot]" in result.output
+    assert "needs at least 3 people" not in result.output
