@@ -1,12 +1,12 @@
 """Each face's nearest faces, from faiss: the neighbour graph that groups a large library.
 
-An index is a dependency of the grouping (facestore.clustering.group_by_neighbours):
+An index is a dependency of the grouping (facestore.neighbour_graph.group_by_neighbours):
 `ExactIndex` (a flat index: every pair, exact) or `ApproximateIndex` (an inverted file
 of float16 vectors: each face is compared with the faces of its NPROBE nearest lists
-only). faiss was chosen over hnswlib, pynndescent and faiss's own HNSW by measuring on
-the same vectors (bench/neighbour_libraries.py, docs/benchmarks.md): the inverted file
-found 99% of the true neighbours within the cut at 128 and 512 dimensions, where the
-HNSW graphs found 69-93%, and was the fastest.
+only). faiss's inverted file was chosen over hnswlib, pynndescent and faiss's own HNSW
+by measuring on the same vectors (bench/neighbour_libraries.py, docs/benchmarks.md): it
+found 99% of the true neighbours within the cut at 128 and 512 dimensions (97% at 1M),
+the HNSW graphs 68-92%, and pynndescent as many but ten times slower.
 
 Vectors are unit rows, float16 or float32; the index reads them a chunk at a time in
 float32, so the caller's matrix is the only full copy besides the index's own.
@@ -24,7 +24,7 @@ import numpy as np
 Progress = Callable[[str, int, int], None]
 
 CHUNK = 16384  # rows converted to float32 and searched at a time
-NPROBE = 8  # inverted lists searched per face (recall 0.99 within the cut, measured)
+NPROBE = 8  # inverted lists searched per face (recall within the cut: 0.99 at 100k, 0.97 at 1M)
 TRAIN_PER_LIST = 40  # k-means training points per list (faiss asks for 39 or more)
 
 
