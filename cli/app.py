@@ -77,6 +77,19 @@ class App:
 
         return build_backbone(self.backbone_settings(default_name))
 
+    def library_backbone_name(self) -> str | None:
+        """The one rule for the backbone: --backbone (or its variable), else the
+        backbone of the library's vectors (its active space), else None: the default."""
+        if self.backbone:
+            return self.backbone
+        active = self.store.spaces.active()
+        return active.backbone if active else None
+
+    def library_backbone(self) -> tuple[BackboneSettings, Backbone]:
+        """The settings and the built backbone, by `library_backbone_name`'s rule."""
+        name = self.library_backbone_name()
+        return self.backbone_settings(name), self.build_backbone(name)
+
 
 def pass_app(backbone: bool | str = False, db: bool = True) -> Callable[[F], F]:
     """Decorator: add --db (unless db=False), --model-dir and, with backbone=True, the

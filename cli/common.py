@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from facestore.errors import FacestoreError
-from facestore.timestamps import iso_utc
+from facestore.logs import LOG_FORMATS, LogSetup, verbosity_level
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,7 +115,7 @@ class FacestoreCommand(click.Command):
             click.Option(["-v", "--verbose", "cmd_verbose"], count=True, help=VERBOSE_HELP),
             click.Option(
                 ["--log-format", "cmd_log_format"],
-                type=click.Choice(["text", "json"]),
+                type=click.Choice(LOG_FORMATS),
                 default=None,
                 help=LOG_FORMAT_HELP,
             ),
@@ -137,36 +136,7 @@ class CommandGroup(click.Group):
 
 
 def configure_logging(verbosity: int, log_format: str = "text") -> None:
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("facestore").setLevel(level)
-
-
-class TextFormatter(logging.Formatter):
-    """Log times as ISO 8601 UTC, the one format of every timestamp facestore prints."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return iso_utc(record.created) or ""
-
-
-class JsonFormatter(TextFormatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+    LogSetup(verbosity_level(verbosity), log_format).apply()
 
 
 @contextmanager

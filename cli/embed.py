@@ -34,8 +34,7 @@ def embed(app: App, as_json: bool) -> None:
     rest stays pending, and the exit status is 128 + the signal's number.
     """
     store = app.store
-    options = app.backbone_settings()
-    model = app.build_backbone()
+    options, model = app.library_backbone()
     total = store.queue.count_pending(space_of(model).config_hash)
     stop = StopEvent()
     with stop_on_signals(stop) as received, progress_bar(total, "embed") as bar:

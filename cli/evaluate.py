@@ -9,7 +9,7 @@ import click
 from facestore.classifiers import CLASSIFIERS, classifier_factory, resolve_name
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, counted, print_json
-from facestore.cli.options import far_option
+from facestore.cli.options import far_target_option
 from facestore.evaluate import DEFAULT_FOLDS, Evaluation, evaluate
 from facestore.retrain import library_dataset
 
@@ -39,7 +39,7 @@ EVALUATED_BY_DEFAULT = ("auto", "svc", "lda", "logreg", "knn", "centroid")
     show_default=True,
     help="How many random choices of stranger people the open-set curve averages.",
 )
-@far_option
+@far_target_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option(
     "--plot",

@@ -7,13 +7,15 @@ import click
 
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import CommandGroup, print_json
+from facestore.errors import ModelNotFoundError
 from facestore.repository import ModelRepository
 from facestore.status import shown
+from facestore.training_settings import describe_settings
 
 
 @click.group(cls=CommandGroup)
 def model() -> None:
-    """List published model versions, or roll back to one."""
+    """List published model versions, show one, or roll back to one."""
 
 
 @model.command("list")
@@ -34,6 +36,42 @@ def list_command(app: App, as_json: bool) -> None:
             f"{mark} {row['version']}  {row['classifier']}  accuracy {shown(row['accuracy'])}  "
             f"classes {row['classes_kept']}  train {row['n_train']}"
         )
+
+
+@model.command()
+@click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app(db=False)
+def show(app: App, version: str | None, as_json: bool) -> None:
+    """Show one version (default: the current one): when it was trained, on which
+    backbone and space, its accuracy and 'unknown' threshold, and the training
+    settings every later retrain reuses unless they are given again."""
+    repository = ModelRepository(app.model_dir)
+    version = version or repository.current_version()
+    if version is None:
+        raise ModelNotFoundError(
+            f"No published model in {app.model_dir}. Run 'facestore train' first."
+        )
+    row = repository.describe(version)
+    if as_json:
+        print_json(row)
+        return
+    threshold = row["unknown_threshold"]
+    click.echo(
+        "\n".join(
+            [
+                f"version:     {row['version']}{' (current)' if row['current'] else ''}",
+                f"created:     {row['created_at'] or 'n/a'}",
+                f"backbone:    {row['backbone'] or 'n/a'} (space {(row['space'] or 'n/a')[:12]})",
+                f"classifier:  {row['classifier']}",
+                f"accuracy:    {shown(row['accuracy'])} (held-out faces)",
+                f"trained on:  {row['n_train']} faces of {row['classes_kept']} people",
+                "unknown at:  "
+                + (f"distance > {threshold:.4f}" if threshold is not None else "n/a"),
+                f"settings:    {describe_settings(row['settings'])}",
+            ]
+        )
+    )
 
 
 @model.command()

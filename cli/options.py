@@ -97,18 +97,17 @@ CLASSIFIER_HELP = (
     "(the seed's); lda: shrinkage linear discriminant analysis; logreg: logistic "
     "regression; knn: cosine 5-nearest neighbours; centroid: cosine nearest centroid."
 )
+REMEMBERED = "[default: the current model's (see 'facestore model show'), else {}]"
 
 
 def classifier_option(func: F) -> F:
-    """--classifier, the same choices and default everywhere a model is trained."""
-    from facestore.classifiers import CLASSIFIERS
-
+    """--classifier, the same choices everywhere a model is trained; not given: the
+    current model's (facestore.training_settings)."""
     return click.option(
         "--classifier",
-        type=click.Choice(sorted(CLASSIFIERS)),
-        default="auto",
-        show_default=True,
-        help=CLASSIFIER_HELP,
+        type=click.Choice(settings.CLASSIFIER_NAMES),
+        default=None,
+        help=f"{CLASSIFIER_HELP} {REMEMBERED.format('auto')}",
     )(func)
 
 
@@ -136,19 +135,34 @@ def min_quality_option(func: F) -> F:
     )(func)
 
 
-def far_option(func: F) -> F:
-    """--false-accept, the target the open-set rule is calibrated to at retrain."""
-    from facestore.openset import DEFAULT_FAR
+FAR_HELP = (
+    "Target share of strangers (faces of people not in the model) that the "
+    "retrained model may still name; the 'unknown' threshold is calibrated to it. "
+    "Lower: fewer strangers named, more known faces left unknown."
+)
+DEFAULT_FAR = 0.03  # facestore.openset.DEFAULT_FAR, spelled here so --help needs no numpy
 
+
+def far_option(func: F) -> F:
+    """--false-accept for a model that is trained: not given, the current model's."""
+    return click.option(
+        "--false-accept",
+        "far",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=None,
+        help=f"{FAR_HELP} {REMEMBERED.format(DEFAULT_FAR)}",
+    )(func)
+
+
+def far_target_option(func: F) -> F:
+    """--false-accept where nothing is published ('facestore evaluate')."""
     return click.option(
         "--false-accept",
         "far",
         type=click.FloatRange(0, 1, min_open=True, max_open=True),
         default=DEFAULT_FAR,
         show_default=True,
-        help="Target share of strangers (faces of people not in the model) that the "
-        "retrained model may still name; the 'unknown' threshold is calibrated to it. "
-        "Lower: fewer strangers named, more known faces left unknown.",
+        help=FAR_HELP,
     )(func)
 
 

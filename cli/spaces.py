@@ -78,8 +78,7 @@ def reembed_command(
             time.perf_counter() - started,
         )
     else:
-        options = app.backbone_settings()
-        model = app.build_backbone()
+        options, model = app.library_backbone()
         total = store.queue.count_pending(space_of(model).config_hash)
         stop = StopEvent()
         with stop_on_signals(stop) as received, progress_bar(total, "reembed") as bar:

@@ -10,7 +10,7 @@ from facestore import db as database
 from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, counted, print_json, progress_bar
-from facestore.cli.options import classifier_option, far_option
+from facestore.cli.options import REMEMBERED, classifier_option, far_option
 from facestore.embedding import embed_pending
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
 from facestore.retrain import RetrainReport, retrain
@@ -23,13 +23,22 @@ def training_options(func: Any) -> Any:
             click.option(
                 "--val-fraction",
                 type=click.FloatRange(0, 1, max_open=True),
-                default=0.2,
-                show_default=True,
+                default=None,
                 help="Share of each person's faces held out to measure accuracy (0: none). "
-                "The published model is then refit on all faces.",
+                "The published model is then refit on all faces. " + REMEMBERED.format(0.2),
             ),
-            click.option("--seed", type=int, default=42, show_default=True, help="Split seed."),
+            click.option(
+                "--seed", type=int, default=None, help="Split seed. " + REMEMBERED.format(42)
+            ),
             far_option,
+            click.option(
+                "--keep-versions",
+                "keep",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Published versions kept under model/history/ (older ones are "
+                "deleted). " + REMEMBERED.format(5),
+            ),
             click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
         ]
     ):
@@ -66,6 +75,7 @@ def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
             f"held-out known faces: named right {held['named_right']:.1%}, wrongly "
             f"{held['named_wrong']:.1%}, unknown {held['unknown']:.1%}"
         )
+    lines.append(f"settings: {report.settings.describe()} (reused by later retrains)")
     if faces is not None:
         lines.insert(0, f"embedded {counted(faces, 'new face')}")
     return "\n".join(lines)
@@ -75,14 +85,22 @@ def summary_lines(report: RetrainReport, faces: int | None = None) -> str:
 @training_options
 @pass_app()
 def retrain_command(
-    app: App, classifier: str, val_fraction: float, seed: int, far: float, as_json: bool
+    app: App,
+    classifier: str | None,
+    val_fraction: float | None,
+    seed: int | None,
+    far: float | None,
+    keep: int | None,
+    as_json: bool,
 ) -> None:
     """Refit the classifier over the cached vectors and publish a new model version.
 
     Reads only the vectors of the active space for verified faces; it never
     decodes an image or loads the backbone, so it needs no weights. People with
-    fewer than 2 faces are dropped with a warning. JSON keys: version, accuracy,
-    n_train, n_val, classes_kept, classes_dropped, samples_dropped, seconds.
+    fewer than 2 faces are dropped with a warning. Settings not given are the
+    current model's (the daemon's retrains reuse them too). JSON keys: version,
+    accuracy, n_train, n_val, classes_kept, classes_dropped, samples_dropped,
+    seconds, settings.
     """
     report = retrain(
         app.store,
@@ -91,6 +109,7 @@ def retrain_command(
         val_fraction=val_fraction,
         seed=seed,
         far=far,
+        keep=keep,
     )
     print_json(report.as_json()) if as_json else click.echo(summary_lines(report))
 
@@ -101,10 +120,11 @@ def retrain_command(
 @pass_app(backbone=True)
 def train(
     app: App,
-    classifier: str,
-    val_fraction: float,
-    seed: int,
-    far: float,
+    classifier: str | None,
+    val_fraction: float | None,
+    seed: int | None,
+    far: float | None,
+    keep: int | None,
     as_json: bool,
     upgrade: bool,
 ) -> None:
@@ -119,12 +139,11 @@ def train(
         store = app.store
     except SchemaNotAtHeadError as exc:
         raise DatabaseError(f"{exc} Or pass --upgrade to do it now.") from exc
-    options = app.backbone_settings()
-    model = app.build_backbone()
+    options, model = app.library_backbone()
     with progress_bar(store.queue.count_pending(space_of(model).config_hash), "embed") as bar:
         embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
     report = retrain(
-        store, app.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far
+        store, app.model_dir, classifier, val_fraction=val_fraction, seed=seed, far=far, keep=keep
     )
     if as_json:
         print_json({**report.as_json(), "embed": embedded.as_json()})

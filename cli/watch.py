@@ -145,10 +145,7 @@ def watch(
     # before the backbone: a taken port fails at once, and /healthz answers while it loads
     server = MetricsServer(telemetry, *address) if address else None
     try:
-        active = store.spaces.active()
-        default_name = active.backbone if active else None  # --backbone, else the active's
-        options_backbone = app.backbone_settings(default_name)
-        embedder = app.build_backbone(default_name)
+        options_backbone, embedder = app.library_backbone()
         watch_options = dataclasses.replace(
             WatchOptions(batch_size=options_backbone.batch_size),
             **{k: v for k, v in options.items()},  # type: ignore[arg-type]

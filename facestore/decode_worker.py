@@ -21,6 +21,7 @@ import numpy as np
 
 from facestore.errors import ImageDecodeError
 from facestore.images import decode_crop
+from facestore.logs import LogSetup
 from facestore.quality import ImageSignals, image_signals
 
 DecodedRow = tuple[str, str | None, ImageSignals | None]  # sha256, error, quality signals
@@ -33,14 +34,20 @@ _prepare: Callable[[Any], np.ndarray] | None = None
 
 
 def attach(
-    name: str, shape: tuple[int, ...], prepare: Callable[[Any], np.ndarray], parent: int
+    name: str,
+    shape: tuple[int, ...],
+    prepare: Callable[[Any], np.ndarray],
+    parent: int,
+    logs: LogSetup,
 ) -> None:
-    """Pool initializer: map the parent's slots (slots, rows, *input shape), float32.
+    """Pool initializer: log as the parent does; map the parent's slots (slots, rows,
+    *input shape), float32.
 
     parent: the pid of the process that started the pool. Passed in rather than read
     here, so that a worker whose parent died while it was still starting exits too.
     """
     global _slots, _memory, _prepare
+    logs.apply()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _memory = shared_memory.SharedMemory(name=name)  # the parent owns (and unlinks) it

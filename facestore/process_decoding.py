@@ -31,6 +31,7 @@ from facestore.decoding import (
     ProcessPreparable,
     default_workers,
 )
+from facestore.logs import LogSetup
 from facestore.store import Crop, crop_sha256
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,13 @@ class ProcessDecoding:
             self.workers,
             mp_context=get_context("spawn"),  # no fork of a process that holds torch threads
             initializer=decode_worker.attach,
-            initargs=(self._memory.name, self._shape, self._prepare, os.getpid()),
+            initargs=(
+                self._memory.name,
+                self._shape,
+                self._prepare,
+                os.getpid(),
+                LogSetup.current(),
+            ),
         )
         with _workers_skip_main():
             for _ in range(self.workers):  # start them now, while the pass sets up

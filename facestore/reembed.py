@@ -21,6 +21,7 @@ from facestore.locks import retrain_lock
 from facestore.repository import ModelRepository
 from facestore.retrain import fit_and_stage, prepare
 from facestore.store import Store
+from facestore.training_settings import settings_for
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,21 @@ def build_space(
     return space, embedded, failed
 
 
-def activate(store: Store, space: Space, model_dir: Path, classifier: str = "auto") -> str:
+def activate(store: Store, space: Space, model_dir: Path, classifier: str | None = None) -> str:
     """Train in the (complete) space, stage the model, then in one database transaction
-    activate the space and make the model current: both switch, or neither."""
+    activate the space and make the model current: both switch, or neither. The
+    current model's training settings carry over (the classifier unless given)."""
     missing = store.queue.count_pending(space.config_hash)
     if missing:
         raise ConfigurationError(
             f"Space {space.label} still lacks {missing} verified faces. Run "
             "'facestore reembed' with the same backbone and weights to finish it first."
         )
-    training = prepare(store, classifier, space)
-    repository = ModelRepository(model_dir)
+    settings = settings_for(model_dir, classifier=classifier)
+    training = prepare(store, settings.classifier, space)
+    repository = ModelRepository(model_dir, settings.keep)
     with retrain_lock(store.engine, model_dir):
-        staged, _ = fit_and_stage(store, repository, training)
+        staged, _ = fit_and_stage(store, repository, training, settings)
         previous = repository.current_version()
         try:
             with store.transaction():
@@ -106,7 +109,7 @@ def reembed(
     *,
     batch_size: int | None = None,
     activate_space: bool = True,
-    classifier: str = "auto",
+    classifier: str | None = None,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> ReembedReport:
@@ -133,7 +136,7 @@ def reembed(
 
 
 def activate_recorded(
-    store: Store, config_hash: str | None, model_dir: Path, classifier: str = "auto"
+    store: Store, config_hash: str | None, model_dir: Path, classifier: str | None = None
 ) -> str:
     """The later switch after `reembed --no-activate`: the newest complete other space."""
     candidates = [s for s in store.spaces.summaries() if not s.active]

@@ -44,6 +44,7 @@ from facestore.locks import publish_lock
 from facestore.openset import OpenSetRule
 from facestore.quality import QualityGate
 from facestore.timestamps import normalise
+from facestore.training_settings import settings_from_metrics
 
 log = logging.getLogger(__name__)
 
@@ -124,39 +125,43 @@ class ModelRepository:
         return load_bundle(self.model_dir, version)
 
     def summary(self) -> dict[str, Any] | None:
-        """{"version", "accuracy"} of the current model, or None when there is none."""
+        """The current model's `describe`, or None when there is none."""
         version = self.current_version()
-        if version is None:
-            return None
+        return self.describe(version) if version is not None else None
+
+    def describe(self, version: str) -> dict[str, Any]:
+        """One kept version as `model list`, `model show` and `status` print it: when,
+        classifier, accuracy, sizes, space, and the training settings a retrain reuses.
+        Reads JSON only; a version whose files cannot be read shows what it can."""
+        directory = self.model_dir / HISTORY / version
+        if not directory.is_dir():
+            raise ModelNotFoundError(
+                f"No model version {version!r} in {self.model_dir}. "
+                "'facestore model list' shows the kept versions."
+            )
         try:
-            metrics = read_json(self.model_dir / HISTORY / version, METRICS_FILE)
+            metrics = read_json(directory, METRICS_FILE)
+            config = read_json(directory, CONFIG_FILE)
         except (OSError, ValueError):
-            metrics = {}
-        return {"version": version, "accuracy": metrics.get("accuracy")}
+            metrics, config = {}, {}
+        open_set = metrics.get("open_set") or {}
+        return {
+            "version": version,
+            "current": version == self.current_version(),
+            "created_at": normalise(metrics.get("created_at")),
+            "classifier": metrics.get("classifier"),
+            "accuracy": metrics.get("accuracy"),
+            "n_train": metrics.get("n_train"),
+            "classes_kept": metrics.get("classes_kept"),
+            "space": config.get("config_hash"),
+            "backbone": config.get("backbone"),
+            "unknown_threshold": open_set.get("threshold"),
+            "settings": settings_from_metrics(metrics).as_json(),
+        }
 
     def history(self) -> list[dict[str, Any]]:
         """Every kept version, newest first."""
-        current = self.current_version()
-        rows = []
-        for version in reversed(list_versions(self.model_dir)):
-            try:
-                metrics = read_json(self.model_dir / HISTORY / version, METRICS_FILE)
-                config = read_json(self.model_dir / HISTORY / version, CONFIG_FILE)
-            except (OSError, ValueError):
-                metrics, config = {}, {}
-            rows.append(
-                {
-                    "version": version,
-                    "current": version == current,
-                    "created_at": normalise(metrics.get("created_at")),
-                    "classifier": metrics.get("classifier"),
-                    "accuracy": metrics.get("accuracy"),
-                    "n_train": metrics.get("n_train"),
-                    "classes_kept": metrics.get("classes_kept"),
-                    "space": config.get("config_hash"),
-                }
-            )
-        return rows
+        return [self.describe(v) for v in reversed(list_versions(self.model_dir))]
 
     def rollback(self, version: str | None = None) -> str:
         """Make `version` (default: the one published before the current one) current."""

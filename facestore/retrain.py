@@ -11,17 +11,21 @@ from typing import Any
 
 import numpy as np
 
-from facestore.artifacts import DEFAULT_KEEP
 from facestore.backbones import Space
-from facestore.classifiers import ClassifierFactory, classifier_factory, resolve_name
+from facestore.classifiers import (
+    CLASSIFIERS,
+    ClassifierFactory,
+    classifier_factory,
+    resolve_name,
+)
 from facestore.errors import TrainingError
 from facestore.locks import retrain_lock
-from facestore.openset import DEFAULT_FAR
 from facestore.quality import DEFAULT_MIN_QUALITY, QualityGate, calibrate_gate
 from facestore.repository import ModelRepository, StagedVersion
 from facestore.store import Store, TrainingRows
 from facestore.timestamps import now_iso
 from facestore.training import TRAINING_DTYPE, Dataset, build_dataset, fit, keep_rows
+from facestore.training_settings import SETTINGS_KEY, TrainingSettings, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ class RetrainReport:
     open_set: dict[str, Any] | None = None
     validation_open_set: dict[str, Any] | None = None
     low_quality_left_out: int = 0  # verified faces below the quality gate, not trained on
+    settings: TrainingSettings = TrainingSettings()  # recorded with the model
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +60,7 @@ class RetrainReport:
             "open_set": self.open_set,
             "validation_open_set": self.validation_open_set,
             "low_quality_left_out": self.low_quality_left_out,
+            "settings": self.settings.as_json(),
         }
 
 
@@ -139,16 +145,20 @@ def fit_and_stage(
     store: Store,
     repository: ModelRepository,
     training: Training,
-    *,
-    val_fraction: float = 0.2,
-    seed: int = 42,
-    far: float = DEFAULT_FAR,
+    settings: TrainingSettings,
 ) -> tuple[StagedVersion, RetrainReport]:
-    """Fit, calibrate the open-set rule and stage the version (not current yet)."""
+    """Fit, calibrate the open-set rule and stage the version (not current yet), with
+    the settings recorded in its metrics."""
     started = time.perf_counter()
     data = training.data
     space, rows, dataset, gate = data.space, data.rows, data.dataset, data.gate
-    result = fit(dataset, training.factory, val_fraction=val_fraction, seed=seed, far=far)
+    result = fit(
+        dataset,
+        training.factory,
+        val_fraction=settings.val_fraction,
+        seed=settings.seed,
+        far=settings.far,
+    )
     embedding_config = {
         **space.config,
         "backbone": space.backbone,
@@ -158,8 +168,9 @@ def fit_and_stage(
     metrics = {
         **result.metrics(),
         "classifier": training.name,
-        "val_fraction": val_fraction,
-        "seed": seed,
+        "val_fraction": settings.val_fraction,
+        "seed": settings.seed,
+        SETTINGS_KEY: settings.as_json(),
         "space": space.config_hash,
         "created_at": now_iso(),
         "quality_gate": gate.describe() if gate is not None else None,
@@ -187,6 +198,7 @@ def fit_and_stage(
         open_set=metrics["open_set"],
         validation_open_set=metrics["validation_open_set"],
         low_quality_left_out=data.low_quality,
+        settings=settings,
     )
     return staged, report
 
@@ -194,26 +206,42 @@ def fit_and_stage(
 def retrain(
     store: Store,
     model_dir: Path,
-    classifier: str | ClassifierFactory = "auto",
+    classifier: str | ClassifierFactory | None = None,
     *,
-    val_fraction: float = 0.2,
-    seed: int = 42,
-    far: float = DEFAULT_FAR,
-    keep: int = DEFAULT_KEEP,
+    val_fraction: float | None = None,
+    seed: int | None = None,
+    far: float | None = None,
+    keep: int | None = None,
     space: Space | None = None,
 ) -> RetrainReport:
     """Fit on the vectors of verified faces (default: the active space's) and publish.
+
+    Each setting left None is the current model's (facestore.training_settings), else
+    its default; the settings used are recorded with the new model. A classifier
+    factory is used as given and recorded by name.
 
     Any refusal (no vectors, fewer than 2 classes) happens before model/ is touched.
     While another retrain holds the lock (database-wide on PostgreSQL), BusyError,
     nothing published.
     """
     started = time.perf_counter()
-    training = prepare(store, classifier, space)
-    repository = ModelRepository(model_dir, keep)
-    with retrain_lock(store.engine, model_dir):  # one at a time, database-wide
-        staged, report = fit_and_stage(
-            store, repository, training, val_fraction=val_fraction, seed=seed, far=far
+    named = classifier if isinstance(classifier, str) or classifier is None else None
+    settings = settings_for(
+        model_dir, classifier=named, val_fraction=val_fraction, seed=seed, far=far, keep=keep
+    )
+    if classifier is None and settings.classifier not in CLASSIFIERS:
+        log.warning(
+            "The current model was trained with classifier %r, which is not one of %s; "
+            "retraining with auto. Pass the classifier again to keep it.",
+            settings.classifier,
+            ", ".join(sorted(CLASSIFIERS)),
         )
+        settings = settings.given(classifier="auto")
+    training = prepare(store, classifier or settings.classifier, space)
+    if named is None and classifier is not None:
+        settings = settings.given(classifier=training.name)
+    repository = ModelRepository(model_dir, settings.keep)
+    with retrain_lock(store.engine, model_dir):  # one at a time, database-wide
+        staged, report = fit_and_stage(store, repository, training, settings)
         staged.make_current()
     return dataclasses.replace(report, seconds=time.perf_counter() - started)

@@ -13,6 +13,8 @@ from typing import Any
 
 DEVICE_DECODES = ("auto", "on", "off")
 PRECISIONS = ("float32", "float16", "bfloat16")  # float32 everywhere by default
+# facestore.classifiers.CLASSIFIERS's names, spelled here so --help needs no scikit-learn
+CLASSIFIER_NAMES = ("auto", "centroid", "knn", "lda", "logreg", "svc")
 DEFAULT_BACKBONE = "vggface2"
 DEFAULT_PRECISION = "float32"
 DEFAULT_MODEL_DIR = "model"
@@ -58,7 +60,8 @@ MODEL_DIR = Setting(
 BACKBONE = Setting(
     "backbone",
     "FACESTORE_BACKBONE",
-    "Backbone name: vggface2 (default), casia-webface, dlib, or a plugin.",
+    "Backbone name: vggface2, casia-webface, dlib, or a plugin. [default: the backbone "
+    "of the library's vectors (its active space); vggface2 for a library with none]",
     flag="--backbone",
     python="BackboneSettings(name=...)",
 )

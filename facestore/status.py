@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from facestore.training_settings import describe_settings
+
 if TYPE_CHECKING:
     from facestore.store import Store
 
@@ -84,6 +86,8 @@ def format_status(report: dict[str, Any]) -> str:
             else "none published yet (run 'facestore retrain')"
         ),
     ]
+    if model and model.get("settings"):
+        lines.append(f"training:     {describe_settings(model['settings'])} (reused by retrains)")
     if report.get("low_quality"):
         lines.append(
             f"low quality:  {report['low_quality']} unverified faces get no name and join no "

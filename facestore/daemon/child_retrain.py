@@ -20,6 +20,7 @@ from typing import Any
 
 from facestore.daemon.children import TERMINATE_GRACE, end_child, run_child
 from facestore.errors import FacestoreError
+from facestore.logs import LogSetup
 from facestore.memory import give_back_memory
 from facestore.retrain import RetrainReport
 from facestore.store import Store
@@ -37,7 +38,9 @@ class RetrainStopped(FacestoreError):
     """The daemon was asked to stop while a retrain ran; the retrain was stopped."""
 
 
-def _child(url: str, model_dir: str, classifier: str, level: int, out: Connection) -> None:
+def _child(
+    url: str, model_dir: str, classifier: str | None, logs: LogSetup, out: Connection
+) -> None:
     """In the child: retrain, and send ("report", report) or ("error", exception)."""
 
     def work(store: Store) -> RetrainReport:
@@ -45,11 +48,11 @@ def _child(url: str, model_dir: str, classifier: str, level: int, out: Connectio
 
         return retrain(store, Path(model_dir), classifier)
 
-    run_child(url, level, out, work)
+    run_child(url, logs, out, work)
 
 
 def retrain_in_child(
-    store: Store, model_dir: Path, classifier: str, stop: threading.Event
+    store: Store, model_dir: Path, classifier: str | None, stop: threading.Event
 ) -> RetrainReport:
     """Retrain and publish in a child process; raises what it raised, RetrainCrashed if
     it died without a word, RetrainStopped if `stop` was set meanwhile."""
@@ -57,10 +60,9 @@ def retrain_in_child(
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     url = store.engine.url.render_as_string(hide_password=False)
-    level = logging.getLogger("facestore").getEffectiveLevel()
     child = context.Process(
         target=_child,
-        args=(url, str(model_dir), classifier, level, send),
+        args=(url, str(model_dir), classifier, LogSetup.current(), send),
         name="facestore-retrain",
         daemon=True,
     )

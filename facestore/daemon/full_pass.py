@@ -24,6 +24,7 @@ from facestore.backbones import Space
 from facestore.clustering import ClusterParams
 from facestore.daemon.children import TERMINATE_GRACE, end_child, run_child
 from facestore.errors import FacestoreError
+from facestore.logs import LogSetup
 from facestore.store import Store
 from facestore.unknown_faces import ClusteringReport
 
@@ -37,7 +38,7 @@ class FullPassCrashed(FacestoreError):
 
 
 def _child(
-    url: str, space: Space, params: ClusterParams, source: str, level: int, out: Connection
+    url: str, space: Space, params: ClusterParams, source: str, logs: LogSetup, out: Connection
 ) -> None:
     """In the child: re-cluster, sending ("progress", stage, done, total) as it goes and
     then ("report", report) or ("error", exception)."""
@@ -50,7 +51,7 @@ def _child(
 
         return recluster(store, space, params, source, progress)
 
-    run_child(url, level, out, work)
+    run_child(url, logs, out, work)
 
 
 class FullPass:
@@ -95,10 +96,9 @@ class FullPass:
         context = multiprocessing.get_context("spawn")
         receive, send = context.Pipe(duplex=False)
         url = self.store.engine.url.render_as_string(hide_password=False)
-        level = logging.getLogger("facestore").getEffectiveLevel()
         self._child = context.Process(
             target=_child,
-            args=(url, space, params, source, level, send),
+            args=(url, space, params, source, LogSetup.current(), send),
             name="facestore-full-pass",
             daemon=True,
         )

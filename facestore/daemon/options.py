@@ -15,7 +15,7 @@ class WatchOptions:
     retrain_min_changes: int = 10
     retrain_delay: float = 600.0
     retrain_cooldown: float = 300.0
-    classifier: str = "auto"
+    classifier: str | None = None  # None: the current model's (training_settings)
     suggestions: bool = True
     min_confidence: float | None = None  # None: the model's calibrated open-set rule
     min_quality: float | None = None  # None: the model's quality gate at its floor (1.0)

@@ -37,11 +37,11 @@ log = logging.getLogger(__name__)
 RETRAIN_ALLOWANCE = 1800.0  # seconds a retrain may run without a beat (then: hung)
 
 # Runs one retrain and publishes it: (store, model_dir, classifier, stop) -> report
-Retrain = Callable[[Store, Path, str, threading.Event], RetrainReport]
+Retrain = Callable[[Store, Path, str | None, threading.Event], RetrainReport]
 
 
 def retrain_here(
-    store: Store, model_dir: Path, classifier: str, stop: threading.Event
+    store: Store, model_dir: Path, classifier: str | None, stop: threading.Event
 ) -> RetrainReport:
     """In this process (a stop waits for the fit to end)."""
     return retrain(store, model_dir, classifier)

@@ -28,6 +28,7 @@ JSON_KEYS = {
     "samples_dropped",
     "seconds",
     "low_quality_left_out",
+    "settings",
 }
 
 
@@ -65,7 +66,10 @@ def test_retrain_json_artifacts_and_determinism(
     config = json.loads((model / "embedding_config.json").read_text())
     status = json.loads(cli("--db", embedded_db, "status", "--json").stdout)
     assert config["config_hash"] == status["active_space"]["config_hash"]
-    assert status["model"] == {"version": second["version"], "accuracy": second["accuracy"]}
+    assert (status["model"]["version"], status["model"]["accuracy"]) == (
+        second["version"],
+        second["accuracy"],
+    )
     assert json.loads((model / "person_id_mapping.json").read_text()) == [
         "p00",
         "p01",
@@ -158,3 +162,73 @@ def test_every_command_step_by_step(
     status = json.loads(run("status", "--json"))
     assert (status["faces"], status["embedded"], status["pending"]) == (12, 12, 0)
     assert status["model"]["version"] == report["version"]
+
+
+def test_a_models_training_settings_stick_until_given_again(
+    cli: Cli, embedded_db: Path, tmp_path: Path
+) -> None:
+    given = ["--classifier", "centroid", "--false-accept", "0.05", "--seed", "3"]
+    first = retrain_json(cli, embedded_db, *given, "--val-fraction", "0.3", "--keep-versions", "2")
+    chosen = {"classifier": "centroid", "far": 0.05, "val_fraction": 0.3, "seed": 3, "keep": 2}
+    assert first["settings"] == chosen
+    assert first["open_set"]["far_target"] == 0.05 and first["classifier"] == "centroid"
+    again = retrain_json(cli, embedded_db)  # nothing given: all of them again
+    assert again["settings"] == chosen and again["classifier"] == "centroid"
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["settings"] == chosen and metrics["open_set"]["far_target"] == 0.05
+    changed = retrain_json(cli, embedded_db, "--seed", "4")  # only what is given changes
+    assert changed["settings"] == {**chosen, "seed": 4}
+    assert len(list((tmp_path / "model" / "history").iterdir())) == 2  # versions kept: 2
+
+    shown = cli("--db", embedded_db, "model", "show")
+    assert shown.exit_code == 0, shown.output
+    assert f"version:     {changed['version']} (current)" in shown.stdout
+    assert (
+        "settings:    classifier centroid, false-accept target 0.05, validation share 0.3, "
+        "seed 4, versions kept 2" in shown.stdout
+    )
+    assert json.loads(cli("model", "show", again["version"], "--json").stdout)["settings"] == (
+        chosen
+    )
+    status = cli("--db", embedded_db, "status").stdout
+    assert "training:     classifier centroid, false-accept target 0.05" in status
+    missing = cli("model", "show", "20990101T000000Z")
+    assert missing.exit_code == 1 and "'facestore model list' shows the kept versions" in (
+        missing.output
+    )
+
+
+def test_a_model_from_before_settings_were_recorded_lends_what_its_metrics_imply(
+    cli: Cli, embedded_db: Path, tmp_path: Path
+) -> None:
+    retrain_json(cli, embedded_db, "--classifier", "logreg", "--false-accept", "0.02")
+    path = tmp_path / "model" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    del metrics["settings"]
+    path.write_text(json.dumps(metrics))
+    again = retrain_json(cli, embedded_db)
+    assert again["settings"]["classifier"] == "logreg" and again["settings"]["far"] == 0.02
+
+
+def test_train_and_embed_follow_the_librarys_backbone_unless_one_is_given(
+    cli: Cli, embedded_db: Path
+) -> None:
+    """embedded_db was embedded with --backbone fake; without --backbone, train and embed
+    keep to it (vggface2, whose weights are not here, would fail); a given one wins."""
+    sqlite_exec(
+        embedded_db,
+        "INSERT INTO face (face_crop_blob, person_id, verified) VALUES (?, ?, 1)",
+        encode(face_image(1, 50)),
+        "p01",
+    )
+    embedded = cli("--db", embedded_db, "embed", "--json")
+    assert embedded.exit_code == 0, embedded.output
+    assert json.loads(embedded.stdout)["embedded"] == 1
+    trained = cli("--db", embedded_db, "train", "--json")
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(trained.stdout)["embed"]["embedded"] == 0
+    given = cli("--db", embedded_db, "embed", env={"FACESTORE_BACKBONE": "no-such-backbone"})
+    assert given.exit_code != 0 and "no-such-backbone" in given.output
+    for command in ("train", "embed", "watch", "reembed", "doctor"):
+        text = " ".join(cli(command, "--help").stdout.split())
+        assert "the backbone of the library's vectors" in text, command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.helpers import encode, face_image, make_app_db, sqlite_exec, sqlite_rows
+from tests.support.helpers import (
+    ISO_UTC,
+    encode,
+    face_image,
+    make_app_db,
+    sqlite_exec,
+    sqlite_rows,
+)
 from tests.support.processes import (
     Watcher,
     app_db,
@@ -108,6 +116,46 @@ def test_sigint_also_exits_zero(tmp_path: Path, weights_file: Path, watchers: li
     watchers.append(watcher)
     wait_for(lambda: "Watching" in watcher.output(), patient(12), "the daemon to start")
     assert watcher.stop(signal.SIGINT) == 0
+
+
+def test_the_daemons_retrain_keeps_the_models_settings_and_every_log_line_is_json(
+    tmp_path: Path, weights_file: Path, watchers: list[Watcher]
+) -> None:
+    """Issue 37: a model trained with non-default settings, then the daemon's retrain (in
+    its child process) reuses them; under --log-format json every line of stderr, the
+    child's included, is a JSON object."""
+    db = app_db(tmp_path / "app.db", people=3, per_person=4)
+    chosen = {"classifier": "centroid", "far": 0.05, "val_fraction": 0.3, "seed": 3, "keep": 3}
+    trained = subprocess.run(
+        [sys.executable, "-m", "facestore", "--db", str(db), "--model-dir", str(tmp_path / "model")]
+        + ["train", "--classifier", "centroid", "--false-accept", "0.05", "--seed", "3"]
+        + ["--val-fraction", "0.3", "--keep-versions", "3"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FACESTORE_WEIGHTS": str(weights_file), "TORCH_HOME": str(tmp_path)},
+        timeout=patient(60),
+    )
+    assert trained.returncode == 0, trained.stderr
+    first = model_version(tmp_path)
+    watcher = Watcher(db, tmp_path, weights_file, "--log-format", "json")
+    watchers.append(watcher)
+    wait_for(lambda: "Watching" in watcher.output(), patient(12), "the daemon to start")
+    add_faces(db, 1, 4, verified=True, start=30)
+    wait_for(lambda: model_version(tmp_path) != first, patient(20), "the daemon's retrain")
+    assert watcher.stop(signal.SIGTERM) == 0
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["settings"] == chosen
+    assert metrics["classifier"] == "centroid" and metrics["open_set"]["far_target"] == 0.05
+    lines = [line for line in watcher.output().splitlines() if line.strip()]
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}") from None
+    assert all(ISO_UTC.fullmatch(e["time"]) and e["message"] for e in entries)
+    loggers = {e["logger"] for e in entries}
+    assert "facestore.retrain" in loggers  # logged in the retrain's child process
 
 
 def test_configuration_error_exits_2(tmp_path: Path, weights_file: Path) -> None:

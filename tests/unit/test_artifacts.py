@@ -113,7 +113,15 @@ def test_history_keeps_the_last_n_and_rolls_back(tmp_path: Path) -> None:
     assert ModelRepository(tmp_path).rollback() == versions[3]
     assert artifacts.load_bundle(tmp_path).classifier == {"tag": 3}
     assert ModelRepository(tmp_path).rollback(versions[4]) == versions[4]
-    assert ModelRepository(tmp_path).summary() == {"version": versions[4], "accuracy": 0.04}
+    summary = ModelRepository(tmp_path).summary()
+    assert summary is not None
+    assert (summary["version"], summary["accuracy"], summary["current"]) == (
+        versions[4],
+        0.04,
+        True,
+    )
+    with pytest.raises(ModelNotFoundError, match="No model version 'nope'"):
+        ModelRepository(tmp_path).describe("nope")
     with pytest.raises(ModelNotFoundError, match="Model version nope is not in"):
         ModelRepository(tmp_path).rollback("nope")
 
