@@ -249,7 +249,9 @@ def run(args: argparse.Namespace, work: Path, url: str, path: Path | None) -> No
         )
 
     from facestore import artifacts
-    from facestore.daemon import Daemon, Suggester, WatchOptions
+    from facestore.daemon.loop import Daemon
+    from facestore.daemon.options import WatchOptions
+    from facestore.daemon.suggester import Suggester
     from facestore.predict import Predictor
 
     if artifacts.current_version(model_dir) is not None:

@@ -52,7 +52,8 @@ from bench.common import scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import Backbone, build_backbone, space_of  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
-from facestore.daemon import Daemon, WatchOptions  # noqa: E402
+from facestore.daemon.loop import Daemon  # noqa: E402
+from facestore.daemon.options import WatchOptions  # noqa: E402
 from facestore.embedding import embed_pending  # noqa: E402
 from facestore.group_scores import group_scores, purity  # noqa: E402
 from facestore.retrain import retrain  # noqa: E402

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, counted, print_json, stage_bars
 from facestore.cli.options import cluster_options
 from facestore.errors import ConfigurationError
-from facestore.store import Store
 from facestore.timestamps import iso_utc
-from facestore.unknown_faces import Resemblance, cluster_params, recluster, resemblances
+
+if TYPE_CHECKING:  # the library is imported where used: --help starts fast
+    from facestore.store import Store
+    from facestore.unknown_faces import Resemblance
 
 SHOW_FACES = 12
 
@@ -54,6 +58,8 @@ def clusters(
     min_size, created_at, updated_at, absorbed, may_be}; may_be is null or
     {person_id, distance, threshold}; with --rebuild, {rebuild: {...}, clusters: [...]}.
     """
+    from facestore.unknown_faces import cluster_params, recluster
+
     store = app.store
     report = None
     if rebuild:
@@ -116,6 +122,7 @@ def _resemblances(store: Store, app: App, clusters: dict[int, list[int]]) -> dic
     active space (none: nothing is shown)."""
     from facestore import artifacts
     from facestore.errors import ModelError
+    from facestore.unknown_faces import resemblances
 
     space = store.spaces.active()
     if space is None or artifacts.current_version(app.model_dir) is None:

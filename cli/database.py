@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from facestore import db as database
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import CommandGroup
 
@@ -23,6 +22,8 @@ def db() -> None:
 @pass_app()
 def upgrade(app: App, revision: str) -> None:
     """Create or update facestore's tables and triggers (default: to head)."""
+    from facestore import db as database
+
     engine = app.engine()
     database.upgrade(engine, revision)
     click.echo(f"facestore schema is at {database.current_revision(engine)}")
@@ -32,6 +33,8 @@ def upgrade(app: App, revision: str) -> None:
 @pass_app()
 def current(app: App) -> None:
     """Show the facestore schema revision of the database and the expected head."""
+    from facestore import db as database
+
     engine = app.engine()
     database.check_connection(engine)
     revision = database.current_revision(engine)
@@ -45,6 +48,8 @@ def current(app: App) -> None:
 @pass_app()
 def downgrade(app: App, revision: str) -> None:
     """Downgrade to REVISION; 'base' removes every facestore table and trigger."""
+    from facestore import db as database
+
     engine = app.engine()
     database.downgrade(engine, revision)
     click.echo(f"facestore schema is at {database.current_revision(engine) or 'base'}")

@@ -6,13 +6,7 @@ import click
 
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json
-from facestore.doctor import (
-    DEFAULT_STUCK_AFTER,
-    Installation,
-    diagnose,
-    exit_code,
-    format_checks,
-)
+from facestore.settings import DEFAULT_STUCK_AFTER
 
 
 @click.command(cls=FacestoreCommand)
@@ -48,6 +42,8 @@ def doctor(app: App, as_json: bool, stuck_after: float) -> None:
 
     Exit status 0 when no check fails (warnings included), 1 otherwise.
     """
+    from facestore.doctor import Installation, diagnose, exit_code, format_checks
+
     install = Installation(
         engine=app.engine(),
         model_dir=app.model_dir,

@@ -5,17 +5,15 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.engine import Engine
 
-from facestore import db as database
-from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, counted, print_json, progress_bar
-from facestore.daemon.signals import StopEvent, stop_on_signals
-from facestore.embedding import embed_pending
-from facestore.importer import check_folder, count_files, import_folder
+
+if TYPE_CHECKING:  # the library is imported where used: --help starts fast
+    from sqlalchemy.engine import Engine
 
 SHOW_SKIPPED = 20
 
@@ -33,8 +31,12 @@ def embed(app: App, as_json: bool) -> None:
     SIGTERM or SIGINT stops within a second or so: what was embedded is kept, the
     rest stays pending, and the exit status is 128 + the signal's number.
     """
+    options, model = app.library_backbone()  # a bad backbone or weights: said at once
     store = app.store
-    options, model = app.library_backbone()
+    from facestore.backbones import space_of
+    from facestore.daemon.signals import StopEvent, stop_on_signals
+    from facestore.embedding import embed_pending
+
     total = store.queue.count_pending(space_of(model).config_hash)
     stop = StopEvent()
     with stop_on_signals(stop) as received, progress_bar(total, "embed") as bar:
@@ -70,6 +72,9 @@ def import_command(app: App, directory: Path, as_json: bool) -> None:
     If the database has no 'face' table, a minimal one is created. Every run
     appends rows: importing a folder twice adds its faces twice.
     """
+    from facestore import db as database
+    from facestore.importer import check_folder, count_files, import_folder
+
     check_folder(directory)  # before the database file is created
 
     def open_engine() -> Engine:  # at the first importable file

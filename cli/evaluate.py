@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from facestore.classifiers import CLASSIFIERS, classifier_factory, resolve_name
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, counted, print_json
 from facestore.cli.options import far_target_option
-from facestore.evaluate import DEFAULT_FOLDS, Evaluation, evaluate
-from facestore.retrain import library_dataset
+from facestore.settings import CLASSIFIER_NAMES, DEFAULT_FOLDS
+
+if TYPE_CHECKING:  # the library is imported where used: --help starts fast
+    from facestore.evaluate import Evaluation
 
 EVALUATED_BY_DEFAULT = ("auto", "svc", "lda", "logreg", "knn", "centroid")
 
@@ -20,7 +22,7 @@ EVALUATED_BY_DEFAULT = ("auto", "svc", "lda", "logreg", "knn", "centroid")
 @click.option(
     "--classifier",
     "classifiers",
-    type=click.Choice(sorted(CLASSIFIERS)),
+    type=click.Choice(CLASSIFIER_NAMES),
     multiple=True,
     help="Classifier to measure (repeatable). The first one is used for the open-set "
     "curve. [default: all, the open-set curve with auto]",
@@ -70,6 +72,10 @@ def evaluate_command(
 
     Reads cached vectors only (run 'facestore embed' first); publishes nothing.
     """
+    from facestore.classifiers import classifier_factory
+    from facestore.evaluate import evaluate
+    from facestore.retrain import library_dataset
+
     if plot is not None:  # a missing extra fails before the work, not after
         from facestore.plots import require_matplotlib
 
@@ -101,6 +107,8 @@ def evaluate_command(
 
 
 def report_lines(result: Evaluation, space: str) -> str:
+    from facestore.classifiers import resolve_name
+
     lines = [
         f"space {space}: {counted(result.faces, 'verified face')} of "
         f"{counted(result.people, 'person', 'people')}",

@@ -48,7 +48,7 @@ COMMANDS = {
     ),
     "model": (
         "facestore.cli.model:model",
-        "List published model versions, or roll back to one.",
+        "List published model versions, show one, or roll back to one.",
     ),
     "predict": (
         "facestore.cli.predict:predict",

@@ -8,7 +8,6 @@ import click
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import CommandGroup, print_json
 from facestore.errors import ModelNotFoundError
-from facestore.repository import ModelRepository
 from facestore.status import shown
 from facestore.training_settings import describe_settings
 
@@ -23,6 +22,8 @@ def model() -> None:
 @pass_app(db=False)
 def list_command(app: App, as_json: bool) -> None:
     """Show the versions kept under model/history/, newest first (* = current)."""
+    from facestore.repository import ModelRepository
+
     model_dir = app.model_dir
     rows = ModelRepository(model_dir).history()
     if as_json:
@@ -46,6 +47,8 @@ def show(app: App, version: str | None, as_json: bool) -> None:
     """Show one version (default: the current one): when it was trained, on which
     backbone and space, its accuracy and 'unknown' threshold, and the training
     settings every later retrain reuses unless they are given again."""
+    from facestore.repository import ModelRepository
+
     repository = ModelRepository(app.model_dir)
     version = version or repository.current_version()
     if version is None:
@@ -82,5 +85,7 @@ def rollback(app: App, version: str | None) -> None:
 
     The version's integrity is checked first; the switch is atomic.
     """
+    from facestore.repository import ModelRepository
+
     restored = ModelRepository(app.model_dir).rollback(version)
     click.echo(f"current model is now {restored}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,8 +11,10 @@ from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json
 from facestore.cli.options import min_confidence_option, min_quality_option
 from facestore.errors import ImageDecodeError
-from facestore.importer import crop_bytes
-from facestore.predict import DEFAULT_TOP_K, Prediction, Predictor, predict_faces
+from facestore.settings import DEFAULT_TOP_K
+
+if TYPE_CHECKING:  # the library is imported where used: --help starts fast
+    from facestore.predict import Prediction, Predictor
 
 
 @click.command(cls=FacestoreCommand)
@@ -68,6 +70,8 @@ def predict(
     """
     if not files and not face_ids:
         raise click.UsageError("Give at least one FILE or --face-id.")
+    from facestore.predict import Predictor, predict_faces
+
     predictor = Predictor.load(app.model_dir, app.backbone_settings())
     results = []
     if face_ids:
@@ -106,6 +110,9 @@ def predict_files(
 ) -> list[Prediction]:
     """Any format Pillow reads is accepted here, converted as 'facestore import' does;
     a file that is none says so (not "not a JPEG, PNG or WebP", as a stored crop does)."""
+    from facestore.importer import crop_bytes
+    from facestore.predict import Prediction
+
     crops, unread = [], {}
     for path in files:
         try:

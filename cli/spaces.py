@@ -9,13 +9,10 @@ import time
 import click
 from click import ParameterSource
 
-from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, print_json, progress_bar
 from facestore.cli.options import classifier_option
-from facestore.daemon.signals import StopEvent, stop_on_signals
 from facestore.errors import FacestoreError
-from facestore.reembed import ReembedReport, activate_recorded, reembed
 
 
 def given_on_command_line(*names: str) -> bool:
@@ -61,6 +58,10 @@ def reembed_command(
     is kept, nothing is activated, and the exit status is 128 + the signal's
     number.
     """
+    from facestore.backbones import space_of
+    from facestore.daemon.signals import StopEvent, stop_on_signals
+    from facestore.reembed import ReembedReport, activate_recorded, reembed
+
     store = app.store
     if activate_only:
         started = time.perf_counter()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from facestore import db as database
-from facestore.backbones import space_of
 from facestore.cli.app import App, pass_app
 from facestore.cli.common import FacestoreCommand, counted, print_json, progress_bar
 from facestore.cli.options import REMEMBERED, classifier_option, far_option
-from facestore.embedding import embed_pending
 from facestore.errors import DatabaseError, SchemaNotAtHeadError
-from facestore.retrain import RetrainReport, retrain
+
+if TYPE_CHECKING:  # the library is imported where used: --help starts fast
+    from facestore.retrain import RetrainReport
 
 
 def training_options(func: Any) -> Any:
@@ -102,6 +101,8 @@ def retrain_command(
     accuracy, n_train, n_val, classes_kept, classes_dropped, samples_dropped,
     seconds, settings.
     """
+    from facestore.retrain import retrain
+
     report = retrain(
         app.store,
         app.model_dir,
@@ -133,13 +134,19 @@ def train(
     Ends with a summary: faces used, classes kept and dropped, accuracy, and the
     model version.
     """
+    from facestore import db as database
+
     if upgrade:
         database.upgrade(app.engine())
     try:
+        options, model = app.library_backbone()  # a bad backbone or weights: said at once
         store = app.store
     except SchemaNotAtHeadError as exc:
         raise DatabaseError(f"{exc} Or pass --upgrade to do it now.") from exc
-    options, model = app.library_backbone()
+    from facestore.backbones import space_of
+    from facestore.embedding import embed_pending
+    from facestore.retrain import retrain
+
     with progress_bar(store.queue.count_pending(space_of(model).config_hash), "embed") as bar:
         embedded = embed_pending(store, model, batch_size=options.batch_size, progress=bar)
     report = retrain(

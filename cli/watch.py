@@ -16,15 +16,8 @@ from facestore.cli.options import (
     min_quality_option,
     setting_option,
 )
-from facestore.daemon import (
-    Daemon,
-    WatchOptions,
-    exit_on_signals_while_starting,
-    stop_on_signals,
-)
-from facestore.daemon.http import MetricsServer, parse_addr
-from facestore.daemon.systemd import Notifier
-from facestore.daemon.telemetry import FullPassCollector, QueueCollector, Telemetry
+from facestore.daemon.options import WatchOptions
+from facestore.daemon.signals import exit_on_signals_while_starting
 
 DEFAULTS = WatchOptions()
 
@@ -138,6 +131,12 @@ def watch(
     its loop runs (WatchdogSec=) and STOPPING=1 on SIGTERM: docs/operations.md.
     """
     exit_on_signals_while_starting()
+    from facestore.daemon.http import MetricsServer, parse_addr
+    from facestore.daemon.loop import Daemon
+    from facestore.daemon.signals import stop_on_signals
+    from facestore.daemon.systemd import Notifier
+    from facestore.daemon.telemetry import FullPassCollector, QueueCollector, Telemetry
+
     address = parse_addr(metrics_addr) if metrics_addr else None
     store = app.store
     telemetry = Telemetry(float(options["interval"]))  # type: ignore[arg-type]

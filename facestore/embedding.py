@@ -28,13 +28,12 @@ from facestore.decoding import DecodePool, decoder, make_decode_pool
 from facestore.embed_batch import Chunker, embed_batch, probe
 from facestore.errors import SpaceMismatchError
 from facestore.pipeline import BatchObserver, run_stages
+from facestore.settings import DEFAULT_LEASE_SECONDS
 from facestore.store import Crop, IdRanges, LeaseOwner, Store, worker_host
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
-
-DEFAULT_LEASE_SECONDS = 120.0
 
 
 def process_alive(pid: int) -> bool:

@@ -37,12 +37,12 @@ from sklearn.model_selection import StratifiedKFold
 from facestore.classifiers import ClassifierFactory
 from facestore.errors import TrainingError
 from facestore.openset import (
-    DEFAULT_FAR,
     class_centroids,
     leave_one_out,
     rule_from,
     unit_rows,
 )
+from facestore.settings import DEFAULT_FAR, DEFAULT_FOLDS
 from facestore.training import (
     MIN_SAMPLES_PER_CLASS,
     Dataset,
@@ -53,7 +53,6 @@ from facestore.training import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FOLDS = 5
 DEFAULT_SEEDS = (0, 1, 2)
 STRANGER_SHARE = 0.25
 KNOWN_TEST_SHARE = 0.3

@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from facestore.settings import DEFAULT_FAR
+
 # Target share of strangers named as someone. 3% was chosen on ORL with dlib vectors
 # (docs/accuracy.md): 1% leaves 16% of known faces unknown, 5% names 4% of strangers.
-DEFAULT_FAR = 0.03
 # The threshold never lies beyond the genuine distance of this share of training faces.
 GENUINE_COVER = 0.99
 MAX_PROBES = 20_000

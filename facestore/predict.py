@@ -19,7 +19,7 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,12 +37,14 @@ from facestore.quality import (
     signal_arrays,
 )
 from facestore.ranking import most_probable, most_probable_rows
-from facestore.store import Store, decode_vectors
+from facestore.settings import DEFAULT_TOP_K
+
+if TYPE_CHECKING:  # a prediction for image files needs no database (nor SQLAlchemy)
+    from facestore.store import Store
 
 log = logging.getLogger(__name__)
 
 LEGACY_MIN_CONFIDENCE = 0.2  # models without an open-set rule
-DEFAULT_TOP_K = 3
 CLASSIFY_CHUNK = 1024  # faces per predict_proba: 1024 x 10k people x 8 B = 80 MB a matrix
 
 
@@ -311,6 +313,8 @@ def predict_faces(
     min_quality: float | None = None,
 ) -> list[Prediction]:
     """Predict for faces of the database, reusing cached vectors of the model's space."""
+    from facestore.store import decode_vectors
+
     cached = store.library.vectors_of(predictor.space_hash, face_ids)
     hits = [i for i in face_ids if i in cached]
     signals = store.library.signals_of(predictor.space_hash, hits)

@@ -24,7 +24,6 @@ from facestore.artifacts import (
     ARTIFACT_FILES,
     CONFIG_FILE,
     CURRENT,
-    DEFAULT_KEEP,
     HISTORY,
     MANIFEST_FILE,
     METRICS_FILE,
@@ -43,6 +42,7 @@ from facestore.errors import ModelNotFoundError
 from facestore.locks import publish_lock
 from facestore.openset import OpenSetRule
 from facestore.quality import QualityGate
+from facestore.settings import DEFAULT_KEEP
 from facestore.timestamps import normalise
 from facestore.training_settings import settings_from_metrics
 

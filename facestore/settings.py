@@ -13,8 +13,16 @@ from typing import Any
 
 DEVICE_DECODES = ("auto", "on", "off")
 PRECISIONS = ("float32", "float16", "bfloat16")  # float32 everywhere by default
-# facestore.classifiers.CLASSIFIERS's names, spelled here so --help needs no scikit-learn
-CLASSIFIER_NAMES = ("auto", "centroid", "knn", "lda", "logreg", "svc")
+
+# Defaults that --help shows and the library uses, declared here (no imports) so that
+# a command's --help loads neither numpy, scikit-learn nor torch.
+CLASSIFIER_NAMES = ("auto", "centroid", "knn", "lda", "logreg", "svc")  # classifiers.py's
+DEFAULT_FAR = 0.03  # the open-set rule's false-accept target (openset.py)
+DEFAULT_KEEP = 5  # published model versions kept (artifacts.py)
+DEFAULT_LEASE_SECONDS = 120.0  # a worker's claim on a batch of faces (embedding.py)
+DEFAULT_FOLDS = 5  # evaluate's k-fold (evaluate.py)
+DEFAULT_TOP_K = 3  # predict's guesses (predict.py)
+DEFAULT_STUCK_AFTER = 900.0  # seconds: a queue this old with no vector since is stuck
 DEFAULT_BACKBONE = "vggface2"
 DEFAULT_PRECISION = "float32"
 DEFAULT_MODEL_DIR = "model"

@@ -25,7 +25,8 @@ from sklearn.base import ClassifierMixin
 
 from facestore.classifiers import ClassifierFactory, class_members
 from facestore.errors import TrainingError
-from facestore.openset import DEFAULT_FAR, OpenSetRule, calibrate
+from facestore.openset import OpenSetRule, calibrate
+from facestore.settings import DEFAULT_FAR
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facestore.artifacts import CURRENT, DEFAULT_KEEP, METRICS_FILE
-from facestore.openset import DEFAULT_FAR
+from facestore.settings import DEFAULT_FAR, DEFAULT_KEEP
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,8 @@ def settings_from_metrics(metrics: dict[str, Any]) -> TrainingSettings:
 def recorded_settings(model_dir: Path) -> TrainingSettings | None:
     """The current model's settings; None when there is no current model (or its
     metrics cannot be read: the retrain then starts from the defaults)."""
+    from facestore.artifacts import CURRENT, METRICS_FILE  # numpy: not for `status`
+
     path = model_dir / CURRENT / METRICS_FILE
     try:
         metrics = json.loads(path.read_bytes())

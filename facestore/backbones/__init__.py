@@ -32,6 +32,7 @@ plugin may too. A backbone without every one of these runs on the plain path
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -124,9 +125,15 @@ def space_of(backbone: Backbone) -> Space:
 
 def _facenet_factory(variant: str) -> BackboneFactory:
     def build(settings: BackboneSettings) -> Backbone:
+        from facestore.backbones.weights import resolve_weights
+
+        # missing weights are told before torch is imported (2.5 s on a 2-core machine)
+        weights = resolve_weights(variant, settings.weights)
         from facestore.backbones.facenet import FacenetBackbone  # imports torch: keep lazy
 
-        return FacenetBackbone.from_settings(variant, settings)
+        return FacenetBackbone.from_settings(
+            variant, dataclasses.replace(settings, weights=weights)
+        )
 
     return build
 

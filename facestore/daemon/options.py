@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facestore.embedding import DEFAULT_LEASE_SECONDS
+from facestore.settings import DEFAULT_LEASE_SECONDS
 
 
 @dataclass(frozen=True)

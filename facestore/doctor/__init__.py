@@ -23,12 +23,10 @@ from facestore.doctor.database import (
 )
 from facestore.doctor.model import check_last_retrain, check_model
 from facestore.doctor.work import check_failures, check_leases, check_queue, check_weights
+from facestore.settings import DEFAULT_STUCK_AFTER
 from facestore.store import Store
 
-DEFAULT_STUCK_AFTER = 900.0  # seconds: a queue this old with no vector written since is stuck
-
 __all__ = [
-    "DEFAULT_STUCK_AFTER",
     "FAIL",
     "OK",
     "SKIP",

@@ -16,6 +16,8 @@ from facestore.cli.main import COMMANDS, main
 from tests.support.processes import app_db
 
 HEAVY = ("torch", "sklearn", "alembic", "scipy", "facenet_pytorch", "dlib")
+# what no --help may load (issue 37: a --help took 5-15 s on a loaded machine)
+NOT_FOR_HELP = (*HEAVY, "numpy", "PIL", "faiss", "sqlalchemy")
 
 PROBE = """
 import json, sys
@@ -28,9 +30,9 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy})))
 """
 
 
-def imported_by(*args: str) -> list[str]:
+def imported_by(*args: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(heavy=set(HEAVY)), *args],
+        [sys.executable, "-c", PROBE.format(heavy=set(heavy)), *args],
         capture_output=True,
         text=True,
         check=True,
@@ -64,3 +66,20 @@ def test_help_imports_no_command_and_nothing_heavy() -> None:
 def test_light_commands_import_nothing_heavy(tmp_path: Path, command: list[str]) -> None:
     db = app_db(tmp_path / "app.db", people=2, per_person=2)
     assert imported_by("--db", str(db), "--model-dir", str(tmp_path / "m"), *command) == []
+
+
+def every_command() -> list[list[str]]:
+    """Each command line that has a --help: the commands, and the commands of groups."""
+    ctx = click.Context(main)
+    lines = []
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        lines.append([name])
+        if isinstance(command, click.Group):
+            lines += [[name, sub] for sub in command.commands]
+    return lines
+
+
+@pytest.mark.parametrize("command", every_command(), ids=" ".join)
+def test_no_help_imports_torch_scikit_learn_or_numpy(command: list[str]) -> None:
+    assert imported_by(*command, "--help", heavy=NOT_FOR_HELP) == []

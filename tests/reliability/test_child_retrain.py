@@ -16,8 +16,8 @@ import pytest
 
 from facestore import artifacts
 from facestore import db as database
-from facestore.daemon import WatchOptions
 from facestore.daemon.child_retrain import RetrainCrashed, RetrainStopped, retrain_in_child
+from facestore.daemon.options import WatchOptions
 from facestore.daemon.telemetry import Telemetry
 from facestore.daemon.trigger import RetrainTrigger
 from facestore.embedding import embed_pending

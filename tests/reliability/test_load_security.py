@@ -10,7 +10,8 @@ import pytest
 
 from facestore import artifacts
 from facestore import db as database
-from facestore.daemon import Daemon, WatchOptions
+from facestore.daemon.loop import Daemon
+from facestore.daemon.options import WatchOptions
 from facestore.repository import ModelRepository
 from facestore.store import Store
 from tests.support.helpers import FakeBackbone, make_app_db

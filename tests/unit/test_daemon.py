@@ -13,14 +13,11 @@ import sqlalchemy as sa
 
 from facestore import artifacts
 from facestore import db as database
-from facestore.daemon import (
-    Daemon,
-    DataVersionProbe,
-    RetrainPolicy,
-    WatchOptions,
-    count_changes,
-)
+from facestore.daemon.loop import Daemon
+from facestore.daemon.options import WatchOptions
+from facestore.daemon.policy import RetrainPolicy, count_changes
 from facestore.daemon.rolling import RollingCheck
+from facestore.daemon.wakeups import DataVersionProbe
 from facestore.store import IdRanges, Store, decode_vectors
 from tests.support.helpers import (
     FakeBackbone,

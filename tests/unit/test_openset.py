@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facestore.openset import DEFAULT_FAR, OpenSetRule, calibrate, leave_one_out, unit_rows
+from facestore.openset import OpenSetRule, calibrate, leave_one_out, unit_rows
+from facestore.settings import DEFAULT_FAR
 
 
 def clusters(

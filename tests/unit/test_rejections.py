@@ -10,7 +10,7 @@ import pytest
 
 from facestore import db as database
 from facestore.backbones import space_of
-from facestore.daemon import Suggester
+from facestore.daemon.suggester import Suggester
 from facestore.embedding import embed_pending
 from facestore.predict import Predictor
 from facestore.reembed import activate, build_space

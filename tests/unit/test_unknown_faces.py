@@ -17,7 +17,9 @@ import pytest
 
 from facestore import clustering, unknown_faces
 from facestore import db as database
-from facestore.daemon import Daemon, WatchOptions, clusterer
+from facestore.daemon import clusterer
+from facestore.daemon.loop import Daemon
+from facestore.daemon.options import WatchOptions
 from facestore.embedding import embed_pending
 from facestore.store import Store
 from facestore.unknown_faces import cluster_params, recluster
