@@ -110,7 +110,7 @@ def predict_files(
 ) -> list[Prediction]:
     """Any format Pillow reads is accepted here, converted as 'facestore import' does;
     a file that is none says so (not "not a JPEG, PNG or WebP", as a stored crop does)."""
-    from facestore.importer import crop_bytes
+    from facestore.images import crop_bytes
     from facestore.predict import Prediction
 
     crops, unread = [], {}

@@ -9,58 +9,32 @@ pixels only, so it means the same whatever backbone embeds the crop; its floor i
 calibrated per space from the verified faces, like the other signals.
 
 The network (0.4 M parameters) runs on the CPU, a batch at a time; it is loaded once
-per process, on first use. In a process that has torch loaded already (a facenet
-backbone) it is facenet-pytorch's `ONet` (0.4 ms a crop on 2 cores); otherwise the
-same network in numpy (facestore.onet: 1.5 ms a crop, the same scores to 1e-6),
-because importing torch and facenet-pytorch would cost 2.5 s: most of a `predict`
-with the dlib backbone.
+per process, on first use (facestore.onet). In a process that has torch loaded
+already (a facenet backbone) it runs in torch (0.4 ms a crop on 2 cores); otherwise
+in numpy (1.5 ms a crop, the same scores to 1e-6), because importing torch would
+cost 1.7 s: most of a `predict` with the dlib backbone.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
+from facestore import onet
 from facestore.quality import ImageSignals
-
-SCORE_BATCH = 256
-
-
-@functools.lru_cache(maxsize=1)
-def _network() -> Any:
-    from facenet_pytorch.models.mtcnn import ONet  # imports torch: keep lazy
-
-    return ONet(pretrained=True).eval()
 
 
 def face_scores(thumbnails: Sequence[np.ndarray]) -> np.ndarray:
     """The face probability (0..1) of each RGB uint8 thumbnail (THUMBNAIL_SIDE square)."""
     if not thumbnails:
         return np.zeros(0, dtype=np.float64)
-    if "torch" not in sys.modules:
-        from facestore.onet import face_probability
-
-        return face_probability(np.stack(thumbnails)).astype(np.float64)
-    return torch_face_scores(thumbnails)
-
-
-def torch_face_scores(thumbnails: Sequence[np.ndarray]) -> np.ndarray:
-    import torch
-
-    net = _network()
-    scores = []
-    with torch.inference_mode():
-        for start in range(0, len(thumbnails), SCORE_BATCH):
-            batch = torch.from_numpy(np.stack(thumbnails[start : start + SCORE_BATCH]))
-            # MTCNN's own input scaling: (x - 127.5) / 128, channels first
-            pixels = (batch.permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
-            scores.append(net(pixels)[2][:, 1].numpy())
-    return np.concatenate(scores).astype(np.float64)
+    crops = np.stack(thumbnails)
+    if "torch" in sys.modules:
+        return onet.torch_face_probability(crops).astype(np.float64)
+    return onet.face_probability(crops).astype(np.float64)
 
 
 def scored(signals: Sequence[ImageSignals | None]) -> list[ImageSignals | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -99,3 +100,38 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
         pixels = pixels / 257.0  # 16-bit range 0..65535 onto 0..255
     grey = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     return Image.fromarray(grey).convert("RGB")
+
+
+def crop_bytes(path: Path, check: bool = True) -> bytes:
+    """The file's bytes if it is an allowed format that decodes, a PNG re-encoding if
+    Pillow reads it otherwise; ImageDecodeError says why not. check=False: an allowed
+    format is returned undecoded (its caller decodes it anyway)."""
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format in ALLOWED_FORMATS:
+                if check:
+                    decode_crop(data)  # what the embed pass will do: refuse it now
+                return data
+            image.load()
+            out = io.BytesIO()
+            image.save(out, "PNG")
+            return out.getvalue()
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        if claimed_format(data) is None:
+            raise ImageDecodeError("not an image Pillow can read") from None
+        raise ImageDecodeError(decode_reason(data)) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        if claimed_format(data) is None:
+            raise ImageDecodeError(f"unreadable image: {exc}") from None
+        raise ImageDecodeError(decode_reason(data)) from None
+
+
+def decode_reason(data: bytes) -> str:
+    try:
+        decode_crop(data)
+    except ImageDecodeError as exc:
+        return str(exc)
+    return "unreadable image"  # pragma: no cover - Pillow refused it above

@@ -6,7 +6,6 @@ as they are; other formats Pillow reads (PGM, BMP, TIFF...) are re-encoded as PN
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy.engine import Engine
 
 from facestore.db import write_transaction
 from facestore.errors import FacestoreError, ImageDecodeError
-from facestore.images import ALLOWED_FORMATS, claimed_format, decode_crop
+from facestore.images import crop_bytes
 from facestore.schema import FACE_TABLE, reflect_face_table
 
 log = logging.getLogger(__name__)
@@ -59,41 +57,6 @@ def minimal_face_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("person_id", sa.Text, nullable=True),
         sa.Column("verified", sa.Boolean, nullable=False, server_default=sa.false()),
     )
-
-
-def crop_bytes(path: Path, check: bool = True) -> bytes:
-    """The file's bytes if it is an allowed format that decodes, a PNG re-encoding if
-    Pillow reads it otherwise; ImageDecodeError says why not. check=False: an allowed
-    format is returned undecoded (its caller decodes it anyway)."""
-    data = path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format in ALLOWED_FORMATS:
-                if check:
-                    decode_crop(data)  # what the embed pass will do: refuse it now
-                return data
-            image.load()
-            out = io.BytesIO()
-            image.save(out, "PNG")
-            return out.getvalue()
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError:
-        if claimed_format(data) is None:
-            raise ImageDecodeError("not an image Pillow can read") from None
-        raise ImageDecodeError(decode_reason(data)) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        if claimed_format(data) is None:
-            raise ImageDecodeError(f"unreadable image: {exc}") from None
-        raise ImageDecodeError(decode_reason(data)) from None
-
-
-def decode_reason(data: bytes) -> str:
-    try:
-        decode_crop(data)
-    except ImageDecodeError as exc:
-        return str(exc)
-    return "unreadable image"  # pragma: no cover - Pillow refused it above
 
 
 def _people(root: Path) -> Iterator[tuple[str, list[Path]]]:

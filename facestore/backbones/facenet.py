@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from facenet_pytorch import InceptionResnetV1
 from PIL import Image
 
 from facestore.backbones import PreparedBase
@@ -33,6 +34,37 @@ EMBEDDING_DIM = 512
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 1024
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def inception_resnet_v1() -> Any:
+    """facenet-pytorch's InceptionResnetV1 class.
+
+    The package's __init__ also imports MTCNN, and with it torchvision and
+    torch._dynamo: 1.4 s of every start on a 2-core machine, for a detector facestore
+    does not use. So, unless the package is loaded already, it is registered without
+    running its __init__ (its `models` folders are namespace packages) and only
+    models/inception_resnet_v1.py runs; the first other name asked of the package
+    (`facenet_pytorch.MTCNN`) runs the __init__ then, so other code sees the whole
+    package.
+    """
+    package = sys.modules.get("facenet_pytorch")
+    if package is None:
+        spec = importlib.util.find_spec("facenet_pytorch")
+        if spec is None or spec.loader is None:
+            raise ModuleNotFoundError("facenet-pytorch is not installed: pip install facestore")
+        package = importlib.util.module_from_spec(spec)
+        loader = spec.loader
+
+        def complete(name: str) -> Any:
+            del package.__getattr__  # once: the __init__ defines the rest
+            loader.exec_module(package)
+            return getattr(package, name)
+
+        package.__getattr__ = complete  # type: ignore[method-assign]
+        sys.modules["facenet_pytorch"] = package
+    from facenet_pytorch.models.inception_resnet_v1 import InceptionResnetV1
+
+    return InceptionResnetV1
 
 
 def pick_device(requested: str) -> torch.device:
@@ -118,8 +150,11 @@ class FacenetBackbone(PreparedBase):
         self.compiled = compile_model
         self.decode_device = decode_device_for(device, device_decode)
         self.default_batch_size = GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
-        model = InceptionResnetV1(pretrained=None, classify=False)
-        missing, unexpected = model.load_state_dict(load_checkpoint(weights_path, variant), False)
+        with torch.device("meta"):  # no random initialisation: the weights replace it
+            model = inception_resnet_v1()(pretrained=None, classify=False)
+        missing, unexpected = model.load_state_dict(
+            load_checkpoint(weights_path, variant), strict=False, assign=True
+        )
         if missing or unexpected:
             raise WeightsError(
                 f"Weights file {weights_path} does not fit InceptionResnetV1 "

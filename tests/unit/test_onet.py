@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from facenet_pytorch.models.mtcnn import ONet
 from PIL import Image
 
 from facestore import onet
-from facestore.faceness import torch_face_scores
 from facestore.quality import thumbnail_of
 from tests.support.helpers import drawn_face
 
@@ -39,12 +39,20 @@ def test_the_weights_read_without_torch_are_torchs() -> None:
         np.testing.assert_array_equal(ours[name], tensor.numpy(), err_msg=name)
 
 
-def test_the_numpy_network_gives_facenet_pytorchs_face_probabilities() -> None:
+def facenet_pytorchs(crops: np.ndarray) -> np.ndarray:
+    net = ONet(pretrained=True).eval()
+    with torch.inference_mode():
+        pixels = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
+        return net(pixels)[2][:, 1].numpy()
+
+
+def test_both_engines_give_facenet_pytorchs_face_probabilities() -> None:
     crops = thumbnails()
+    theirs = facenet_pytorchs(crops)
     ours = onet.face_probability(crops)
-    theirs = torch_face_scores(list(crops))
     assert ours.max() > 0.8 and ours.min() < 0.2  # faces and non-faces both present
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(onet.torch_face_probability(crops), theirs, atol=1e-6)
     big = np.concatenate([crops] * 6)  # more than one chunk
     np.testing.assert_allclose(onet.face_probability(big), np.tile(ours, 6), atol=1e-6)
     assert len(onet.face_probability(crops[:0])) == 0

@@ -200,9 +200,9 @@ def test_shrinkage_lda_is_scikit_learns_lda(
     with each person's rows summed at once or a few at a time."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from facestore import classifiers
+    from facestore import own_classifiers
 
-    monkeypatch.setattr(classifiers, "COVARIANCE_CHUNK", covariance_chunk)
+    monkeypatch.setattr(own_classifiers, "COVARIANCE_CHUNK", covariance_chunk)
 
     counts = {f"p{i}": 3 + 4 * i for i in range(n_classes)}
     _, person_ids, vectors = clustered(counts, dim=24, seed=n_classes)
