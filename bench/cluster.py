@@ -30,8 +30,8 @@ from scipy.cluster.hierarchy import fcluster, linkage  # noqa: E402
 from sklearn.cluster import DBSCAN, HDBSCAN  # noqa: E402
 
 from facestore.backbones import build_backbone  # noqa: E402
-from facestore.clustering import leaders  # noqa: E402
 from facestore.config import BackboneSettings  # noqa: E402
+from facestore.grouping import leaders  # noqa: E402
 from facestore.images import decode_crop  # noqa: E402
 from facestore.importer import crop_or_raw  # noqa: E402
 

@@ -14,7 +14,7 @@ PostgreSQL database, --database postgresql):
   back; `daemon_longest_stall_s`: the longest the daemon's loop was held meanwhile
   (the read-back of the groups and of the waiting faces);
 - `join_s`: one reconcile's clustering work after 10 new unknown faces arrive: the
-  read of just those faces (what the suggestion pass does) and Clusterer.update,
+  read of just those faces (what the suggestion pass does) and Grouper.update,
   median of 5 rounds. This is the part that must not grow with the library;
 - `regroup_per_new_face_ms`: the daemon's full passes, spread over the faces that
   bring them about: one full pass (daemon_start_s) each time RECLUSTER_SHARE of the
@@ -46,13 +46,13 @@ import sqlalchemy as sa  # noqa: E402
 from bench.common import postgres_database, scratch  # noqa: E402
 from facestore import db as database  # noqa: E402
 from facestore.backbones import Space, config_hash  # noqa: E402
-from facestore.clustering import DEFAULT_MIN_SIZE, ClusterParams  # noqa: E402
-from facestore.daemon.clusterer import RECLUSTER_SHARE, Clusterer  # noqa: E402
 from facestore.daemon.full_pass import FullPass  # noqa: E402
+from facestore.daemon.grouper import RECLUSTER_SHARE, Grouper  # noqa: E402
 from facestore.embedding import ensure_active_space  # noqa: E402
+from facestore.grouping import DEFAULT_MIN_SIZE, ClusterParams  # noqa: E402
 from facestore.schema import embedding  # noqa: E402
 from facestore.store import Store  # noqa: E402
-from facestore.unknown_faces import recluster  # noqa: E402
+from facestore.unknown_groups import recluster  # noqa: E402
 
 STRANGERS = 0.3  # share of faces seen once (background people)
 FILL_CHUNK = 20_000  # faces generated and written at a time
@@ -175,14 +175,14 @@ def measure(url: str, size: int, distance: float, dim: int, min_size: int) -> di
     stages = {name: round(marks[i + 1][1] - at, 1) for i, (name, at) in enumerate(marks[:-1])}
     rss_rebuild = peak_rss_mib()
 
-    clusterer = Clusterer(store, distance, min_size, full_pass=FullPass(store))
+    grouper = Grouper(store, distance, min_size, full_pass=FullPass(store))
     started = time.perf_counter()
     stalls = [0.0]
-    clusterer.update(synthetic, full=True)  # in a child above CHILD_ABOVE faces
-    while clusterer.full_passes == 0:
+    grouper.update(synthetic, full=True)  # in a child above CHILD_ABOVE faces
+    while grouper.full_passes == 0:
         time.sleep(0.05)  # the daemon's loop: its other work would go on here
         before = time.perf_counter()
-        clusterer.update(synthetic)
+        grouper.update(synthetic)
         stalls.append(time.perf_counter() - before)
     daemon_start = time.perf_counter() - started
 
@@ -192,7 +192,7 @@ def measure(url: str, size: int, distance: float, dim: int, min_size: int) -> di
         ids = add_faces(url, people_of(10, rng), dim, size + 2 + round_, synthetic)
         started = time.perf_counter()
         rows = store.suggestions.unverified_vectors(synthetic.config_hash, ids)
-        clusterer.update(synthetic, new={row.face_id: row.vector for row in rows})
+        grouper.update(synthetic, new={row.face_id: row.vector for row in rows})
         joins.append(time.perf_counter() - started)
     engine.dispose()
     return {

@@ -25,14 +25,14 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from facestore.backbones import build_backbone  # noqa: E402
-from facestore.clustering import (  # noqa: E402
+from facestore.config import BackboneSettings  # noqa: E402
+from facestore.group_scores import group_scores, purity  # noqa: E402
+from facestore.grouping import (  # noqa: E402
     ClusterParams,
     calibrate,
     group,
     unit_rows,
 )
-from facestore.config import BackboneSettings  # noqa: E402
-from facestore.group_scores import group_scores, purity  # noqa: E402
 from facestore.openset import impostor_quantile  # noqa: E402
 
 # (unknown faces' vectors, the calibrated parameters, the named faces' vectors and people)

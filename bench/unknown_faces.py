@@ -58,7 +58,7 @@ from facestore.embedding import embed_pending  # noqa: E402
 from facestore.group_scores import group_scores, purity  # noqa: E402
 from facestore.retrain import retrain  # noqa: E402
 from facestore.store import Store  # noqa: E402
-from facestore.unknown_faces import cluster_params, recluster  # noqa: E402
+from facestore.unknown_groups import cluster_params, recluster  # noqa: E402
 
 TRAIN_IMAGES = 7
 
@@ -210,7 +210,7 @@ def run(root: Path, work: Path, backbone: Memo, rotation: int, args: argparse.Na
     clock.now += options.interval
     daemon.reconcile()  # the timer's pass: nothing new arrives
     passes["daemon"] = figures(db, truth)
-    passes["daemon"]["full_passes"] = daemon.clusterer.full_passes
+    passes["daemon"]["full_passes"] = daemon.grouper.full_passes
     passes["daemon"]["seconds"] = round(time.perf_counter() - started, 1)
     space = store.spaces.active()
     assert space is not None

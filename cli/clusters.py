@@ -14,7 +14,7 @@ from facestore.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the library is imported where used: --help starts fast
     from facestore.store import Store
-    from facestore.unknown_faces import Resemblance
+    from facestore.unknown_groups import Resemblance
 
 SHOW_FACES = 12
 
@@ -58,7 +58,7 @@ def clusters(
     min_size, created_at, updated_at, absorbed, may_be}; may_be is null or
     {person_id, distance, threshold}; with --rebuild, {rebuild: {...}, clusters: [...]}.
     """
-    from facestore.unknown_faces import cluster_params, recluster
+    from facestore.unknown_groups import cluster_params, recluster
 
     store = app.store
     report = None
@@ -122,7 +122,7 @@ def _resemblances(store: Store, app: App, clusters: dict[int, list[int]]) -> dic
     active space (none: nothing is shown)."""
     from facestore import artifacts
     from facestore.errors import ModelError
-    from facestore.unknown_faces import resemblances
+    from facestore.unknown_groups import resemblances
 
     space = store.spaces.active()
     if space is None or artifacts.current_version(app.model_dir) is None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from facestore import __version__
 from facestore.cli.common import (
     LOG_FORMAT_HELP,
     VERBOSE_HELP,
@@ -15,6 +14,7 @@ from facestore.cli.common import (
 )
 from facestore.cli.options import location_options
 from facestore.settings import environment_table
+from facestore.version import __version__
 
 # Each command's module is imported only when it runs; the text is what --help lists.
 COMMANDS = {

@@ -179,7 +179,7 @@ def cluster_options(func: F) -> F:
         "--cluster-min-size",
         type=click.IntRange(min=2),
         default=None,
-        help="Fewest faces that make a cluster. [default: 3]",  # clustering.DEFAULT_MIN_SIZE
+        help="Fewest faces that make a cluster. [default: 3]",  # grouping.DEFAULT_MIN_SIZE
     )(func)
     return click.option(
         "--cluster-distance",

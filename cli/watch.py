@@ -152,7 +152,7 @@ def watch(
         daemon = Daemon(
             store, app.model_dir, watch_options, embedder, telemetry=telemetry, notifier=Notifier()
         )
-        telemetry.registry.register(FullPassCollector(lambda: daemon.clusterer.progress))
+        telemetry.registry.register(FullPassCollector(lambda: daemon.grouper.progress))
         with stop_on_signals(daemon):
             daemon.run()
     finally:

@@ -19,13 +19,9 @@ Names load on first use, so `import facestore` stays light.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("facestore")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+from facestore.version import __version__
 
 _EXPORTS = {
     "create_engine": "facestore.db",
@@ -52,31 +48,7 @@ _EXPORTS = {
     "BusyError": "facestore.errors",
 }
 
-__all__ = [
-    "__version__",
-    "create_engine",
-    "upgrade",
-    "Store",
-    "BackboneSettings",
-    "build_backbone",
-    "Embedder",
-    "EmbedReport",
-    "embed_pending",
-    "retrain",
-    "RetrainReport",
-    "ModelRepository",
-    "Predictor",
-    "Prediction",
-    "FacestoreError",
-    "ConfigurationError",
-    "DatabaseError",
-    "ImageDecodeError",
-    "ModelError",
-    "SpaceMismatchError",
-    "TrainingError",
-    "WeightsError",
-    "BusyError",
-]
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -91,23 +63,26 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-if TYPE_CHECKING:
-    from facestore.backbones import build_backbone
-    from facestore.config import BackboneSettings
-    from facestore.db import create_engine, upgrade
-    from facestore.embedding import Embedder, EmbedReport, embed_pending
-    from facestore.errors import (
-        BusyError,
-        ConfigurationError,
-        DatabaseError,
-        FacestoreError,
-        ImageDecodeError,
-        ModelError,
-        SpaceMismatchError,
-        TrainingError,
-        WeightsError,
-    )
-    from facestore.predict import Prediction, Predictor
-    from facestore.repository import ModelRepository
-    from facestore.retrain import RetrainReport, retrain
-    from facestore.store import Store
+if TYPE_CHECKING:  # the same names for type checkers (`X as X`: re-exported)
+    from facestore.backbones import build_backbone as build_backbone
+    from facestore.config import BackboneSettings as BackboneSettings
+    from facestore.db import create_engine as create_engine
+    from facestore.db import upgrade as upgrade
+    from facestore.embedding import Embedder as Embedder
+    from facestore.embedding import EmbedReport as EmbedReport
+    from facestore.embedding import embed_pending as embed_pending
+    from facestore.errors import BusyError as BusyError
+    from facestore.errors import ConfigurationError as ConfigurationError
+    from facestore.errors import DatabaseError as DatabaseError
+    from facestore.errors import FacestoreError as FacestoreError
+    from facestore.errors import ImageDecodeError as ImageDecodeError
+    from facestore.errors import ModelError as ModelError
+    from facestore.errors import SpaceMismatchError as SpaceMismatchError
+    from facestore.errors import TrainingError as TrainingError
+    from facestore.errors import WeightsError as WeightsError
+    from facestore.predict import Prediction as Prediction
+    from facestore.predict import Predictor as Predictor
+    from facestore.repository import ModelRepository as ModelRepository
+    from facestore.retrain import RetrainReport as RetrainReport
+    from facestore.retrain import retrain as retrain
+    from facestore.store import Store as Store

@@ -31,20 +31,21 @@ import logging
 import os
 import pickle
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from facestore import __version__
 from facestore.errors import ModelIncompatibleError, ModelIntegrityError, ModelNotFoundError
 from facestore.openset import OpenSetRule
 from facestore.quality import QualityGate
 from facestore.settings import MODEL_DIR, cite
+from facestore.version import __version__
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLASSIFIER_FILE = "classifier.pkl"
 MAPPING_FILE = "person_id_mapping.json"
@@ -281,30 +282,26 @@ def _load_version(model_dir: Path, version: str | None) -> Bundle:
         metrics=json.loads(blobs[METRICS_FILE]),
         manifest=manifest,
         training_set={int(f): p for f, p in json.loads(blobs[TRAINING_SET_FILE])},
-        open_set=_read_open_set(directory, blobs.get(OPEN_SET_FILE)),
-        quality_gate=_read_quality_gate(directory, blobs.get(QUALITY_GATE_FILE)),
+        open_set=_read_optional(
+            directory, blobs.get(OPEN_SET_FILE), OpenSetRule.from_bytes, "an open-set rule"
+        ),
+        quality_gate=_read_optional(
+            directory, blobs.get(QUALITY_GATE_FILE), QualityGate.from_bytes, "a quality gate"
+        ),
     )
 
 
-def _read_quality_gate(directory: Path, data: bytes | None) -> QualityGate | None:
+def _read_optional(
+    directory: Path, data: bytes | None, read: Callable[[bytes], T], what: str
+) -> T | None:
+    """An optional file of the version (absent in older models), read by `read`; a file
+    this facestore cannot read is ModelIncompatibleError."""
     if data is None:
         return None
     try:
-        return QualityGate.from_bytes(data)
-    except (ValueError, KeyError, TypeError) as exc:
+        return read(data)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         raise ModelIncompatibleError(
-            f"Model {directory.name} has a quality gate this facestore cannot read ({exc}). "
-            "Run 'facestore retrain' to publish a model with this version."
-        ) from exc
-
-
-def _read_open_set(directory: Path, data: bytes | None) -> OpenSetRule | None:
-    if data is None:
-        return None
-    try:
-        return OpenSetRule.from_bytes(data)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ModelIncompatibleError(
-            f"Model {directory.name} has an open-set rule this facestore cannot read ({exc}). "
+            f"Model {directory.name} has {what} this facestore cannot read ({exc}). "
             "Run 'facestore retrain' to publish a model with this version."
         ) from exc

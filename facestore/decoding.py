@@ -1,6 +1,9 @@
 """Decoding beside the model: pools that turn a claimed batch of crops into the
 model's input while the model embeds the previous batch. No database here.
 
+What each route gives (`Decoded`, `DecodePool`) and the thread route live here; the
+other routes import them, and facestore.decode_pools picks the route for a backbone.
+
 - `ProcessDecoding` (facestore.process_decoding), the CPU route for backbones whose
   preprocessing runs in another process (`ProcessPreparable`: facenet): worker
   processes sized to the cores decode and prepare straight into shared-memory slots,
@@ -137,42 +140,3 @@ class ThreadDecoding:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def make_decode_pool(
-    backbone: Backbone,
-    batch_size: int,
-    *,
-    mode: str = "auto",
-    workers: int | None = None,
-    device_decode: Any = None,
-) -> DecodePool:
-    """The pool for a backbone: processes where it can (and shared memory suffices),
-    else threads; wrapped in the GPU route when `device_decode` names a device."""
-    from facestore.device_decoding import DeviceDecoding
-    from facestore.process_decoding import ProcessDecoding, shared_memory_free
-
-    decode = decoder(backbone)
-    cpu: DecodePool
-    if mode not in DECODE_MODES:
-        raise ValueError(f"Unknown decode mode {mode!r}; use one of {', '.join(DECODE_MODES)}")
-    if mode == "threads" or not isinstance(backbone, ProcessPreparable):
-        cpu = ThreadDecoding(decode, workers)
-    else:
-        need = ProcessDecoding.bytes_needed(backbone, batch_size)
-        free = shared_memory_free()
-        if free is not None and need > free // 2:
-            log.warning(
-                "Decoding in threads: %d MiB of shared memory (/dev/shm) would be needed for "
-                "batches of %d, and %d MiB is free. Enlarge /dev/shm (docker: --shm-size) or "
-                "lower --batch-size to decode in processes.",
-                need >> 20,
-                batch_size,
-                free >> 20,
-            )
-            cpu = ThreadDecoding(decode, workers)
-        else:
-            cpu = ProcessDecoding(backbone, batch_size, workers)
-    if device_decode is not None:
-        return DeviceDecoding(device_decode, cpu, decode)
-    return cpu

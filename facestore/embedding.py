@@ -24,7 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from facestore.backbones import Backbone, PreparedBackbone, Space, batch_size_of, space_of
-from facestore.decoding import DecodePool, decoder, make_decode_pool
+from facestore.decode_pools import make_decode_pool
+from facestore.decoding import DecodePool, decoder
 from facestore.embed_batch import Chunker, embed_batch, probe
 from facestore.errors import SpaceMismatchError
 from facestore.pipeline import BatchObserver, run_stages

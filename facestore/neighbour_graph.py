@@ -1,6 +1,6 @@
 """Groups of a large library from its neighbour graph. Pure (the index is passed in).
 
-The same method as facestore.clustering's exact path (leader micro-clusters, average
+The same method as facestore.grouping's exact path (leader micro-clusters, average
 linkage over their centroids cut at the distance, a group mate within the link, a
 minimum size), with every "which faces are near" answered by a nearest-neighbour
 index instead of a product of every face with every other:
@@ -242,7 +242,7 @@ def _pieces(
 def linked_by(labels: np.ndarray, faces: Neighbours, link: float, min_size: int) -> np.ndarray:
     """labels where every member has a group mate among its neighbours within link
     (others leave, as -1, until each one left has one), and every group has min_size
-    faces; the neighbour-graph form of facestore.clustering.linked."""
+    faces; the neighbour-graph form of facestore.grouping.linked."""
     labels = labels.copy()
     if min_size <= 1:
         return labels

@@ -1,5 +1,5 @@
 """Unit vectors by id in one growing matrix: nearest-row queries in one product. The
-daemon's clusterer keeps its clusters' means and its unknown faces in these."""
+daemon's grouper keeps its clusters' means and its unknown faces in these."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ the daemon goes on embedding, suggesting and retraining while it runs (minutes a
 million unknown faces), and its memory (the vectors, the neighbour index) goes back to
 the system when the child exits.
 
-The child runs facestore.unknown_faces.recluster on its own connection and writes the
+The child runs facestore.unknown_groups.recluster on its own connection and writes the
 new groups in one transaction, so the app sees the old groups until then and the new
 ones after, never half. It sends its progress and then its report. A stop request
 terminates it; its transaction is never committed, and the old groups stay.
@@ -21,12 +21,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from facestore.backbones import Space
-from facestore.clustering import ClusterParams
 from facestore.daemon.children import TERMINATE_GRACE, end_child, run_child
 from facestore.errors import FacestoreError
+from facestore.grouping import ClusterParams
 from facestore.logs import LogSetup
 from facestore.store import Store
-from facestore.unknown_faces import ClusteringReport
+from facestore.unknown_groups import ClusteringReport
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _child(
     then ("report", report) or ("error", exception)."""
 
     def work(store: Store) -> ClusteringReport:
-        from facestore.unknown_faces import recluster
+        from facestore.unknown_groups import recluster
 
         def progress(stage: str, done: int, total: int) -> None:
             out.send(("progress", stage, done, total))

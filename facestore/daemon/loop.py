@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -25,20 +24,20 @@ import sqlalchemy as sa
 
 from facestore.backbones import Backbone, Space
 from facestore.daemon.child_retrain import retrain_in_child
-from facestore.daemon.clusterer import Clusterer
 from facestore.daemon.full_pass import FullPass
+from facestore.daemon.grouper import Grouper
 from facestore.daemon.options import VERIFIED_SHARE, WatchOptions
-from facestore.daemon.rolling import RollingCheck
 from facestore.daemon.serving import Serving
 from facestore.daemon.suggester import Suggester
 from facestore.daemon.systemd import Notifier
 from facestore.daemon.telemetry import Telemetry
+from facestore.daemon.timer_checks import TimerChecks
 from facestore.daemon.trigger import Retrain, RetrainTrigger, retrain_here
-from facestore.daemon.wakeups import DataVersionProbe, wake_source
+from facestore.daemon.wakeups import wake_source
 from facestore.embedding import CHECK, QUEUE, Embedder
 from facestore.memory import give_back_memory
 from facestore.predict import Predictor
-from facestore.store import IdRanges, Store
+from facestore.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +76,10 @@ class Daemon:
         )
         self.suggester = Suggester(store, options.min_confidence, options.min_quality)
         cut, least = options.cluster_distance, options.cluster_min_size
-        self.clusterer = Clusterer(store, cut, least, clock, FullPass(store))
+        self.grouper = Grouper(store, cut, least, clock, FullPass(store))
         self._recluster = True  # a full re-cluster at start and after each new model
-        self._read_all = True  # the next suggestion pass reads the unverified faces in _checking
-        self._checking: IdRanges | None = None  # what this timer pass checks (None: all)
-        self._rolling = RollingCheck(phase=random.random())  # workers check different ids
-        self._commits: DataVersionProbe | None = None  # SQLite: did anyone else commit?
+        self._read_all = True  # the next suggestion pass reads the unverified faces checked
+        self.timer = TimerChecks(store)
         self._embedded_unverified: set[int] = set()  # since the last suggestion pass
         self._started = False
 
@@ -101,11 +98,9 @@ class Daemon:
             self.serving.start()
 
     def close(self) -> None:
-        self.clusterer.close()
+        self.grouper.close()
         self.serving.close()
-        if self._commits is not None:
-            self._commits.close()
-            self._commits = None
+        self.timer.close()
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -128,7 +123,7 @@ class Daemon:
         started = time.perf_counter()
         moved = self.serving.follow_active_space()
         scan = moved or scan
-        if moved or not scan or self._others_committed():
+        if moved or not scan or self.timer.others_committed():
             self.trigger.labels_may_have_changed()  # the app wrote, or another space
         if scan:
             self._check_slice()
@@ -145,24 +140,11 @@ class Daemon:
         )
         return embedded
 
-    def _others_committed(self) -> bool:
-        """On a timer pass: may the labels have changed? SQLite tells (data_version);
-        on PostgreSQL a timer pass assumes so (its wake-ups are LISTEN/NOTIFY)."""
-        if self.store.engine.dialect.name != "sqlite":
-            return True
-        if self._commits is None:
-            self._commits = DataVersionProbe(self.store.engine)
-            return True
-        return self._commits.changed("labels")
-
     def _check_slice(self) -> None:
         """The timer's safety net over this pass's rolling slice of ids."""
-        self._checking = self._rolling.next(self.store.library.highest_face_id())
-        self.store.cache.sweep_orphans(self._checking)
-        self.store.changes.prune()
-        sqlite = self.store.engine.dialect.name == "sqlite"  # its log is in commit order
-        space, checking = self.space, self._checking
-        if self.options.retrain and not sqlite and space is not None and checking is not None:
+        checking, space = self.timer.next_slice(), self.space
+        # SQLite's change log is in commit order; PostgreSQL's slice is read again
+        if self.options.retrain and not self.timer.sqlite and space and checking is not None:
             self.trigger.recheck(space, checking)
         self._read_all = True
 
@@ -194,7 +176,7 @@ class Daemon:
                 CHECK if scan else QUEUE,
                 verified=verified,
                 deadline=deadline,
-                scan_ids=self._checking,
+                scan_ids=self.timer.checking,
             )
             more = more or report.more
             embedded += report.embedded
@@ -226,16 +208,14 @@ class Daemon:
         self._read_all = False
         self._embedded_unverified.clear()
         outcome = self.suggester.suggest(
-            self.predictor, space.config_hash, only=only, ids=self._checking
+            self.predictor, space.config_hash, only=only, ids=self.timer.checking
         )
         self.telemetry.suggestions.inc(outcome.written)
         if outcome.low_quality or outcome.unverified is not None:
             self.telemetry.low_quality.set(self.store.quality.count(space.config_hash))
         if self.options.clusters:
             pairs = self.trigger.pairs_for(space)  # kept current by the retrain trigger
-            self.clusterer.update(
-                space, self._recluster, outcome.unnamed, outcome.unverified, pairs
-            )
+            self.grouper.update(space, self._recluster, outcome.unnamed, outcome.unverified, pairs)
             self._recluster = False
 
     # -- the loop -----------------------------------------------------------------------
@@ -260,11 +240,10 @@ class Daemon:
         """Reconcile now, then on every wake-up (debounced, confirmed) and every interval."""
         self.start()
         options = self.options
-        if self._commits is None and self.store.engine.dialect.name == "sqlite":
-            self._commits = DataVersionProbe(self.store.engine)  # shared with the wake-ups
+        commits = self.timer.commits_probe()  # SQLite: shared with the wake-ups
         with (
             contextlib.closing(self),
-            wake_source(self.store.engine, options.poll, self.wake, self._commits) as source,
+            wake_source(self.store.engine, options.poll, self.wake, commits) as source,
         ):
             log.info(
                 "Watching %s (%s, reconcile every %.0f s)",

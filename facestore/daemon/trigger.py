@@ -10,7 +10,7 @@ asks it one:
   active space changed; the pairs are read (from the log) before the next decision;
 - `recheck(space, ids)`: on PostgreSQL, read a rolling slice's pairs again;
 - `maybe_retrain(space, trained)`: retrain and publish if the policy says so;
-- `pairs_for(space)`: the pairs as last read, for the clusterer's calibration.
+- `pairs_for(space)`: the pairs as last read, for the grouper's calibration.
 """
 
 from __future__ import annotations

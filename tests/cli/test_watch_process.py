@@ -236,10 +236,10 @@ def test_sigterm_during_a_large_librarys_full_pass_exits_soon_and_keeps_the_old_
     import sqlite3
 
     from facestore import db as database
-    from facestore.clustering import ClusterParams
-    from facestore.daemon.clusterer import CHILD_ABOVE
+    from facestore.daemon.grouper import CHILD_ABOVE
+    from facestore.grouping import ClusterParams
     from facestore.store import Store
-    from facestore.unknown_faces import recluster
+    from facestore.unknown_groups import recluster
 
     db = app_db(tmp_path / "app.db", people=3, per_person=3)
     first = Watcher(db, tmp_path, weights_file)  # the active space and a model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -54,3 +55,19 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     assert lines[0] == "embedded 12"
     assert lines[1].startswith("published ") and "accuracy" in lines[1]
     assert lines[2].startswith("new.jpg ")
+
+
+def test_the_type_checkers_names_are_the_exports() -> None:
+    """The API is spelled once for Python (_EXPORTS: name -> module, which __all__
+    follows) and once for type checkers (the TYPE_CHECKING imports): they must agree."""
+    tree = ast.parse(Path(facestore.__file__).read_text())
+    checked = {
+        (alias.name, node.module)
+        for block in tree.body
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert checked == {(name, module) for name, module in facestore._EXPORTS.items()}
+    assert facestore.__all__ == ["__version__", *facestore._EXPORTS]

@@ -412,7 +412,7 @@ def test_a_timer_pass_finds_lost_work_within_its_period_and_new_rows_at_once(
     daemon_db: Path, tmp_path: Path
 ) -> None:
     daemon = make_daemon(daemon_db, tmp_path, FakeClock(), retrain=False)
-    daemon._rolling = RollingCheck(per_pass=4)
+    daemon.timer._rolling = RollingCheck(per_pass=4)
     daemon.reconcile()  # checks everything: 15 faces embedded
     embedded = lambda face_id: bool(  # noqa: E731
         sqlite_rows(daemon_db, "SELECT 1 FROM embedding WHERE face_id = ?", face_id)

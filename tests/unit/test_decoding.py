@@ -21,7 +21,8 @@ from facestore import db as database
 from facestore.backbones import build_backbone, space_of
 from facestore.backbones.preprocess import prepare
 from facestore.config import BackboneSettings
-from facestore.decoding import decoder, make_decode_pool
+from facestore.decode_pools import make_decode_pool
+from facestore.decoding import decoder
 from facestore.embedding import Embedder
 from facestore.errors import ImageDecodeError
 from facestore.images import decode_crop

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facestore import clustering, neighbour_graph
-from facestore.clustering import (
+from facestore import grouping, neighbour_graph
+from facestore.grouping import (
     ClusterParams,
     absorbed_ids,
     group,
@@ -93,7 +93,7 @@ def test_small_libraries_take_the_exact_path_and_large_ones_the_index(
     assert np.array_equal(group(units, params), group_exactly(units, params))
     counting = Counting()
     monkeypatch.setattr("facestore.neighbours.ApproximateIndex", lambda: counting)
-    monkeypatch.setattr(clustering, "EXACT_LIMIT", 100)
+    monkeypatch.setattr(grouping, "EXACT_LIMIT", 100)
     assert partition(group(units, params)) == partition(group_exactly(units, params))
     assert counting.calls == [150]  # one index, of the faces
 

@@ -1,7 +1,7 @@
 """Groups of unknown faces in the library: parameters per space, a full re-cluster that
 keeps ids (and records the ids a merge absorbed), and whom a group may be. The pure
-algorithm is facestore.clustering; the daemon's incremental clusterer is
-facestore.daemon.clusterer."""
+algorithm is facestore.grouping; the daemon's incremental grouper is
+facestore.daemon.grouper."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from facestore.artifacts import Bundle
 from facestore.backbones import Space
-from facestore.clustering import (
+from facestore.errors import ConfigurationError
+from facestore.grouping import (
     DEFAULT_MIN_SIZE,
     EXACT_LIMIT,
     ClusterParams,
@@ -26,7 +27,6 @@ from facestore.clustering import (
     representative,
     stable_ids,
 )
-from facestore.errors import ConfigurationError
 from facestore.neighbours import Progress
 from facestore.store import ClusterRow, Store, decode_vectors
 

@@ -1,5 +1,5 @@
 """The daemon's clusters of unknown faces: joins as faces arrive, and full passes that
-bring them back to what a rebuild gives (facestore.unknown_faces); a large library's
+bring them back to what a rebuild gives (facestore.unknown_groups); a large library's
 full pass in a child process (facestore.daemon.full_pass), its groups then read in a
 thread, so that the daemon's work goes on."""
 
@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from facestore.backbones import Space
-from facestore.clustering import EXACT_LIMIT, ClusterParams, unit_rows
-from facestore.daemon.cluster_memory import ClusterMemory, read_memory, take_over
 from facestore.daemon.full_pass import FullPass
+from facestore.daemon.group_memory import GroupMemory, read_memory, take_over
 from facestore.errors import ConfigurationError, FacestoreError
+from facestore.grouping import EXACT_LIMIT, ClusterParams, unit_rows
 from facestore.store import ClusterRow, Store, decode_vectors
-from facestore.unknown_faces import cluster_params, read_unknown, regroup
+from facestore.unknown_groups import cluster_params, read_unknown, regroup
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 RECLUSTER_SHARE = 0.1
 RECLUSTER_SPACING = 10.0
 # Above this many unknown faces a full pass runs in a child process (when the daemon
-# gives the clusterer one), beside the daemon's work: seconds below it, minutes above.
+# gives the grouper one), beside the daemon's work: seconds below it, minutes above.
 CHILD_ABOVE = EXACT_LIMIT
 
 
-class Clusterer:
+class Grouper:
     """The daemon's clusters. A full re-cluster when it starts and after each new model
     (every suggestion is redone then); between those, each new unknown face joins the
     cluster it would join in a full pass (mean distance to its faces within the cut, a
@@ -64,7 +64,7 @@ class Clusterer:
         self.min_size = min_size
         self.clock = clock
         self.full_pass = full_pass
-        self._memory = ClusterMemory()
+        self._memory = GroupMemory()
         self._memory_of: str | None = None  # the space whose groups are in memory
         self._held: dict[int, np.ndarray] = {}  # faces that came while a full pass ran
         self._space: str | None = None
@@ -158,7 +158,7 @@ class Clusterer:
 
     def _pass_ended(self, space: Space) -> bool:
         """Has the child's pass (and the reading of its groups) ended? When it has, its
-        groups are this clusterer's; when it failed, the old ones stay (in the database
+        groups are this grouper's; when it failed, the old ones stay (in the database
         too) and the next try comes no sooner than after a pass."""
         assert self.full_pass is not None
         try:
@@ -169,7 +169,7 @@ class Clusterer:
             return True
         if report is None:
             return False
-        if isinstance(report, ClusterMemory):  # read in the background: see below
+        if isinstance(report, GroupMemory):  # read in the background: see below
             self._remember(space, report)
         elif self._memory_of == space.config_hash:  # taken over from the memory
             signature = self.store.clusters.signature()  # before: a later write shows
@@ -195,7 +195,7 @@ class Clusterer:
         blobs = self.store.library.vectors_of(self._space, face_ids)
         return {face: decode_vectors([blob])[0] for face, blob in blobs.items()}
 
-    def _read_memory(self, space: Space) -> ClusterMemory:
+    def _read_memory(self, space: Space) -> GroupMemory:
         signature = self.store.clusters.signature()  # before: a later write shows
         face_ids, vectors = read_unknown(self.store, space)
         members = self.store.clusters.members(space.config_hash)
@@ -206,7 +206,7 @@ class Clusterer:
         self._params = params
         self._memory.forget_waiting(new)  # to be joined now, not left waiting
 
-    def _remember(self, space: Space, memory: ClusterMemory) -> None:
+    def _remember(self, space: Space, memory: GroupMemory) -> None:
         self._memory, self._memory_of, self._space = memory, space.config_hash, space.config_hash
 
     def _join(self, space: Space, params: ClusterParams, new: Mapping[int, np.ndarray]) -> int:

@@ -1,6 +1,6 @@
 """The daemon's groups in memory: each cluster's faces with the sum and mean of their unit
 vectors, and the unknown faces waiting for a group; built from the database, or taken
-over from the previous memory after a full pass (facestore.daemon.clusterer)."""
+over from the previous memory after a full pass (facestore.daemon.grouper)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
-from facestore.clustering import EXACT_LIMIT, unit_rows, unit_rows_in_place
+from facestore.grouping import EXACT_LIMIT, unit_rows, unit_rows_in_place
 from facestore.vector_rows import IndexedRows, UnitRows
 
 
-class ClusterMemory:
+class GroupMemory:
     """Clusters (faces, sums and means of unit vectors) and the waiting faces."""
 
     def __init__(self, waiting: UnitRows | IndexedRows | None = None) -> None:
@@ -53,13 +53,13 @@ def read_memory(
     vectors: np.ndarray,
     members: Mapping[int, Collection[int]],
     signature: tuple[int, float],
-) -> ClusterMemory:
+) -> GroupMemory:
     """The unknown faces split into the clusters' and the waiting ones; the waiting ones
     of a large library in an inverted file (IndexedRows), so that a join stays cheap.
     signature: the clusters' signature, read before the members."""
     units = unit_rows_in_place(vectors) if face_ids else vectors
     row_of = {face_id: row for row, face_id in enumerate(face_ids)}
-    memory = ClusterMemory()
+    memory = GroupMemory()
     for cluster_id, faces in members.items():
         present = [row_of[f] for f in faces if f in row_of]
         if present:
@@ -77,12 +77,12 @@ def read_memory(
 
 
 def take_over(
-    old: ClusterMemory,
+    old: GroupMemory,
     members: Mapping[int, Collection[int]],
     held: Mapping[int, np.ndarray],
     read: Callable[[Sequence[int]], dict[int, np.ndarray]],
     signature: tuple[int, float],
-) -> ClusterMemory:
+) -> GroupMemory:
     """The memory of new clusters, from the old one's vectors: a face moves between the
     clusters and the waiting faces (the old waiting rows are kept, not rebuilt); the
     faces it never held come from held (arrived meanwhile) or read (face ids ->
@@ -101,7 +101,7 @@ def take_over(
     for face in old.member_of:
         if face not in now:
             old.waiting.put(face, old.clustered.get(face))
-    memory = ClusterMemory(old.waiting)
+    memory = GroupMemory(old.waiting)
     for cluster_id, faces in members.items():
         present = [f for f in faces if units.get(f) is not None]
         if present:

@@ -1,4 +1,4 @@
-"""facestore.clustering (pure): grouping, ids that stay, calibration. Synthetic vectors:
+"""facestore.grouping (pure): grouping, ids that stay, calibration. Synthetic vectors:
 plumbing only; the defaults were chosen on real faces (docs/accuracy.md)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from facestore.clustering import (
+from facestore.group_scores import purity
+from facestore.grouping import (
     DEFAULT_MIN_SIZE,
     LEADER_SHARE,
     LINK_GENUINE,
@@ -23,7 +24,6 @@ from facestore.clustering import (
     stable_ids,
     unit_rows,
 )
-from facestore.group_scores import purity
 from facestore.vector_rows import IndexedRows, UnitRows
 from tests.support.types import Cli
 
@@ -118,18 +118,18 @@ def test_a_face_with_no_mate_within_the_link_joins_no_group() -> None:
 
 
 def test_a_large_library_calibrates_on_a_bounded_seeded_sample() -> None:
-    from facestore import clustering
-    from facestore.clustering import calibration_sample
+    from facestore import grouping
+    from facestore.grouping import calibration_sample
 
-    small = {face_id: face_id % 7 for face_id in range(clustering.CALIBRATION_FACES)}
+    small = {face_id: face_id % 7 for face_id in range(grouping.CALIBRATION_FACES)}
     assert calibration_sample(small) == sorted(small)  # all of them
     # 1,000 people, one with 5,000 faces: 100 people, at most 20 faces each
     large = {face_id: face_id % 1000 for face_id in range(20_000)}
     large.update({face_id: "big" for face_id in range(20_000, 25_000)})
     sample = calibration_sample(large)
     per_person = Counter(str(large[face_id]) for face_id in sample)
-    assert len(per_person) == clustering.CALIBRATION_PEOPLE
-    assert max(per_person.values()) <= clustering.CALIBRATION_PER_PERSON
+    assert len(per_person) == grouping.CALIBRATION_PEOPLE
+    assert max(per_person.values()) <= grouping.CALIBRATION_PER_PERSON
     assert len(set(sample)) == len(sample) and set(sample) <= set(large)
     assert calibration_sample(large) == sample  # seeded
     assert calibration_sample(large, seed=1) != sample

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facestore import clustering, unknown_faces
 from facestore import db as database
-from facestore.daemon import clusterer
+from facestore import grouping, unknown_groups
+from facestore.daemon import grouper
 from facestore.daemon.loop import Daemon
 from facestore.daemon.options import WatchOptions
 from facestore.embedding import embed_pending
 from facestore.store import Store
-from facestore.unknown_faces import cluster_params, recluster
+from facestore.unknown_groups import cluster_params, recluster
 from tests.support.backends import AppDatabase
 from tests.support.helpers import (
     FakeBackbone,
@@ -70,7 +70,7 @@ def test_the_daemon_keeps_clusters_of_unknown_faces(
     tmp_path: Path, cli: Cli, waiting: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if waiting == "indexed":  # the waiting faces in faiss's inverted file, as in a large library
-        monkeypatch.setattr(clusterer, "EXACT_LIMIT", 0)
+        monkeypatch.setattr(grouper, "EXACT_LIMIT", 0)
     db = make_app_db(tmp_path / "app.db", people=3, per_person=4)
     database.upgrade(database.create_engine(f"sqlite:///{db}"))
     a, b, c = add_unverified(db, "A", 3), add_unverified(db, "B", 3), add_unverified(db, "C", 1)
@@ -129,8 +129,8 @@ def test_a_rebuild_on_both_databases_keeps_ids_and_names(
     make_app: MakeApp, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if path == "indexed":  # as above 20,000 faces: float16 vectors, faiss's neighbours
-        monkeypatch.setattr(unknown_faces, "EXACT_LIMIT", 0)
-        monkeypatch.setattr(clustering, "EXACT_LIMIT", 0)
+        monkeypatch.setattr(unknown_groups, "EXACT_LIMIT", 0)
+        monkeypatch.setattr(grouping, "EXACT_LIMIT", 0)
     app = make_app(people=2, per_person=3)
     rows = [{"crop": CROPS[name], "no": False} for name in "AAABBBC"]
     app.exec_many(
@@ -155,22 +155,22 @@ def test_a_rebuild_on_both_databases_keeps_ids_and_names(
 def test_the_distance_is_calibrated_on_a_sample_above_the_cap(
     make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from facestore import clustering
+    from facestore import grouping
 
     store = make_app(people=4, per_person=5).store()  # 20 verified faces
     embed_pending(store, FakeBackbone())
     space = store.spaces.active()
     assert space is not None
-    monkeypatch.setattr(clustering, "CALIBRATION_FACES", 10)
-    monkeypatch.setattr(clustering, "CALIBRATION_PEOPLE", 3)
-    monkeypatch.setattr(clustering, "CALIBRATION_PER_PERSON", 2)
+    monkeypatch.setattr(grouping, "CALIBRATION_FACES", 10)
+    monkeypatch.setattr(grouping, "CALIBRATION_PEOPLE", 3)
+    monkeypatch.setattr(grouping, "CALIBRATION_PER_PERSON", 2)
     seen: list[list[object]] = []
 
-    def calibrate(vectors: object, people: list[object]) -> clustering.Calibration:
+    def calibrate(vectors: object, people: list[object]) -> grouping.Calibration:
         seen.append(people)
-        return clustering.Calibration(0.07, 0.05, "empirical quantile", 6, 3)
+        return grouping.Calibration(0.07, 0.05, "empirical quantile", 6, 3)
 
-    monkeypatch.setattr(unknown_faces, "calibrate", calibrate)
+    monkeypatch.setattr(unknown_groups, "calibrate", calibrate)
     params, source = cluster_params(store, space)
     assert (params.distance, params.link) == (0.07, 0.05)
     assert source == "calibrated on 6 verified faces (a sample of the 20) of 3 people; link 0.050"
@@ -273,7 +273,7 @@ def test_the_daemons_groups_end_as_a_full_rebuild_whatever_the_order(
     np.random.default_rng(seed).shuffle(keys)
 
     def arrive(name: str, spacing: float) -> tuple[dict[int, set[int]], Daemon, dict[int, int]]:
-        monkeypatch.setattr(clusterer, "RECLUSTER_SPACING", spacing)
+        monkeypatch.setattr(grouper, "RECLUSTER_SPACING", spacing)
         (tmp_path / name).mkdir()
         db = make_app_db(tmp_path / name / "app.db", people=0)
         database.upgrade(database.create_engine(f"sqlite:///{db}"))
@@ -304,7 +304,7 @@ def test_the_daemons_groups_end_as_a_full_rebuild_whatever_the_order(
 
     joins_only, _, _ = arrive("a", float("inf"))
     daemon_groups, daemon, face_of = arrive("b", 10.0)
-    assert daemon.clusterer.full_passes >= 2  # at start, and after arrivals
+    assert daemon.grouper.full_passes >= 2  # at start, and after arrivals
 
     db = tmp_path / "b" / "app.db"
     store = Store(database.create_engine(f"sqlite:///{db}"))
@@ -359,13 +359,13 @@ def test_a_large_librarys_full_pass_runs_in_a_child_beside_the_daemon(
     """The full pass in a child process (as above CHILD_ABOVE faces): the daemon goes on,
     faces that come meanwhile wait for the new groups and then join them, and the
     groups end as a rebuild's."""
-    monkeypatch.setattr(clusterer, "CHILD_ABOVE", 0)
+    monkeypatch.setattr(grouper, "CHILD_ABOVE", 0)
     db = make_app_db(tmp_path / "app.db", people=3, per_person=4)
     database.upgrade(database.create_engine(f"sqlite:///{db}"))
     a, b = add_unverified(db, "A", 3), add_unverified(db, "B", 3)
     daemon = make_daemon(db, tmp_path, FakeClock(), retrain=False, cluster_distance=0.05)
     daemon.reconcile()
-    groups = daemon.clusterer
+    groups = daemon.grouper
     assert groups.full_pass is not None and groups.full_pass.running
     more_a = add_unverified(db, "A", 2)
     daemon.reconcile(scan=False)  # embeds them; they wait while the pass runs
@@ -408,12 +408,12 @@ def test_a_stop_during_a_child_pass_leaves_the_old_groups(
     before = clusters_of(db)
     assert list(before.values()) == [set(a)]
     add_unverified(db, "B", 3)
-    monkeypatch.setattr(clusterer, "CHILD_ABOVE", 0)
+    monkeypatch.setattr(grouper, "CHILD_ABOVE", 0)
     app = sqlite3.connect(db, timeout=60, isolation_level=None)
     app.execute("BEGIN IMMEDIATE")  # the app writes: the child's groups must wait
     try:
-        daemon.clusterer.update(daemon.space, full=True)  # type: ignore[arg-type]
-        full_pass = daemon.clusterer.full_pass
+        daemon.grouper.update(daemon.space, full=True)  # type: ignore[arg-type]
+        full_pass = daemon.grouper.full_pass
         assert full_pass is not None
         wait_for(
             lambda: (
@@ -447,9 +447,9 @@ def test_a_child_pass_that_dies_fails_alone_and_the_old_groups_stay(
     daemon = make_daemon(db, tmp_path, FakeClock(), retrain=False, cluster_distance=0.05)
     daemon.reconcile()  # few faces: here
     before = clusters_of(db)
-    groups, space = daemon.clusterer, daemon.space
+    groups, space = daemon.grouper, daemon.space
     assert space is not None and groups.full_pass is not None and len(before) == 1
-    monkeypatch.setattr(clusterer, "CHILD_ABOVE", 0)
+    monkeypatch.setattr(grouper, "CHILD_ABOVE", 0)
     groups.update(space, full=True)
     passes = groups.full_passes
     full_pass = groups.full_pass
