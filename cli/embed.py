@@ -76,6 +76,7 @@ def import_command(app: App, directory: Path, as_json: bool) -> None:
     from facestore.importer import check_folder, count_files, import_folder
 
     check_folder(directory)  # before the database file is created
+    database.require_driver(app.db_url)  # before the first file is read
 
     def open_engine() -> Engine:  # at the first importable file
         engine = app.engine(create=True)

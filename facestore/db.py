@@ -55,6 +55,7 @@ def create_engine(url: str, must_exist: bool = False) -> Engine:
             f"and MATERIALIZED); this Python links SQLite {sqlite3.sqlite_version}. Use a "
             "Python built against a newer SQLite."
         )
+    require_driver(url)
     try:
         if url.startswith("sqlite"):
             engine = sa.create_engine(
@@ -69,6 +70,27 @@ def create_engine(url: str, must_exist: bool = False) -> Engine:
             "such as postgresql+psycopg://user@host/db."
         ) from exc
     return engine
+
+
+DRIVER_EXTRAS = {"postgresql": "postgres"}  # the pip extra that installs a dialect's driver
+
+
+def require_driver(url: str) -> None:
+    """The database driver the URL needs is installed: checked before any work starts,
+    with the extra that installs it."""
+    try:
+        dialect = sa.engine.make_url(url).get_dialect()
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+        return  # create_engine says what is wrong with the URL itself
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        extra = DRIVER_EXTRAS.get(dialect.name)
+        install = f"pip install 'facestore[{extra}]'" if extra else "install its driver"
+        raise DatabaseError(
+            f"The database URL {url!r} needs a driver that is not installed ({exc}). "
+            f"Run {install}."
+        ) from exc
 
 
 def require_file(url: str, must_exist: bool = True) -> None:

@@ -18,7 +18,14 @@ from click.testing import Result
 
 from facestore.embedding import embed_pending
 from tests.support.backends import ADMIN_URL
-from tests.support.helpers import ISO_UTC, FakeBackbone, encode, face_image, sqlite_exec
+from tests.support.helpers import (
+    ISO_UTC,
+    FakeBackbone,
+    encode,
+    face_image,
+    sqlite_exec,
+    sqlite_rows,
+)
 from tests.support.types import StoreFor
 
 Cli = Callable[..., Result]
@@ -232,3 +239,29 @@ def test_a_server_that_refuses_is_named_in_one_sentence(cli: Cli) -> None:
     assert "Connection refused" in result.output
     assert "connections? Check that the server is up" in " ".join(result.output.split())
     assert "?." not in result.output
+
+
+def test_a_missing_extra_is_named_before_any_work(
+    cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 37: psycopg (PostgreSQL) and dlib are checked before anything is read,
+    embedded or created, and the error names the extra that installs them."""
+    folder = tmp_path / "people" / "p1"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(encode(face_image(1, 0), "PNG"))
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    for command in (["import", str(tmp_path / "people")], ["status"], ["embed"]):
+        result = cli("--db", url, *command)
+        assert result.exit_code == 2, result.output
+        assert "pip install 'facestore[postgres]'" in result.output
+        assert "imported" not in result.output and "Traceback" not in result.output
+
+    db = tmp_path / "app.db"
+    assert cli("--db", db, "import", str(tmp_path / "people")).exit_code == 0
+    assert cli("--db", db, "db", "upgrade").exit_code == 0
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    result = cli("--db", db, "train", "--backbone", "dlib")
+    assert result.exit_code == 2, result.output
+    assert "pip install 'facestore[dlib]'" in result.output
+    assert sqlite_rows(db, "SELECT count(*) FROM embedding") == [(0,)]  # nothing embedded
