@@ -55,10 +55,11 @@ class App:
         """The cache, refusing a database whose facestore schema is missing or behind."""
         if self._store is None:
             from facestore import db as database
-            from facestore.store import Store
 
             engine = self.engine()
-            database.require_head(engine)
+            database.require_head(engine)  # a wrong database is said before the rest loads
+            from facestore.store import Store
+
             self._store = Store(engine)
         return self._store
 

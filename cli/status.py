@@ -30,10 +30,11 @@ def status(app: App, as_json: bool, exact: bool | None) -> None:
     stale, active_space, model, low_quality (unverified faces the daemon found below
     the model's quality gate), queue, spaces, seconds (how long the counting took).
     """
+    store = app.store  # a database that is wrong is said before the rest loads
     from facestore.repository import ModelRepository
     from facestore.status import collect_status, format_status
 
-    report = collect_status(app.store, ModelRepository(app.model_dir).summary(), exact)
+    report = collect_status(store, ModelRepository(app.model_dir).summary(), exact)
     if as_json:
         print_json(report)
     else:
