@@ -68,7 +68,7 @@ def show(app: App, version: str | None, as_json: bool) -> None:
                 f"backbone:    {row['backbone'] or 'n/a'} (space {(row['space'] or 'n/a')[:12]})",
                 f"classifier:  {row['classifier']}",
                 f"accuracy:    {shown(row['accuracy'])} (held-out faces)",
-                f"trained on:  {row['n_train']} faces of {row['classes_kept']} people",
+                f"trained on:  {trained_on(row)}",
                 "unknown at:  "
                 + (f"distance > {threshold:.4f}" if threshold is not None else "n/a"),
                 f"settings:    {describe_settings(row['settings'])}",
@@ -89,3 +89,13 @@ def rollback(app: App, version: str | None) -> None:
 
     restored = ModelRepository(app.model_dir).rollback(version)
     click.echo(f"current model is now {restored}")
+
+
+def trained_on(row: dict) -> str:
+    """The published model is refit on every kept face, after its held-out measure."""
+    held = row.get("n_val") or 0
+    if row.get("n_train") is None:
+        return "n/a"
+    faces = row["n_train"] + held
+    measured = f" (accuracy measured first on {held} held out)" if held else ""
+    return f"{faces} faces of {row['classes_kept']} people{measured}"

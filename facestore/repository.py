@@ -152,6 +152,7 @@ class ModelRepository:
             "classifier": metrics.get("classifier"),
             "accuracy": metrics.get("accuracy"),
             "n_train": metrics.get("n_train"),
+            "n_val": metrics.get("n_val"),
             "classes_kept": metrics.get("classes_kept"),
             "space": config.get("config_hash"),
             "backbone": config.get("backbone"),
