@@ -11,11 +11,18 @@ end-to-end run on a fresh copy of the database, and its ratio is end-to-end over
 the mean of those two; the median of the rounds is the figure.
 
     python bench/embed.py 2000 [--rounds 3] [--batch-size 32] [--device auto] [--weights PATH]
+        [--backbone casia-webface]
+        [--engine torch --engine onnxruntime ...] [--json out.json]
+
+With several --engine (default: torch and every CPU engine installed) the engines run
+one after the other in each round, on fresh copies of the same database, and the
+summary gives each engine's end-to-end rate against torch's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -37,59 +44,80 @@ from facestore.store import Store  # noqa: E402
 
 
 def main() -> None:
+    from facestore.backbones.engines import installed
+
     parser = argparse.ArgumentParser(description="facestore embed throughput")
     parser.add_argument("faces", type=int, nargs="?", default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backbone", default="vggface2", help="vggface2 or casia-webface")
     parser.add_argument("--weights", default=os.environ.get("FACESTORE_WEIGHTS"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine", action="append", dest="engines", help="repeatable")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory")
     args = parser.parse_args()
+    engines = args.engines or ["torch", *(e for e in ("onnxruntime", "openvino") if installed(e))]
 
     work = scratch("facestore-bench-", keep=args.keep)
     started = time.perf_counter()
     db = app_database(work / "app.db", args.faces)
     print(f"built {args.faces} JPEG crops in {time.perf_counter() - started:.1f}s ({db})")
     weights = Path(args.weights) if args.weights else random_weights(work / "w.pt")
-    backbone = build_backbone(BackboneSettings(weights=weights, device=args.device))
-    print(f"device: {backbone.device_info}")  # type: ignore[attr-defined]
+    backbones = {}
+    for engine in engines:
+        settings = BackboneSettings(args.backbone, weights, device=args.device, engine=engine)
+        backbones[engine] = build_backbone(settings)
+        print(f"{engine}: {backbones[engine].device_info}")  # type: ignore[attr-defined]
     store = Store(database.create_engine(f"sqlite:///{db}"))
-
-    # warm-up outside the timings (first calls allocate and pick kernels)
-    warm = np.zeros((args.batch_size, 3, 160, 160), dtype=np.float32)
-    backbone.embed_prepared(warm)  # type: ignore[attr-defined]
-
-    batches = max(1, args.faces // args.batch_size)
     # the same kind of input as the pipeline: real crops, decoded and preprocessed
     first = store.library.crops_of(list(range(1, args.batch_size + 1))).values()
-    tensor = np.stack([backbone.prepare(decode_crop(blob)) for blob in first])  # type: ignore[attr-defined]
+    any_backbone = next(iter(backbones.values()))
+    tensor = np.stack([any_backbone.prepare(decode_crop(blob)) for blob in first])  # type: ignore[attr-defined]
+    batches = max(1, args.faces // args.batch_size)
+    for backbone in backbones.values():  # warm-up outside the timings
+        backbone.embed_prepared(tensor)  # type: ignore[attr-defined]
 
-    def raw_model() -> float:
+    def raw_model(backbone: object) -> float:
         started = time.perf_counter()
         for _ in range(batches):
             backbone.embed_prepared(tensor)  # type: ignore[attr-defined]
         return batches * args.batch_size / (time.perf_counter() - started)
 
-    ratios = []
+    results: dict[str, list[dict[str, float]]] = {engine: [] for engine in engines}
     for round_number in range(1, args.rounds + 1):
-        fresh = work / f"round-{round_number}.db"
-        shutil.copy(db, fresh)
-        store = Store(database.create_engine(f"sqlite:///{fresh}"))
-        raw_before = raw_model()
-        report = embed_pending(store, backbone, batch_size=args.batch_size)
-        raw_after = raw_model()
-        store.engine.dispose()
-        assert report.embedded == args.faces and report.pending == 0, report
-        end_to_end = report.embedded / report.seconds
-        raw = (raw_before + raw_after) / 2
-        ratios.append(end_to_end / raw)
+        for engine, backbone in backbones.items():
+            fresh = work / f"round-{round_number}-{engine}.db"
+            shutil.copy(db, fresh)
+            store = Store(database.create_engine(f"sqlite:///{fresh}"))
+            raw_before = raw_model(backbone)
+            report = embed_pending(store, backbone, batch_size=args.batch_size)
+            raw_after = raw_model(backbone)
+            store.engine.dispose()
+            assert report.embedded == args.faces and report.pending == 0, report
+            end_to_end = report.embedded / report.seconds
+            raw = (raw_before + raw_after) / 2
+            results[engine].append({"end_to_end": end_to_end, "raw": raw})
+            print(
+                f"round {round_number} {engine}: end-to-end {end_to_end:.1f} faces/s "
+                f"({report.embedded} in {report.seconds:.1f}s), raw model {raw:.1f} faces/s "
+                f"(before {raw_before:.1f}, after {raw_after:.1f}; batch {args.batch_size}), "
+                f"ratio {end_to_end / raw:.3f}"
+            )
+    summary = {}
+    torch_rate = None
+    for engine, rows in results.items():
+        end_to_end = statistics.median(r["end_to_end"] for r in rows)
+        raw = statistics.median(r["raw"] for r in rows)
+        ratio = statistics.median(r["end_to_end"] / r["raw"] for r in rows)
+        torch_rate = end_to_end if engine == "torch" else torch_rate
+        summary[engine] = {"end_to_end": end_to_end, "raw": raw, "ratio": ratio}
         print(
-            f"round {round_number}: end-to-end {end_to_end:.1f} faces/s "
-            f"({report.embedded} in {report.seconds:.1f}s), raw model {raw:.1f} faces/s "
-            f"(before {raw_before:.1f}, after {raw_after:.1f}; batch {args.batch_size}), "
-            f"ratio {end_to_end / raw:.3f}"
+            f"{engine:12s} median end-to-end {end_to_end:6.1f} faces/s, raw {raw:6.1f}, "
+            f"ratio {ratio:.3f}" + (f", {end_to_end / torch_rate:.2f}x torch" if torch_rate else "")
         )
-    print(f"median ratio: {statistics.median(ratios):.3f} over {len(ratios)} rounds")
+    if args.json:
+        args.json.write_text(json.dumps({"faces": args.faces, "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":

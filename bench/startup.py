@@ -165,13 +165,17 @@ def main() -> None:
             ),
         ]
         for name, (model_dir, env) in models.items():
-            rows.append(
-                (
-                    f"predict {name}",
-                    f"predict of one ORL image ({name})",
-                    median_run(args.runs, "--model-dir", model_dir, "predict", image, env=env),
+            engines = [None] if name == "dlib" else (args.engines or [None])
+            for engine in engines:
+                on = {**env, "FACESTORE_ENGINE": engine} if engine else env
+                label = f"{name}, engine {engine}" if engine else name
+                rows.append(
+                    (
+                        f"predict {name}",
+                        f"predict of one ORL image ({label})",
+                        median_run(args.runs, "--model-dir", model_dir, "predict", image, env=on),
+                    )
                 )
-            )
     finally:
         for p in busy:
             p.terminate()

@@ -23,6 +23,7 @@ from facestore.settings import (
     DEVICE,
     DEVICE_DECODE,
     DEVICE_DECODES,
+    ENGINE,
     PRECISION,
     PRECISIONS,
     WEIGHTS,
@@ -62,6 +63,7 @@ class BackboneSettings:
     channels_last: bool = False  # memory layout only: not part of the space
     compile: bool = False  # torch.compile: not part of the space
     device_decode: str = "auto"  # the GPU route for JPEGs: not part of the space
+    engine: str = "auto"  # what runs the network (facestore.backbones.engines): not either
 
 
 def configured_worker_host(env: Mapping[str, str] = os.environ) -> str | None:
@@ -120,4 +122,5 @@ def resolve_backbone(
         channels_last=bool(given.get("channels_last")),
         compile=bool(given.get("compile_model")),
         device_decode=value(DEVICE_DECODE) or DEVICE_DECODE.default,
+        engine=value(ENGINE) or ENGINE.default,
     )

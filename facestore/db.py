@@ -88,8 +88,7 @@ def require_driver(url: str) -> None:
         extra = DRIVER_EXTRAS.get(dialect.name)
         install = f"pip install 'facestore[{extra}]'" if extra else "install its driver"
         raise DatabaseError(
-            f"The database URL {url!r} needs a driver that is not installed ({exc}). "
-            f"Run {install}."
+            f"The database URL {url!r} needs a driver that is not installed ({exc}). Run {install}."
         ) from exc
 
 

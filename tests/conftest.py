@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from facestore import db as database
 from facestore.cli.main import main
-from facestore.settings import SETTINGS
+from facestore.settings import ENGINE, SETTINGS
 from facestore.store import Store
 from tests.support.backends import BACKENDS, AppDatabase, app_database, postgres_database
 from tests.support.helpers import make_app_db
@@ -23,6 +23,9 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     for setting in SETTINGS:
         monkeypatch.delenv(setting.env, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    # torch runs the facenet network unless a test picks an engine (test_engines.py):
+    # an ONNX export per test's fresh hub cache would add seconds to each
+    monkeypatch.setenv(ENGINE.env, "torch")
     monkeypatch.chdir(tmp_path)
 
 

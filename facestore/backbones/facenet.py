@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from facestore.backbones import PreparedBase
+from facestore.backbones.engines import Runner, choose_engine, exported_graph, runner
 from facestore.backbones.preprocess import (
     IMAGE_SIZE,
     NORMALISATION,
@@ -141,6 +142,7 @@ class FacenetBackbone(PreparedBase):
         channels_last: bool = False,
         compile_model: bool = False,
         device_decode: str = "auto",
+        engine: str = "auto",
     ) -> None:
         self.name = variant
         self.device = device
@@ -150,6 +152,34 @@ class FacenetBackbone(PreparedBase):
         self.compiled = compile_model
         self.decode_device = decode_device_for(device, device_decode)
         self.default_batch_size = GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+        self.engine = choose_engine(engine, device.type, precision, compile_model)
+        weights_sha256 = file_sha256(weights_path)
+        self.runner: Runner | None = None
+        self.model: Any = None
+        if self.engine == "torch":
+            self.model = self._network(variant, weights_path)
+        else:  # the torch network is built only to export a graph not cached yet
+            graph = exported_graph(
+                variant, weights_sha256, lambda: self._network(variant, weights_path)
+            )
+            self.runner = runner(self.engine, graph)
+        self.config: Mapping[str, Any] = {
+            "weights_sha256": weights_sha256,
+            "image_size": IMAGE_SIZE,
+            "normalisation": NORMALISATION,
+            "preprocess_version": PREPROCESS_VERSION,
+            "precision": precision,  # reduced precision is a space of its own
+        }
+        log.info(
+            "Loaded %s weights from %s on %s (engine %s)",
+            variant,
+            weights_path,
+            device,
+            self.engine,
+        )
+
+    def _network(self, variant: str, weights_path: Path) -> Any:
+        """The torch network with the weights, in eval mode, on the device and dtype."""
         with torch.device("meta"):  # no random initialisation: the weights replace it
             model = inception_resnet_v1()(pretrained=None, classify=False)
         missing, unexpected = model.load_state_dict(
@@ -161,18 +191,10 @@ class FacenetBackbone(PreparedBase):
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]}). "
                 f"Pass the official {CHECKPOINTS[variant].filename}."
             )
-        model = model.eval().to(device=device, dtype=self.dtype)
-        if channels_last:
+        model = model.eval().to(device=self.device, dtype=self.dtype)
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model: Any = torch.compile(model) if compile_model else model
-        self.config: Mapping[str, Any] = {
-            "weights_sha256": file_sha256(weights_path),
-            "image_size": IMAGE_SIZE,
-            "normalisation": NORMALISATION,
-            "preprocess_version": PREPROCESS_VERSION,
-            "precision": precision,  # reduced precision is a space of its own
-        }
-        log.info("Loaded %s weights from %s on %s", variant, weights_path, device)
+        return torch.compile(model) if self.compiled else model
 
     @classmethod
     def from_settings(cls, variant: str, settings: BackboneSettings) -> FacenetBackbone:
@@ -185,6 +207,7 @@ class FacenetBackbone(PreparedBase):
             settings.channels_last,
             settings.compile,
             settings.device_decode,
+            settings.engine,
         )
 
     @property
@@ -195,6 +218,7 @@ class FacenetBackbone(PreparedBase):
             "channels_last": self.channels_last,
             "compiled": self.compiled,
             "device_decode": self.decode_device is not None,
+            "engine": self.engine,
         }
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
@@ -231,6 +255,9 @@ class FacenetBackbone(PreparedBase):
     def embed_prepared(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.runner is not None:  # a CPU engine: host arrays in, vectors out
+            host = batch.numpy() if isinstance(batch, torch.Tensor) else batch
+            return self.runner.run(host)
         with torch.inference_mode():
             tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
             tensor = tensor.to(self.device, non_blocking=True).to(self.dtype)
