@@ -76,18 +76,13 @@ def setup(orl: Path, work: Path, casia: Path | None) -> dict[str, tuple[Path, di
 
 
 def command_lines() -> list[list[str]]:
-    import click
+    """Each command line with a --help: the bare command, and every command of
+    docs/cli.md (the same walk)."""
+    from facestore.cli.main import main
+    from facestore.cli.reference import commands
 
-    from facestore.cli.main import COMMANDS, main
-
-    ctx = click.Context(main)
-    lines: list[list[str]] = [[]]
-    for name in COMMANDS:
-        command = main.get_command(ctx, name)
-        lines.append([name])
-        if isinstance(command, click.Group):
-            lines += [[name, sub] for sub in command.commands]
-    return lines
+    root = main.make_context("facestore", [], resilient_parsing=True)
+    return [[], *(name.split() for name, _, _ in commands(main, root))]
 
 
 def median_run(

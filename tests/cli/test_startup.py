@@ -14,6 +14,7 @@ import click
 import pytest
 
 from facestore.cli.main import COMMANDS, main
+from facestore.cli.reference import commands
 from tests.support.helpers import encode, face_image
 from tests.support.processes import app_db
 from tests.support.types import Cli
@@ -75,15 +76,9 @@ def test_light_commands_import_nothing_heavy(tmp_path: Path, command: list[str])
 
 
 def every_command() -> list[list[str]]:
-    """Each command line that has a --help: the commands, and the commands of groups."""
-    ctx = click.Context(main)
-    lines = []
-    for name in COMMANDS:
-        command = main.get_command(ctx, name)
-        lines.append([name])
-        if isinstance(command, click.Group):
-            lines += [[name, sub] for sub in command.commands]
-    return lines
+    """Each command line that has a --help: the commands of docs/cli.md (the same walk)."""
+    root = main.make_context("facestore", [], resilient_parsing=True)
+    return [name.split() for name, _, _ in commands(main, root)]
 
 
 @pytest.mark.parametrize("command", every_command(), ids=" ".join)
