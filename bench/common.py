@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import multiprocessing
 import shutil
 import sqlite3
 import subprocess
@@ -25,6 +26,25 @@ import numpy as np
 from PIL import Image
 
 from facestore import db as database
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy_loops(count: int) -> Iterator[None]:
+    """count busy-loop processes beside the block: a machine busy with other work."""
+    loops = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(count)]
+    for loop in loops:
+        loop.start()
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.join()
 
 
 def synthetic_crop(person: int, sample: int, size: int = 160, quality: int = 90) -> bytes:

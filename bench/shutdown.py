@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import random
 import signal
@@ -28,12 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import app_database, random_weights, scratch, start_watch  # noqa: E402
-
-
-def spin() -> None:
-    while True:
-        pass
+from bench.common import app_database, busy_loops, random_weights, scratch, start_watch  # noqa: E402
 
 
 def wait_for_text(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -88,14 +82,8 @@ def main() -> None:
     work = scratch("facestore-shutdown-", keep=args.keep)
     db = app_database(work / "app.db", args.faces)
     weights = os.environ.get("FACESTORE_WEIGHTS") or str(random_weights(work / "w.pt"))
-    busy = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
-    for p in busy:
-        p.start()
-    try:
+    with busy_loops(args.busy):
         runs = [one_run(db, work, weights, args.batch_size, r) for r in range(args.runs)]
-    finally:
-        for p in busy:
-            p.kill()
     for r in runs:
         print(json.dumps(r))
     finish = subprocess.run(

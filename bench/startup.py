@@ -4,7 +4,8 @@ error paths a new operator meets first (a missing folder, missing weights, a bad
 median of --runs.
 
     python bench/startup.py --orl ../shared/datasets/att_faces \\
-        [--casia-weights casia.pt] [--runs 5] [--busy N] [--json out.json]
+        [--casia-weights casia.pt] [--engine torch --engine onnxruntime ...] [--runs 5]
+        [--busy N] [--json out.json]
 
 It imports the ORL crops into a scratch SQLite file and trains a model with dlib
 (and with casia-webface when --casia-weights is given) first; that setup is not
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import shutil
@@ -29,14 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import scratch  # noqa: E402
+from bench.common import busy_loops, scratch  # noqa: E402
 
 TARGETS = {"help": 0.3, "error": 0.5, "predict dlib": 2.0, "predict casia-webface": 3.0}
-
-
-def spin() -> None:
-    while True:
-        pass
 
 
 def facestore(*args: str | Path, env: dict[str, str] | None = None) -> tuple[float, int, str]:
@@ -102,6 +97,12 @@ def main() -> None:
     parser.add_argument("--casia-weights", type=Path, help="casia-webface weights (optional)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes beside it")
+    parser.add_argument(
+        "--engine",
+        action="append",
+        dest="engines",
+        help="time the casia-webface predict on this engine (repeatable; default: the setting)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
 
@@ -111,11 +112,8 @@ def main() -> None:
     not_a_db = work / "notes.txt"
     not_a_db.write_text("not a database\n")
 
-    busy = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
-    for p in busy:
-        p.start()
     rows: list[tuple[str, str, float]] = []  # (kind, what, seconds)
-    try:
+    with busy_loops(args.busy):
         for line in command_lines():
             rows.append(
                 (
@@ -171,9 +169,6 @@ def main() -> None:
                         median_run(args.runs, "--model-dir", model_dir, "predict", image, env=on),
                     )
                 )
-    finally:
-        for p in busy:
-            p.terminate()
 
     print(
         f"# {platform.node()}: {os.cpu_count()} cores, {args.busy} busy processes beside, "

@@ -156,6 +156,7 @@ def _export(network: Any, path: Path) -> None:
                 dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
                 opset_version=OPSET,
             )
+        os.chmod(temporary, 0o644)  # as the weights beside it: mkstemp's 0600 hides it
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -171,6 +172,8 @@ class OnnxRuntimeRunner:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # no spinning between operators: the decode workers need those cycles
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
             str(graph), options, providers=["CPUExecutionProvider"]
         )

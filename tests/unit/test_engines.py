@@ -70,6 +70,7 @@ def test_a_damaged_or_stale_cached_graph_is_exported_again(
             first.config["weights_sha256"]  # type: ignore[attr-defined]
         )
     )
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by a service's own user too
     expected = first.embed_images(faces())  # type: ignore[attr-defined]
     for damage in (
         lambda: path.write_bytes(path.read_bytes()[:1000]),  # a torn file
