@@ -101,8 +101,8 @@ def apply_logging(ctx: click.Context, verbose: int = 0, log_format: str | None =
     """Configure logging from the global options and those given after the command."""
     root = ctx.find_root()
     verbosity = max(verbose, root.params.get("verbose") or 0)
-    if root.invoked_subcommand == "watch" or ctx.info_name == "watch":
-        verbosity = max(verbosity, 1)  # the daemon logs its lifecycle at INFO by default
+    if {root.invoked_subcommand, ctx.info_name} & {"watch", "serve"}:
+        verbosity = max(verbosity, 1)  # the services log their lifecycle at INFO by default
     configure_logging(verbosity, log_format or root.params.get("log_format") or "text")
 
 

@@ -66,6 +66,10 @@ COMMANDS = {
         "facestore.cli.train:retrain_command",
         "Refit the classifier over the cached vectors and publish a new model version.",
     ),
+    "serve": (
+        "facestore.cli.serve:serve",
+        'Answer "who is this?" over HTTP with the current model in --model-dir.',
+    ),
     "status": (
         "facestore.cli.status:status",
         "Counts of faces, vectors, pending and failed faces, the active space and the model.",

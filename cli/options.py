@@ -17,7 +17,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # the backbone options a command with backbone=True takes (App.backbone_given)
 BACKBONE_PARAMS = (*(s.name for s in settings.BACKBONE_SETTINGS), "channels_last", "compile_model")
-PATHS = {settings.WEIGHTS.name: click.Path(dir_okay=False, path_type=Path)}
+PATHS = {
+    settings.WEIGHTS.name: click.Path(dir_okay=False, path_type=Path),
+    settings.TOKEN_FILE.name: click.Path(exists=True, dir_okay=False, path_type=Path),
+}
 
 
 def setting_option(setting: Setting, **extra: Any) -> Callable[[F], F]:

@@ -40,6 +40,8 @@ from facestore.ranking import most_probable, most_probable_rows
 from facestore.settings import DEFAULT_TOP_K
 
 if TYPE_CHECKING:  # a prediction for image files needs no database (nor SQLAlchemy)
+    from PIL.Image import Image
+
     from facestore.store import Store
 
 log = logging.getLogger(__name__)
@@ -289,19 +291,23 @@ class Predictor:
             else:
                 labels.append(label)
                 signals.append(image_signals(images[-1], blob))
-        vectors = self.backbone.embed_images(images) if images else np.zeros((0, 0))
-        done = {
-            p.input: p
-            for p in self.classify(
-                vectors,
-                labels,
-                top_k,
-                min_confidence,
-                signals=scored(signals),
-                min_quality=min_quality,
-            )
-        }
+        options = (top_k, min_confidence, min_quality)
+        done = {p.input: p for p in self.predict_decoded(labels, images, signals, *options)}
         return [done.get(label) or failed[label] for label, _ in crops]
+
+    def predict_decoded(
+        self,
+        labels: Sequence[str],
+        images: Sequence[Image],
+        signals: Sequence[ImageSignals],
+        top_k: int = DEFAULT_TOP_K,
+        min_confidence: float | None = None,
+        min_quality: float | None = None,
+    ) -> list[Prediction]:
+        """Predict for decoded crops and their image signals (facestore.quality)."""
+        vectors = self.backbone.embed_images(list(images)) if images else np.zeros((0, 0))
+        judged = scored(list(signals))
+        return self.classify(vectors, labels, top_k, min_confidence, None, judged, min_quality)
 
 
 def predict_faces(

@@ -140,6 +140,21 @@ METRICS_ADDR = Setting(
     "PORT binds 127.0.0.1). Off by default.",
     flag="--metrics-addr",
 )
+SERVE_ADDR = Setting(
+    "addr",
+    "FACESTORE_SERVE_ADDR",
+    "Where 'serve' listens, HOST:PORT (a bare PORT binds 127.0.0.1). Any address but "
+    "the loopback one needs a token file.",
+    flag="--addr",
+    default="127.0.0.1:8765",
+)
+TOKEN_FILE = Setting(
+    "token_file",
+    "FACESTORE_TOKEN_FILE",
+    "A file holding the token 'serve' asks of every request but /healthz (header "
+    "'Authorization: Bearer TOKEN'); needed to listen beyond loopback.",
+    flag="--token-file",
+)
 
 SETTINGS = (
     DB,
@@ -153,6 +168,8 @@ SETTINGS = (
     DEVICE_DECODE,
     WORKER_HOST,
     METRICS_ADDR,
+    SERVE_ADDR,
+    TOKEN_FILE,
 )
 BACKBONE_SETTINGS = (BACKBONE, WEIGHTS, DEVICE, BATCH_SIZE, PRECISION, ENGINE, DEVICE_DECODE)
 BY_NAME = {setting.name: setting for setting in SETTINGS}
