@@ -81,7 +81,7 @@ def serve(
     """
     from facestore.daemon.http import parse_addr
 
-    host, port = parse_addr(addr, settings.SERVE_ADDR)
+    host, port = parse_addr(addr, settings.cite(settings.SERVE_ADDR))
     token = read_token(token_file)
     if token is None and not loopback(host):
         raise click.UsageError(

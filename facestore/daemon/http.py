@@ -16,20 +16,21 @@ from prometheus_client import make_wsgi_app
 
 from facestore.daemon.telemetry import Telemetry
 from facestore.errors import ConfigurationError
-from facestore.settings import METRICS_ADDR, Setting, cite
+from facestore.settings import METRICS_ADDR, cite
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 
 
-def parse_addr(text: str, setting: Setting = METRICS_ADDR) -> tuple[str, int]:
-    """HOST:PORT or PORT (host 127.0.0.1); [::1]:PORT for IPv6."""
+def parse_addr(text: str, source: str = cite(METRICS_ADDR)) -> tuple[str, int]:
+    """HOST:PORT or PORT (host 127.0.0.1); [::1]:PORT for IPv6. source: where the text
+    came from, for the error (a cited setting, or an option's name)."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]") if sep else "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(
-            f"The address {text!r} (from {cite(setting)}) is not HOST:PORT "
+            f"The address {text!r} (from {source}) is not HOST:PORT "
             "(for example 127.0.0.1:9464)."
         )
     return host or "127.0.0.1", int(port)

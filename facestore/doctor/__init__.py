@@ -1,7 +1,8 @@
 """`facestore doctor`: checks an installation end to end; each check says what is wrong
 and what to do. The checks read; the trigger check writes inside a transaction that it
 rolls back. By concern: database.py (database, face table, schema, triggers, vacuum),
-work.py (weights, queue, failures, leases), model.py (model, last retrain)."""
+work.py (weights, queue, failures, leases), model.py (model, last retrain), service.py
+(a running `facestore serve`, when given its address)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from facestore.doctor.database import (
     check_vacuum,
 )
 from facestore.doctor.model import check_last_retrain, check_model
+from facestore.doctor.service import check_service
 from facestore.doctor.work import check_failures, check_leases, check_queue, check_weights
 from facestore.settings import DEFAULT_STUCK_AFTER
 from facestore.store import Store
@@ -47,10 +49,20 @@ class Installation:
     model_dir: Path
     build_backbone: Callable[[str | None], Backbone]  # for the active space's backbone name
     stuck_after: float = DEFAULT_STUCK_AFTER
+    service: tuple[str, int] | None = None  # a running `facestore serve` to ask
+    service_token: str | None = None
 
 
 def diagnose(install: Installation) -> list[Check]:
     """Every check, in order; those that need what failed are skipped."""
+    checks = _installation(install)
+    if install.service is not None:
+        host, port = install.service
+        checks.append(check_service(host, port, install.service_token, install.model_dir))
+    return checks
+
+
+def _installation(install: Installation) -> list[Check]:
     checks = [check_database(install.engine)]
     if checks[-1].status == FAIL:
         return checks + skipped("the database", ["disk", "face table", "schema", "triggers"])

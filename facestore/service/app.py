@@ -8,14 +8,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -49,6 +50,11 @@ class Service:
     telemetry: ServiceTelemetry
     limits: Limits
     token: str | None = None
+    # decoding and quality signals beside the model: a thread per core (a thread per
+    # request would grow memory with the number of clients, not the work)
+    decoders: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(os.cpu_count() or 1, "facestore-decode")
+    )
 
 
 def answer(prediction: Prediction) -> dict[str, Any]:
@@ -100,7 +106,10 @@ def build_app(service: Service) -> Starlette:
     async def predict(request: Request) -> Response:
         options = _options(request)
         crops = check_count(await _crops(request), service.limits)
-        decoded = [await run_in_threadpool(decode, c, service.limits) for c in crops]
+        loop = asyncio.get_running_loop()
+        decoded = [
+            await loop.run_in_executor(service.decoders, decode, c, service.limits) for c in crops
+        ]
         version, predictions = await service.batcher.predict(decoded, options)
         return JSONResponse({"model_version": version, "faces": [answer(p) for p in predictions]})
 
@@ -115,9 +124,9 @@ def build_app(service: Service) -> Starlette:
         except Exception as exc:  # noqa: BLE001 - a malformed multipart body
             raise BadRequest(400, f"The multipart body cannot be read: {exc}") from None
         crops = []
-        for field, value in form.multi_items():
+        for name, value in form.multi_items():
             if not isinstance(value, str):
-                crops.append(Crop(value.filename or field, await value.read()))
+                crops.append(Crop(value.filename or name, await value.read()))
         return crops
 
     async def model(request: Request) -> Response:
@@ -165,6 +174,7 @@ def build_app(service: Service) -> Starlette:
         finally:
             service.follower.close()
             await service.batcher.close()
+            service.decoders.shutdown(wait=False, cancel_futures=True)
 
     routes = [
         route("/v1/predict", predict, ["POST"]),

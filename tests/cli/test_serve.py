@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from facestore.service.openapi import END, START, reference
 from tests.support.helpers import CORRUPT_BLOBS, encode, face_image, make_app_db, sqlite_exec
 from tests.support.processes import patient, wait_for
-from tests.support.serving import Server, multipart
+from tests.support.serving import Server, free_port, multipart
 from tests.support.types import Cli
 
 
@@ -185,6 +185,18 @@ def test_a_token_guards_every_route_but_healthz_and_is_required_beyond_loopback(
         status, answer = server.predict(crop(tmp_path, 1, 30).read_bytes())
         assert status == 401 and "Bearer" in answer["error"]
         assert server.predict(crop(tmp_path, 1, 30).read_bytes(), token="s3cret")[0] == 200
+
+        # doctor asks the running service: with its token, without, and where none runs
+        def service_check(*options: object) -> dict[str, str]:
+            result = cli("--db", trained, "doctor", "--json", *options)
+            return next(c for c in json.loads(result.stdout) if c["check"] == "service")
+
+        addr = f"127.0.0.1:{server.port}"
+        healthy = service_check("--service", addr, "--token-file", token_file)
+        assert healthy["status"] == "ok" and "ready, serving model" in healthy["detail"]
+        assert "token" in service_check("--service", addr)["fix"]
+        nobody = service_check("--service", f"127.0.0.1:{free_port()}")
+        assert nobody["status"] == "fail" and "no answer" in nobody["detail"]
     finally:
         assert server.stop() == 0, server.output()[-3000:]
 

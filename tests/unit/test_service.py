@@ -1,0 +1,133 @@
+"""The service's pieces without a server: batching concurrent requests, reading a
+request's crops within the limits, and the answer's verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facestore.predict import Prediction
+from facestore.quality import ImageSignals
+from facestore.service.app import answer
+from facestore.service.batcher import Batcher, NotReady, Options
+from facestore.service.inputs import BadRequest, Crop, Limits, decode, read_body
+from facestore.service.telemetry import ServiceTelemetry
+from tests.support.helpers import CORRUPT_BLOBS, encode, face_image
+
+
+class SlowModel:
+    """A stand-in predictor (the batching is beside the model's point): embeds each face
+    to its label's number, holding the first call until released."""
+
+    version = "v1"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.release = threading.Event()
+        self.backbone = SimpleNamespace(embed_images=self.embed)
+
+    def embed(self, images: list[Any]) -> np.ndarray:
+        self.calls.append(len(images))
+        if len(self.calls) == 1:
+            assert self.release.wait(10)
+        return np.zeros((len(images), 4), np.float32)
+
+    def classify(self, vectors: np.ndarray, labels: list[str], top_k: int, *rest: Any) -> list:
+        return [Prediction(label, label, 1.0) for label in labels]
+
+
+def crops(*labels: str) -> list[Any]:
+    return [SimpleNamespace(label=label, image=None, signals=None) for label in labels]
+
+
+def test_requests_waiting_for_the_model_go_through_it_together() -> None:
+    model = SlowModel()
+    follower = SimpleNamespace(current=model)
+    telemetry = ServiceTelemetry()
+
+    async def scenario() -> list[tuple[str, list[Prediction]]]:
+        batcher = Batcher(follower, telemetry, max_faces=8, wait=0.0)  # type: ignore[arg-type]
+        batcher.start()
+        first = asyncio.ensure_future(batcher.predict(crops("a"), Options(3)))
+        while not model.calls:  # the model is busy with the first request
+            await asyncio.sleep(0.01)
+        rest = [
+            asyncio.ensure_future(batcher.predict(crops(*labels), Options(3)))
+            for labels in (["b", "c"], ["d"], ["e", "f", "g"])
+        ]
+        await asyncio.sleep(0.05)
+        model.release.set()
+        answers = [await first, *[await r for r in rest]]
+        await batcher.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert model.calls == [1, 6]  # the three that waited: one batch of six faces
+    assert [[p.input for p in predictions] for _, predictions in answers] == [
+        ["a"], ["b", "c"], ["d"], ["e", "f", "g"]
+    ]  # fmt: skip
+    assert all(version == "v1" for version, _ in answers)
+
+
+def test_no_model_yet_is_not_ready() -> None:
+    async def scenario() -> None:
+        batcher = Batcher(SimpleNamespace(current=None), ServiceTelemetry())  # type: ignore[arg-type]
+        batcher.start()
+        try:
+            with pytest.raises(NotReady):
+                await batcher.predict(crops("a"), Options(3))
+        finally:
+            await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_all_read() -> None:
+    read: list[int] = []
+
+    async def chunks() -> Any:
+        for n in range(100):
+            read.append(n)
+            yield b"x" * 1000
+
+    with pytest.raises(BadRequest) as raised:
+        asyncio.run(read_body(chunks(), None, Limits(max_body=5000)))
+    assert raised.value.status == 413 and len(read) == 6
+    with pytest.raises(BadRequest):  # a declared length over the limit: nothing read
+        asyncio.run(read_body(chunks(), "99999", Limits(max_body=5000)))
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("empty", 400), ("random", 415), ("text", 415), ("truncated-jpeg", 400), ("bomb", 413)],
+)
+def test_each_bad_crop_gets_its_status(name: str, status: int) -> None:
+    with pytest.raises(BadRequest) as raised:
+        decode(Crop("x.png", CORRUPT_BLOBS[name]), Limits())
+    assert raised.value.status == status and "(x.png)" in raised.value.message
+
+
+def test_a_good_crop_is_decoded_with_its_signals_and_the_pixel_limit_holds() -> None:
+    data = encode(face_image(1, 2), "PNG")
+    decoded = decode(Crop("image", data), Limits())
+    assert isinstance(decoded.image, Image.Image) and isinstance(decoded.signals, ImageSignals)
+    side = decoded.image.size[0]
+    with pytest.raises(BadRequest) as raised:
+        decode(Crop("image", data), Limits(max_pixels=side * side - 1))
+    assert raised.value.status == 413 and f"{side}x" in raised.value.message
+
+
+def test_the_answer_says_why_a_face_is_unknown() -> None:
+    guess = {"person_id": 7, "confidence": 0.2, "probability": 0.5, "distance": 0.4}
+    named = answer(Prediction("a", 7, 0.9, [{**guess, "distance": 0.1}]))
+    assert (named["unknown"], named["why"], named["distance"]) == (False, None, 0.1)
+    far = answer(Prediction("b", None, 0.2, [guess]))
+    assert (far["unknown"], far["why"], far["distance"]) == (True, "open-set", 0.4)
+    gated = answer(Prediction("c", None, 0.2, [guess], quality=0.5, gated="sharpness"))
+    assert (gated["why"], gated["low_quality"]) == ("low quality", "sharpness")
