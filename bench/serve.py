@@ -96,11 +96,13 @@ def load(
     seconds: float,
     max_requests: int,
     during: Any = None,
+    until_refused: bool = False,
 ) -> dict[str, Any]:
     """clients threads asking for `seconds` (or max_requests in all); during(), if
     given, runs in this thread meanwhile and its result is returned too."""
     latencies: list[float] = []
-    errors: list[str] = []
+    errors: list[str] = []  # answers other than 200
+    unanswered: list[str] = []  # requests with no answer (connection refused, reset)
     versions: list[tuple[float, str]] = []  # (answered at, model version)
     deadline = time.monotonic() + seconds
     count = iter(range(max_requests))
@@ -116,7 +118,9 @@ def load(
                 status, answer = client.predict(images[(n * 37 + i) % len(images)])
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 with lock:
-                    errors.append(repr(exc))
+                    unanswered.append(repr(exc))
+                if until_refused:  # the service stopped: this client is done
+                    return
                 client = Client(port)
                 continue
             with lock:
@@ -142,6 +146,8 @@ def load(
         "p99_ms": 1000 * ordered[int(len(ordered) * 0.99)] if ordered else None,
         "errors": len(errors),
         "first_errors": errors[:3],
+        "unanswered": len(unanswered),
+        "first_unanswered": unanswered[:3],
         "versions": versions,
         "during": extra,
     }
@@ -217,19 +223,30 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
         def publish() -> dict[str, float]:
             time.sleep(args.seconds / 4)
             before = time.time()
-            _, code, err = facestore("--db", db, "--model-dir", model_dir, "retrain", *options)
+            _, code, err = facestore("--db", db, "--model-dir", model_dir, "retrain")
             assert code == 0, err
             current = (model_dir / "current").readlink().name
             published = (model_dir / "current").lstat().st_mtime
             return {"started": before, "published": published, "version": current}
 
         during = load(port, images, args.clients, args.seconds / 2, args.max_requests, publish)
+
+        # SIGTERM with requests in flight: they are answered, then it exits
+        def stop() -> float:
+            time.sleep(2.0)
+            stopping = time.monotonic()
+            server.terminate()
+            server.wait(timeout=30)
+            return time.monotonic() - stopping
+
+        stopped = load(port, images, args.clients, 30.0, args.max_requests, stop, True)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
     new = during["during"]
     first_new = min((t for t, v in during["versions"] if v == new["version"]), default=None)
-    for result in (one, many, during):
+    for result in (one, many, during, stopped):
         result.pop("versions")
     return {
         "backbone": name,
@@ -240,9 +257,16 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
         "load": {**many, "during": None, "rss_mib_after_warm_up": rss},
         "throughput_vs_embed": many["faces_per_s"] / embed_rate,
         "publish": {
-            "failed_requests": during["errors"],
+            "failed_requests": during["errors"] + during["unanswered"],
             "new_version_after_s": None if first_new is None else first_new - new["published"],
             "requests": during["requests"],
+        },
+        "sigterm": {
+            "exit_s": stopped["during"],
+            "exit_code": server.returncode,
+            "answered": stopped["requests"],
+            "errors": stopped["errors"],
+            "unanswered_at_stop": stopped["unanswered"],
         },
     }
 

@@ -4,6 +4,7 @@ request's crops within the limits, and the answer's verdict."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -131,3 +132,71 @@ def test_the_answer_says_why_a_face_is_unknown() -> None:
     assert (far["unknown"], far["why"], far["distance"]) == (True, "open-set", 0.4)
     gated = answer(Prediction("c", None, 0.2, [guess], quality=0.5, gated="sharpness"))
     assert (gated["why"], gated["low_quality"]) == ("low quality", "sharpness")
+
+
+class StubBatcher:
+    """Answers after `delay` seconds, or fails, without a model."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay, self.fail = delay, fail
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def predict(self, crops: Any, options: Options) -> tuple[str, list[Prediction]]:
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("secret internals")
+        return "v1", [Prediction(c.label, 1, 0.9) for c in crops]
+
+
+def call(batcher: StubBatcher, method: str, path: str, body: bytes = b"", **kw: Any) -> Any:
+    """One request straight through the ASGI app (no server, no HTTP client library):
+    (status, JSON answer)."""
+    from facestore.service.app import Service, build_app
+
+    follower = SimpleNamespace(current=None)
+    limits = Limits(timeout=kw.get("timeout", 30.0))
+    app = build_app(Service(follower, batcher, ServiceTelemetry(), limits))  # type: ignore[arg-type]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"image/png")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    messages: list[dict[str, Any]] = []
+    unread = [body]
+
+    async def receive() -> dict[str, Any]:
+        if unread:
+            return {"type": "http.request", "body": unread.pop(), "more_body": False}
+        await asyncio.sleep(3600)  # no disconnect: the app answers first
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start, *parts = messages
+    return start["status"], json.loads(b"".join(p.get("body", b"") for p in parts))
+
+
+def test_a_slow_answer_gets_504_and_a_failure_500_without_its_insides() -> None:
+    png = encode(face_image(1, 2), "PNG")
+    status, body = call(StubBatcher(delay=5.0), "POST", "/v1/predict", png, timeout=0.2)
+    assert status == 504 and "0.2 s" in body["error"]
+    status, body = call(StubBatcher(fail=True), "POST", "/v1/predict", png)
+    assert status == 500 and "secret" not in json.dumps(body) and "log" in body["error"]
+    assert call(StubBatcher(), "POST", "/v1/predict", png)[0] == 200
+    assert call(StubBatcher(), "GET", "/readyz")[0] == 503
+    assert call(StubBatcher(), "GET", "/v1/model")[0] == 503
+    assert call(StubBatcher(), "GET", "/openapi.json")[1]["openapi"].startswith("3.")
