@@ -102,7 +102,7 @@ def load(
     given, runs in this thread meanwhile and its result is returned too."""
     latencies: list[float] = []
     errors: list[str] = []  # answers other than 200
-    unanswered: list[str] = []  # requests with no answer (connection refused, reset)
+    unanswered: list[tuple[float, str]] = []  # (sent at, why): refused, reset
     versions: list[tuple[float, str]] = []  # (answered at, model version)
     deadline = time.monotonic() + seconds
     count = iter(range(max_requests))
@@ -113,12 +113,12 @@ def load(
         for i in count:
             if time.monotonic() >= deadline:
                 return
-            started = time.perf_counter()
+            started, sent = time.perf_counter(), time.monotonic()
             try:
                 status, answer = client.predict(images[(n * 37 + i) % len(images)])
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 with lock:
-                    unanswered.append(repr(exc))
+                    unanswered.append((sent, repr(exc)))
                 if until_refused:  # the service stopped: this client is done
                     return
                 client = Client(port)
@@ -147,7 +147,8 @@ def load(
         "errors": len(errors),
         "first_errors": errors[:3],
         "unanswered": len(unanswered),
-        "first_unanswered": unanswered[:3],
+        "first_unanswered": [why for _, why in unanswered[:3]],
+        "unanswered_sent_at": [at for at, _ in unanswered],
         "versions": versions,
         "during": extra,
     }
@@ -220,7 +221,7 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
         many = load(port, images, args.clients, args.seconds, args.max_requests, watch_rss)
         rss.append(round(rss_mib(server.pid), 1))
 
-        def publish() -> dict[str, float]:
+        def publish() -> dict[str, Any]:
             time.sleep(args.seconds / 4)
             before = time.time()
             _, code, err = facestore("--db", db, "--model-dir", model_dir, "retrain")
@@ -232,12 +233,12 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
         during = load(port, images, args.clients, args.seconds / 2, args.max_requests, publish)
 
         # SIGTERM with requests in flight: they are answered, then it exits
-        def stop() -> float:
+        def stop() -> tuple[float, float]:
             time.sleep(2.0)
             stopping = time.monotonic()
             server.terminate()
             server.wait(timeout=30)
-            return time.monotonic() - stopping
+            return stopping, time.monotonic() - stopping
 
         stopped = load(port, images, args.clients, 30.0, args.max_requests, stop, True)
     finally:
@@ -246,8 +247,11 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
             server.wait(timeout=30)
     new = during["during"]
     first_new = min((t for t, v in during["versions"] if v == new["version"]), default=None)
+    stopping, exit_s = stopped["during"]
+    sent_at = stopped["unanswered_sent_at"]
     for result in (one, many, during, stopped):
         result.pop("versions")
+        result.pop("unanswered_sent_at")
     return {
         "backbone": name,
         "embed_faces_per_s": embed_rate,
@@ -262,11 +266,14 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
             "requests": during["requests"],
         },
         "sigterm": {
-            "exit_s": stopped["during"],
+            "exit_s": exit_s,
             "exit_code": server.returncode,
             "answered": stopped["requests"],
             "errors": stopped["errors"],
-            "unanswered_at_stop": stopped["unanswered"],
+            # sent before SIGTERM and never answered: in flight, dropped (should be 0)
+            "in_flight_dropped": sum(at < stopping for at in sent_at),
+            # sent after it, on a connection the stopping service had closed
+            "refused_after_stop": sum(at >= stopping for at in sent_at),
         },
     }
 
