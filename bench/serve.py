@@ -201,7 +201,7 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
             "--addr",
             f"127.0.0.1:{port}",
             *options,
-        ],  # fmt: skip
+        ],
         stderr=log,
         stdout=subprocess.DEVNULL,
     )

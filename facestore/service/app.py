@@ -107,9 +107,9 @@ def build_app(service: Service) -> Starlette:
         options = _options(request)
         crops = check_count(await _crops(request), service.limits)
         loop = asyncio.get_running_loop()
-        decoded = [
-            await loop.run_in_executor(service.decoders, decode, c, service.limits) for c in crops
-        ]
+        decoded = await asyncio.gather(
+            *(loop.run_in_executor(service.decoders, decode, c, service.limits) for c in crops)
+        )
         version, predictions = await service.batcher.predict(decoded, options)
         return JSONResponse({"model_version": version, "faces": [answer(p) for p in predictions]})
 
@@ -120,7 +120,8 @@ def build_app(service: Service) -> Starlette:
             return raw_crops(body, request.headers.get("content-type"))
         request._body = body  # noqa: SLF001 - what form() parses: the body read in the limit
         try:
-            form = await request.form(max_files=service.limits.max_images + 1)
+            # the count is check_count's to refuse (413); the body's size bounds the parts
+            form = await request.form(max_files=service.limits.max_body)
         except Exception as exc:  # noqa: BLE001 - a malformed multipart body
             raise BadRequest(400, f"The multipart body cannot be read: {exc}") from None
         crops = []

@@ -50,8 +50,9 @@ class ModelFollower:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
-    def check(self) -> None:
-        """Serve model/current's version if it is new and passes its checks."""
+    def check(self, strict: bool = False) -> None:
+        """Serve model/current's version if it is new and passes its checks; strict:
+        raise why it does not (at start, where the operator is there to read it)."""
         version = current_version(self.model_dir)
         served = self.current.version if self.current else None
         if version is None or version in (served, self.refused):
@@ -59,6 +60,8 @@ class ModelFollower:
         try:
             predictor = self._load()
         except FacestoreError as exc:
+            if strict:
+                raise
             self.refused = version
             self.telemetry.refused.inc()
             log.warning("Not serving model %s, still %s: %s", version, served, exc)

@@ -35,9 +35,7 @@ def run_service(
     telemetry = ServiceTelemetry()
     follower = ModelFollower(model_dir, settings, telemetry)
     if current_version(model_dir) is not None:
-        follower.check()  # at once, so that a model this backbone cannot load is said here
-        if follower.current is None:
-            log.warning("Starting without a model: the current one failed its checks")
+        follower.check(strict=True)  # a model or backbone that cannot load is said here
     service = Service(follower, Batcher(follower, telemetry, max_batch), telemetry, limits, token)
     config = uvicorn.Config(
         build_app(service),

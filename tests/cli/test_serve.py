@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -129,9 +131,15 @@ def test_bad_requests_get_a_4xx_that_says_what_and_the_service_stays_up(
 ) -> None:
     good = crop(tmp_path, 1, 30).read_bytes()
     server = Server(
-        tmp_path / "model", tmp_path, "--max-images", "2", "--max-body-mb", "0.5",
-        "--max-pixels", "40000",
-    )  # fmt: skip
+        tmp_path / "model",
+        tmp_path,
+        "--max-images",
+        "2",
+        "--max-body-mb",
+        "0.5",
+        "--max-pixels",
+        "40000",
+    )
     try:
         server.wait_ready()
         cases = {
@@ -228,3 +236,27 @@ def test_docs_serve_md_holds_the_current_reference() -> None:
     assert generated == "\n" + reference(), (
         "docs/serve.md is out of date: run python -m facestore.service.openapi --write"
     )
+
+
+def test_a_model_it_cannot_load_at_start_is_said_and_it_exits(
+    tmp_path: Path, trained: Path
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facestore",
+            "--model-dir",
+            str(tmp_path / "model"),
+            "serve",
+            "--addr",
+            f"127.0.0.1:{free_port()}",
+            "--weights",
+            str(tmp_path / "gone.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=patient(30),
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "gone.pt" in done.stderr and "Traceback" not in done.stderr

@@ -58,7 +58,7 @@ class Server:
                 "--addr",
                 f"127.0.0.1:{self.port}",
                 *options,
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
             env=dict(os.environ),

@@ -71,8 +71,11 @@ def test_requests_waiting_for_the_model_go_through_it_together() -> None:
     answers = asyncio.run(scenario())
     assert model.calls == [1, 6]  # the three that waited: one batch of six faces
     assert [[p.input for p in predictions] for _, predictions in answers] == [
-        ["a"], ["b", "c"], ["d"], ["e", "f", "g"]
-    ]  # fmt: skip
+        ["a"],
+        ["b", "c"],
+        ["d"],
+        ["e", "f", "g"],
+    ]
     assert all(version == "v1" for version, _ in answers)
 
 
