@@ -16,6 +16,7 @@ from facestore.images import ALLOWED_FORMATS, MAX_PIXELS, claimed_format, decode
 from facestore.quality import ImageSignals, image_signals
 
 MEGABYTE = 1024 * 1024
+DRAIN_BYTES = 16 * MEGABYTE  # read and dropped past the limit before answering 413
 RAW_TYPES = ("image/jpeg", "image/png", "image/webp", "application/octet-stream")
 
 
@@ -47,15 +48,24 @@ class DecodedCrop:
     signals: ImageSignals
 
 
-async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limits: Limits) -> bytes:
-    """The body, refused (413) as soon as it is larger than the limit."""
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
-        raise BadRequest(413, _too_large(int(declared), limits))
+async def read_body(
+    chunks: AsyncIterator[bytes], declared: str | None, limits: Limits, drain: int = DRAIN_BYTES
+) -> bytes:
+    """The body, refused (413) once it is larger than the limit. What comes past the limit
+    is read and dropped (up to `drain` bytes more) before the answer, so that the client,
+    still sending, reads the 413 rather than a broken connection (nginx's "lingering
+    close"); memory holds the limit at most."""
     body = bytearray()
+    size = 0
     async for chunk in chunks:
-        body += chunk
-        if len(body) > limits.max_body:
-            raise BadRequest(413, _too_large(len(body), limits))
+        size += len(chunk)
+        if size <= limits.max_body:
+            body += chunk
+        elif size > limits.max_body + drain:
+            break
+    if size > limits.max_body:
+        shown = int(declared) if declared and declared.isdigit() else size
+        raise BadRequest(413, _too_large(max(shown, size), limits))
     return bytes(body)
 
 

@@ -92,7 +92,7 @@ def test_no_model_yet_is_not_ready() -> None:
     asyncio.run(scenario())
 
 
-def test_a_body_over_the_limit_is_refused_before_it_is_all_read() -> None:
+def test_a_body_over_the_limit_is_refused_and_held_no_further() -> None:
     read: list[int] = []
 
     async def chunks() -> Any:
@@ -100,11 +100,15 @@ def test_a_body_over_the_limit_is_refused_before_it_is_all_read() -> None:
             read.append(n)
             yield b"x" * 1000
 
-    with pytest.raises(BadRequest) as raised:
-        asyncio.run(read_body(chunks(), None, Limits(max_body=5000)))
-    assert raised.value.status == 413 and len(read) == 6
-    with pytest.raises(BadRequest):  # a declared length over the limit: nothing read
-        asyncio.run(read_body(chunks(), "99999", Limits(max_body=5000)))
+    with pytest.raises(BadRequest) as raised:  # read to its end, so the client gets the 413
+        asyncio.run(read_body(chunks(), "100000", Limits(max_body=5000)))
+    assert raised.value.status == 413 and "100000 bytes" in raised.value.message
+    assert len(read) == 100
+    read.clear()
+    with pytest.raises(BadRequest):  # far past the limit: no more is read
+        asyncio.run(read_body(chunks(), None, Limits(max_body=5000), drain=10_000))
+    assert len(read) == 16
+    assert asyncio.run(read_body(chunks(), None, Limits(max_body=100_000))) == b"x" * 100_000
 
 
 @pytest.mark.parametrize(
