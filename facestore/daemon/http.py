@@ -30,8 +30,7 @@ def parse_addr(text: str, source: str = cite(METRICS_ADDR)) -> tuple[str, int]:
     host = host.strip("[]") if sep else "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(
-            f"The address {text!r} (from {source}) is not HOST:PORT "
-            "(for example 127.0.0.1:9464)."
+            f"The address {text!r} (from {source}) is not HOST:PORT (for example 127.0.0.1:9464)."
         )
     return host or "127.0.0.1", int(port)
 
