@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import uvicorn
 
 from facestore.artifacts import current_version
 from facestore.config import BackboneSettings
+from facestore.errors import ConfigurationError
 from facestore.service.app import Service, build_app
 from facestore.service.batcher import Batcher
 from facestore.service.follower import ModelFollower
 from facestore.service.inputs import Limits
 from facestore.service.telemetry import ServiceTelemetry
+from facestore.settings import SERVE_ADDR, cite
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ def run_service(
     token: str | None,
     max_batch: int,
 ) -> None:
+    listening = _listen(host, port)  # an address in use is said before the model loads
     telemetry = ServiceTelemetry()
     follower = ModelFollower(model_dir, settings, telemetry)
     if current_version(model_dir) is not None:
@@ -47,8 +51,24 @@ def run_service(
         limit_concurrency=1000,
     )
     log.info("Serving on http://%s:%d (token: %s)", _shown(host), port, "yes" if token else "no")
-    _Server(config).run()
+    _Server(config).run(sockets=[listening])
     log.info("Stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket, so that an address in use is said before anything is served."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise ConfigurationError(
+            f"Cannot listen on {_shown(host)}:{port}: {exc.strerror or exc}. Stop what "
+            f"listens there, or pick another address with {cite(SERVE_ADDR)}."
+        ) from None
+    return listening
 
 
 class _Server(uvicorn.Server):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -238,9 +239,29 @@ def test_docs_serve_md_holds_the_current_reference() -> None:
     )
 
 
-def test_a_model_it_cannot_load_at_start_is_said_and_it_exits(
+def test_a_model_it_cannot_load_or_an_address_in_use_is_said_and_it_exits(
     tmp_path: Path, trained: Path
 ) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "facestore",
+                "--model-dir",
+                str(tmp_path / "model"),
+                "serve",
+                "--addr",
+                f"127.0.0.1:{taken.getsockname()[1]}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=patient(30),
+        )
+    assert busy.returncode == 2 and "Cannot listen on 127.0.0.1:" in busy.stderr, busy.stderr
+    assert "--addr" in busy.stderr and "Traceback" not in busy.stderr
     done = subprocess.run(
         [
             sys.executable,
