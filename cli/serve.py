@@ -83,6 +83,12 @@ def serve(
 
     host, port = parse_addr(addr, settings.cite(settings.SERVE_ADDR))
     token = read_token(token_file)
+    if token_file is not None and token_file.stat().st_mode & 0o077:
+        click.echo(
+            f"Warning: the token file {token_file} can be read by other users of this "
+            f"machine: chmod 600 {token_file}",
+            err=True,
+        )
     if token is None and not loopback(host):
         raise click.UsageError(
             f"Listening on {host} reaches beyond this machine: give --token-file (or "

@@ -182,11 +182,15 @@ def test_a_token_guards_every_route_but_healthz_and_is_required_beyond_loopback(
     assert refused.exit_code == 2 and "--token-file" in refused.output
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
+    token_file.chmod(0o644)
     server = Server(tmp_path / "model", tmp_path, "--token-file", str(token_file))
     try:
         server.token = "s3cret"
         server.wait_ready()
         server.token = None
+        assert f"can be read by other users of this machine: chmod 600 {token_file}" in (
+            server.output()
+        )
         assert server.request("/healthz") == (200, {"status": "ok"})
         for path in ("/readyz", "/v1/model", "/metrics", "/openapi.json"):
             assert server.request(path)[0] == 401, path
