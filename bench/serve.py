@@ -13,6 +13,10 @@ starts `facestore serve` on a free loopback port, then measures
 
     python bench/serve.py --orl ../shared/datasets/att_faces [--casia-weights casia.pt]
         [--clients 16] [--seconds 60] [--max-requests 200000] [--busy N] [--json out.json]
+
+With --library DIR (a library kept by `bench/scale.py --keep DIR`: its model of 100k or
+1M faces, random vggface2 weights) instead: the time from start to ready, the memory,
+the answers under load, and the time to follow a new version of that size.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import http.client
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -186,25 +191,7 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
     images = crops(orl)
     own_ms = backbone_ms(name, weights, images)
 
-    with socket.socket() as probe:  # a free loopback port
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    log = (work / f"serve-{name}.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "facestore",
-            "--model-dir",
-            str(model_dir),
-            "serve",
-            "--addr",
-            f"127.0.0.1:{port}",
-            *options,
-        ],
-        stderr=log,
-        stdout=subprocess.DEVNULL,
-    )
+    port, server = start_server(model_dir, options, work / f"serve-{name}.log")
     try:
         wait_ready(port, server)
         one = load(port, images, 1, min(20.0, args.seconds), 200)
@@ -278,6 +265,82 @@ def measure(name: str, orl: Path, work: Path, weights: Path | None, args: Any) -
     }
 
 
+def start_server(
+    model_dir: Path, options: list[str], log: Path
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """`facestore serve` on a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "facestore",
+            "--model-dir",
+            str(model_dir),
+            "serve",
+            "--addr",
+            f"127.0.0.1:{port}",
+            *options,
+        ],
+        stderr=log.open("w"),
+        stdout=subprocess.DEVNULL,
+    )
+    return port, server
+
+
+def measure_library(model_dir: Path, weights: Path, work: Path, args: Any) -> dict[str, Any]:
+    """A large library's model (bench/scale.py --keep DIR): how long the service takes to
+    load it, its memory, its answers under load, and how long it takes to follow a new
+    version of that size (the current one copied under a new name)."""
+    from bench.common import synthetic_crop
+
+    images = [synthetic_crop(p, s) for p in range(20) for s in range(10)]
+    started = time.monotonic()
+    port, server = start_server(model_dir, ["--weights", str(weights)], work / "serve-lib.log")
+    try:
+        wait_ready(port, server, timeout=1800)
+        ready_s = time.monotonic() - started
+        rss_ready = rss_mib(server.pid)
+        one = load(port, images, 1, min(20.0, args.seconds), 200)
+        many = load(port, images, args.clients, args.seconds, args.max_requests)
+        rss_loaded = rss_mib(server.pid)
+        current = (model_dir / "current").readlink()
+        copy = model_dir / current.parent / (current.name[:-8] + "copy0000")
+        shutil.copytree(model_dir / current, copy)
+        link = model_dir / "current.bench"
+        link.symlink_to(current.parent / copy.name)
+        peak = [0.0]
+        moved = time.monotonic()
+        os.replace(link, model_dir / "current")
+        while True:
+            peak[0] = max(peak[0], rss_mib(server.pid))
+            status = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            status.request("GET", "/readyz")
+            if json.loads(status.getresponse().read()).get("model_version") == copy.name:
+                break
+            time.sleep(0.1)
+        follow_s = time.monotonic() - moved
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    for result in (one, many):
+        result.pop("versions")
+        result.pop("unanswered_sent_at")
+    return {
+        "model_dir": str(model_dir),
+        "ready_s": ready_s,
+        "rss_ready_mib": rss_ready,
+        "one_client": one,
+        "clients": args.clients,
+        "load": {**many, "during": None},
+        "rss_after_load_mib": rss_loaded,
+        "follow_s": follow_s,
+        "rss_peak_while_following_mib": peak[0],
+    }
+
+
 def wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -295,7 +358,10 @@ def wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float = 120.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orl", type=Path, required=True, help="the att_faces folder")
+    parser.add_argument("--orl", type=Path, help="the att_faces folder")
+    parser.add_argument(
+        "--library", type=Path, help="instead: a kept bench/scale.py library (--keep DIR)"
+    )
     parser.add_argument("--casia-weights", type=Path, help="casia-webface weights (optional)")
     parser.add_argument("--backbone", action="append", dest="backbones", help="dlib, casia-webface")
     parser.add_argument("--clients", type=int, default=16)
@@ -304,10 +370,23 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes beside it")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
+    if not args.orl and not args.library:
+        parser.error("give --orl (ORL, dlib and casia-webface) or --library (a kept scale library)")
     names = args.backbones or ["dlib", *(["casia-webface"] if args.casia_weights else [])]
     work = scratch("facestore-serve-")
     results = []
     with busy_loops(args.busy):
+        if args.library:
+            env = dict(
+                line.split("=", 1) for line in (args.library / "facestore.env").read_text().split()
+            )
+            results.append(
+                measure_library(
+                    Path(env["FACESTORE_MODEL_DIR"]), Path(env["FACESTORE_WEIGHTS"]), work, args
+                )
+            )
+            print(json.dumps(results[-1], indent=2), flush=True)
+            names = []
         for name in names:
             weights = args.casia_weights if name == "casia-webface" else None
             results.append(measure(name, args.orl, work, weights, args))
