@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from facestore.service.openapi import END, START, reference
 from tests.support.helpers import CORRUPT_BLOBS, encode, face_image, make_app_db, sqlite_exec
 from tests.support.processes import patient, wait_for
-from tests.support.serving import Server, free_port, multipart
+from tests.support.serving import Server, free_port, multipart, serve_command
 from tests.support.types import Cli
 
 
@@ -250,16 +249,7 @@ def test_a_model_it_cannot_load_or_an_address_in_use_is_said_and_it_exits(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "facestore",
-                "--model-dir",
-                str(tmp_path / "model"),
-                "serve",
-                "--addr",
-                f"127.0.0.1:{taken.getsockname()[1]}",
-            ],
+            serve_command(tmp_path / "model", taken.getsockname()[1]),
             capture_output=True,
             text=True,
             timeout=patient(30),
@@ -267,18 +257,7 @@ def test_a_model_it_cannot_load_or_an_address_in_use_is_said_and_it_exits(
     assert busy.returncode == 2 and "Cannot listen on 127.0.0.1:" in busy.stderr, busy.stderr
     assert "--addr" in busy.stderr and "Traceback" not in busy.stderr
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "facestore",
-            "--model-dir",
-            str(tmp_path / "model"),
-            "serve",
-            "--addr",
-            f"127.0.0.1:{free_port()}",
-            "--weights",
-            str(tmp_path / "gone.pt"),
-        ],
+        serve_command(tmp_path / "model", free_port(), "--weights", str(tmp_path / "gone.pt")),
         capture_output=True,
         text=True,
         timeout=patient(30),

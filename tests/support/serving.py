@@ -41,6 +41,14 @@ def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def serve_command(model_dir: Path, port: int, *options: str) -> list[str]:
+    """The `facestore serve` command line on a loopback port."""
+    return [
+        sys.executable, "-m", "facestore", "--model-dir", str(model_dir), "serve",
+        "--addr", f"127.0.0.1:{port}", *options,
+    ]  # fmt: skip
+
+
 class Server:
     def __init__(self, model_dir: Path, workdir: Path, *options: str, token: str | None = None):
         self.port = free_port()
@@ -48,17 +56,7 @@ class Server:
         self.token = token
         self.log = workdir / f"serve-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "facestore",
-                "--model-dir",
-                str(model_dir),
-                "serve",
-                "--addr",
-                f"127.0.0.1:{self.port}",
-                *options,
-            ],
+            serve_command(model_dir, self.port, *options),
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
             env=dict(os.environ),
